@@ -1,0 +1,41 @@
+# The two commands: `make run` and `make test`. Everything they need is installed by the targets below.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test lint typecheck unit integration bench kafka-jars clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+kafka-jars:
+	bash deploy/kafka/kafka.sh fetch
+
+setup: $(STAMP) kafka-jars
+
+run: setup
+	$(BIN)/nudgeflow run
+
+lint: $(STAMP)
+	$(BIN)/ruff check schemas streams sinks tests bench
+	$(BIN)/ruff format --check schemas streams sinks tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+test: setup lint typecheck
+	$(BIN)/pytest -q -p no:cacheprovider
+
+bench: setup
+	$(BIN)/python bench/worker_throughput.py
+
+clean:
+	-bash deploy/kafka/kafka.sh stop
+	rm -rf .data

@@ -1,0 +1,77 @@
+"""The one settings object of nudgeflow, read from NUDGEFLOW_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NUDGEFLOW_", extra="ignore")
+
+    kafka_bootstrap: str = Field(
+        default="127.0.0.1:9092",
+        validation_alias=AliasChoices("NUDGEFLOW_KAFKA_BOOTSTRAP", "KAFKA_BOOTSTRAP"),
+        description="Kafka bootstrap servers, host:port[,host:port]",
+    )
+    kafka_port: int = Field(default=9092, description="port of the local broker started by `nudgeflow kafka`")
+    namespace: str = Field(
+        default="",
+        description="prefix for topic names and the consumer groups, to run several pipelines on one broker",
+    )
+    partitions: int = Field(default=8, ge=1, description="partition count of the topics nudgeflow creates")
+    data_dir: Path = Field(default=Path(".data"), description="local state: Kafka, RocksDB tables, chDB")
+    clickhouse_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("NUDGEFLOW_CLICKHOUSE_URL", "CLICKHOUSE_URL"),
+        description="HTTP URL of a ClickHouse server; unset means embedded chDB under data_dir/clickhouse",
+    )
+    clickhouse_database: str = Field(default="nudgeflow")
+    rules_file: Path | None = Field(
+        default=None, description="YAML rules file; unset means the built-in defaults"
+    )
+    table_store: str = Field(default="rocksdb", description="Faust table store: rocksdb or memory")
+    worker_web_port: int = Field(default=6066, description="HTTP port of the worker (profiles, metrics)")
+    timer_interval_seconds: float = Field(
+        default=0.5, gt=0, description="how often due deadlines are scanned"
+    )
+    idle_after_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="a partition with no new events for this long follows the wall clock instead of event time",
+    )
+    sink_batch_size: int = Field(default=5000, ge=1, description="rows per ClickHouse insert, at most")
+    sink_batch_seconds: float = Field(
+        default=1.0, gt=0, description="longest wait before a partial batch is written"
+    )
+    log_level: str = Field(default="info")
+
+    @property
+    def app_id(self) -> str:
+        return f"{self.namespace}nudgeflow" if self.namespace else "nudgeflow"
+
+    def topic(self, name: str) -> str:
+        return f"{self.namespace}.{name}" if self.namespace else name
+
+    @property
+    def events_topic(self) -> str:
+        return self.topic("events")
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.topic("events.dlq")
+
+    @property
+    def triggers_topic(self) -> str:
+        return self.topic("triggers")
+
+    @property
+    def timer_checks_topic(self) -> str:
+        return self.topic("timer-checks")
+
+    @property
+    def source_topics(self) -> list[str]:
+        """Topics nudgeflow creates itself with its own partition count (Faust does not)."""
+        return [self.events_topic, self.dead_letter_topic, self.triggers_topic, self.timer_checks_topic]

@@ -1,0 +1,59 @@
+"""What nudgeflow publishes for the email and SMS senders, and the dead letters it sets aside."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from schemas.events import UtcDatetime, WireModel
+
+
+class Channel(StrEnum):
+    EMAIL = "email"
+    SMS = "sms"
+
+
+class CartItem(WireModel):
+    product_id: str
+    name: str | None = None
+    price: float | None = None
+    quantity: int = 1
+    url: str | None = None
+    image_url: str | None = None
+
+
+def make_trigger_id(rule: str, person_id: str, key: str, occurrence: datetime) -> str:
+    """Deterministic id of one nudge: the same rule, person, key and occurrence always give the same id,
+    so a replay or a retried send can be recognised downstream."""
+    material = f"{rule}\x1f{person_id}\x1f{key}\x1f{occurrence.isoformat()}"
+    return hashlib.sha256(material.encode()).hexdigest()[:32]
+
+
+class Trigger(WireModel):
+    """A nudge that passed every check and is due to go out; senders use trigger_id as idempotency key."""
+
+    trigger_id: str
+    rule: str
+    person_id: str
+    channel: Channel
+    template_id: str
+    due_at: UtcDatetime
+    fired_at: UtcDatetime
+    cause_event_id: str | None = None
+    context: dict[str, Any] = Field(default_factory=dict)
+
+
+class DeadLetter(BaseModel):
+    """A message that could not be processed, kept with the reason so nothing is silently lost."""
+
+    reason: str
+    topic: str
+    partition: int
+    offset: int
+    key: str | None = None
+    value: str
+    received_at: UtcDatetime

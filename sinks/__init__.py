@@ -1,0 +1,1 @@
+"""Everything nudgeflow writes to ClickHouse: the schema, the batching sink and the dashboard queries."""

@@ -1,0 +1,60 @@
+"""Create nudgeflow's topics with its own partition count: Faust does not create source topics itself."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+
+from schemas.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class BrokerUnavailable(RuntimeError):
+    pass
+
+
+def admin_client(settings: Settings, wait_seconds: float = 60.0) -> KafkaAdminClient:
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            return KafkaAdminClient(
+                bootstrap_servers=settings.kafka_bootstrap.split(","), client_id="nudgeflow-admin"
+            )
+        except KafkaTimeoutError:
+            if time.monotonic() >= deadline:
+                raise BrokerUnavailable(
+                    f"no Kafka broker answered at {settings.kafka_bootstrap} within {wait_seconds:.0f}s "
+                    "(start one with `nudgeflow kafka start`)"
+                ) from None
+            time.sleep(0.5)
+
+
+def ensure_topics(settings: Settings, topics: list[str] | None = None) -> list[str]:
+    """Create the missing topics; returns the names created. Existing topics are left as they are."""
+    wanted = topics if topics is not None else settings.source_topics
+    admin = admin_client(settings)
+    created: list[str] = []
+    try:
+        existing = set(admin.list_topics())
+        for name in wanted:
+            if name in existing:
+                continue
+            try:
+                admin.create_topics(
+                    [NewTopic(name=name, num_partitions=settings.partitions, replication_factor=1)]
+                )
+                created.append(name)
+            except TopicAlreadyExistsError:
+                pass  # another process created it in the meantime
+            except KafkaError as error:
+                raise BrokerUnavailable(f"cannot create topic {name}: {error}") from error
+    finally:
+        admin.close()
+    if created:
+        log.info("created topics %s with %d partitions", ", ".join(created), settings.partitions)
+    return created

@@ -1,0 +1,153 @@
+"""The Faust worker: wires the events and timer-check topics, the person table and the pure core.
+
+Nothing here decides anything about a person; `streams.rules.engine` does. This module reads messages,
+loads and stores state, publishes what the core returns, and turns deadlines into timer checks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+import faust
+import orjson
+from pydantic import ValidationError
+
+from schemas.events import InvalidEvent, parse_event
+from schemas.rules import RulesConfig
+from schemas.settings import Settings
+from schemas.triggers import DeadLetter, Trigger
+from streams.rules.engine import Step, advance_time, apply_event, next_deadline
+from streams.rules.state import PersonState, SourcePosition
+from streams.rules.timers import PartitionClock, utc_now
+
+log = logging.getLogger(__name__)
+
+# A timer check that produced nothing (its deadline moved meanwhile) may be asked for again after this long.
+CHECK_RETRY_SECONDS = 5.0
+
+
+class TimerCheck(faust.Record, serializer="json"):  # type: ignore[misc]
+    person_id: str
+    now: str
+
+
+def _decode_check(raw: bytes) -> tuple[str, datetime]:
+    document = orjson.loads(raw)
+    return str(document["person_id"]), datetime.fromisoformat(document["now"])
+
+
+def build_app(settings: Settings, rules: RulesConfig, clock: PartitionClock | None = None) -> faust.App:
+    clock = clock or PartitionClock(idle_after=timedelta(seconds=settings.idle_after_seconds))
+    store = "rocksdb://" if settings.table_store == "rocksdb" else "memory://"
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
+        store=store,
+        datadir=str(settings.data_dir / "worker" / settings.app_id),
+        topic_partitions=settings.partitions,
+        topic_disable_leader=True,
+        table_standby_replicas=0,
+        web_host="127.0.0.1",
+        web_port=settings.worker_web_port,
+        web_in_thread=False,
+        consumer_auto_offset_reset="earliest",
+        autodiscover=False,
+        producer_linger_ms=5,
+    )
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    inputs = app.topic(settings.events_topic, settings.timer_checks_topic, **raw)
+    triggers_topic = app.topic(settings.triggers_topic, **raw)
+    dead_letters = app.topic(settings.dead_letter_topic, **raw)
+    checks_topic = app.topic(settings.timer_checks_topic, **raw)
+    persons = app.Table("persons", default=None, partitions=settings.partitions, key_serializer="raw")
+    # person -> {"due": iso time, "partition": n}: the pending deadlines the timer scans (DESIGN principle 3).
+    deadlines = app.Table("deadlines", default=None, partitions=settings.partitions, key_serializer="raw")
+    checks_sent: dict[str, tuple[str, float]] = {}
+
+    def load_state(person_id: str) -> PersonState:
+        stored = persons.get(person_id.encode())
+        return PersonState.new(person_id) if stored is None else PersonState.model_validate(stored)
+
+    async def dead_letter(message: Any, reason: str) -> None:
+        letter = DeadLetter(
+            reason=reason,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key.decode(errors="replace") if message.key else None,
+            value=(message.value or b"").decode(errors="replace"),
+            received_at=utc_now(),
+        )
+        log.warning("dead letter %s/%d@%d: %s", message.topic, message.partition, message.offset, reason)
+        await dead_letters.send(key=message.key, value=letter.model_dump_json().encode())
+
+    async def publish(step: Step, partition: int) -> None:
+        if not step.applied:
+            return
+        state = step.state
+        key = state.person_id.encode()
+        for trigger in step.triggers:
+            await triggers_topic.send(key=key, value=trigger.to_json())
+        persons[key] = state.model_dump(mode="json")
+        due = next_deadline(state, rules)
+        entry = None if due is None else {"due": due.isoformat(), "partition": partition}
+        if deadlines.get(key) != entry:
+            if entry is None:
+                del deadlines[key]
+            else:
+                deadlines[key] = entry
+
+    @app.agent(inputs, concurrency=1, name="process")  # type: ignore[untyped-decorator]
+    async def process(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            message = event.message
+            position = SourcePosition(topic=message.topic, partition=message.partition, offset=message.offset)
+            if message.topic == settings.timer_checks_topic:
+                person_id, now = _decode_check(message.value)
+                await publish(advance_time(load_state(person_id), now, position, rules), message.partition)
+                continue
+            try:
+                parsed = parse_event(message.value)
+            except InvalidEvent as error:
+                await dead_letter(message, str(error))
+                continue
+            highwater = app.consumer.highwater(message.tp)
+            caught_up = highwater is None or message.offset + 1 >= highwater
+            clock.observe(message.partition, parsed.timestamp, caught_up=caught_up)
+            try:
+                step = apply_event(load_state(parsed.person_id), parsed, position, rules)
+            except ValidationError as error:
+                await dead_letter(message, f"invalid event: {error.error_count()} problems: {error}")
+                continue
+            await publish(step, message.partition)
+
+    @app.timer(interval=settings.timer_interval_seconds)  # type: ignore[untyped-decorator]
+    async def check_deadlines() -> None:
+        monotonic = time.monotonic()
+        for key, entry in list(deadlines.items()):
+            if entry is None:
+                continue
+            partition = int(entry["partition"])
+            now = clock.now(partition)
+            if now is None or datetime.fromisoformat(entry["due"]) > now:
+                continue
+            person_id = key.decode()
+            previous = checks_sent.get(person_id)
+            if (
+                previous is not None
+                and previous[0] == entry["due"]
+                and monotonic - previous[1] < CHECK_RETRY_SECONDS
+            ):
+                continue
+            checks_sent[person_id] = (entry["due"], monotonic)
+            body = orjson.dumps({"person_id": person_id, "now": now.isoformat()})
+            await checks_topic.send(key=key, value=body, partition=partition)
+
+    return app
+
+
+def trigger_from_message(value: bytes) -> Trigger:
+    return Trigger.model_validate_json(value)
