@@ -6,6 +6,7 @@ snake_case attribute names; serialising by alias gives back the wire format.
 
 from __future__ import annotations
 
+import builtins
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
@@ -184,9 +185,7 @@ class Event(WireModel):
                 try:
                     properties_model.model_validate(self.properties)
                 except ValidationError as error:
-                    raise ValueError(
-                        f"properties of {self.event}: {describe_validation_error(error)}"
-                    ) from None
+                    raise ValueError(f"properties of {self.event}: {describe_validation_error(error)}") from None
         return self
 
     @property
@@ -194,7 +193,7 @@ class Event(WireModel):
         """The key the event is partitioned by: the known user, else the anonymous visitor."""
         return self.user_id or self.anonymous_id or ""
 
-    def typed_properties(self, model: type[PropertiesT]) -> PropertiesT:
+    def typed_properties(self, model: builtins.type[PropertiesT]) -> PropertiesT:
         return model.model_validate(self.properties)
 
 

@@ -14,10 +14,7 @@ EXPORTED: dict[str, type[BaseModel]] = {
     "event": Event,
     "trigger": Trigger,
     "dead_letter": DeadLetter,
-    **{
-        f"properties.{name.value.lower().replace(' ', '_')}": model
-        for name, model in PROPERTIES_BY_EVENT.items()
-    },
+    **{f"properties.{name.value.lower().replace(' ', '_')}": model for name, model in PROPERTIES_BY_EVENT.items()},
 }
 
 

@@ -29,28 +29,22 @@ class Settings(BaseSettings):
         description="HTTP URL of a ClickHouse server; unset means embedded chDB under data_dir/clickhouse",
     )
     clickhouse_database: str = Field(default="nudgeflow")
-    rules_file: Path | None = Field(
-        default=None, description="YAML rules file; unset means the built-in defaults"
-    )
+    rules_file: Path | None = Field(default=None, description="YAML rules file; unset means the built-in defaults")
     table_store: str = Field(default="rocksdb", description="Faust table store: rocksdb or memory")
     worker_web_port: int = Field(default=6066, description="HTTP port of the worker (profiles, metrics)")
-    timer_interval_seconds: float = Field(
-        default=0.5, gt=0, description="how often due deadlines are scanned"
-    )
+    timer_interval_seconds: float = Field(default=0.5, gt=0, description="how often due deadlines are scanned")
     idle_after_seconds: float = Field(
         default=2.0,
         gt=0,
         description="a partition with no new events for this long follows the wall clock instead of event time",
     )
     sink_batch_size: int = Field(default=5000, ge=1, description="rows per ClickHouse insert, at most")
-    sink_batch_seconds: float = Field(
-        default=1.0, gt=0, description="longest wait before a partial batch is written"
-    )
+    sink_batch_seconds: float = Field(default=1.0, gt=0, description="longest wait before a partial batch is written")
     log_level: str = Field(default="info")
 
     @property
     def app_id(self) -> str:
-        return f"{self.namespace}nudgeflow" if self.namespace else "nudgeflow"
+        return f"{self.namespace}-nudgeflow" if self.namespace else "nudgeflow"
 
     def topic(self, name: str) -> str:
         return f"{self.namespace}.{name}" if self.namespace else name

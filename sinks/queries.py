@@ -10,8 +10,7 @@ COUNTED_TABLES = ("events", "triggers", "dead_letters")
 def table_counts(client: Any) -> dict[str, int]:
     """Distinct rows per table (FINAL collapses rows written twice by a replay)."""
     return {
-        table: int(client.query(f"SELECT count() FROM {table} FINAL").result_rows[0][0])
-        for table in COUNTED_TABLES
+        table: int(client.query(f"SELECT count() FROM {table} FINAL").result_rows[0][0]) for table in COUNTED_TABLES
     }
 
 

@@ -83,9 +83,7 @@ def command_sink(settings: Settings, arguments: argparse.Namespace) -> int:
         while True:
             await asyncio.sleep(arguments.report_every)
             counts = await asyncio.to_thread(table_counts, client)
-            print(
-                "clickhouse: " + "  ".join(f"{table}={count}" for table, count in counts.items()), flush=True
-            )
+            print("clickhouse: " + "  ".join(f"{table}={count}" for table, count in counts.items()), flush=True)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -129,9 +127,7 @@ def command_triggers(settings: Settings, arguments: argparse.Namespace) -> int:
     try:
         for message in consumer:
             trigger = Trigger.model_validate_json(message.value)
-            items = ", ".join(
-                item.get("name") or item["product_id"] for item in trigger.context.get("items", [])
-            )
+            items = ", ".join(item.get("name") or item["product_id"] for item in trigger.context.get("items", []))
             print(
                 f"trigger {trigger.rule} -> {trigger.person_id} via {trigger.channel.value}"
                 f" (due {trigger.due_at:%H:%M:%S}, id {trigger.trigger_id[:12]}) {items}",
@@ -173,10 +169,7 @@ def command_run(settings: Settings, arguments: argparse.Namespace) -> int:
         )
         != 0
     )
-    if (
-        started_kafka
-        and subprocess.call(["bash", str(KAFKA_SCRIPT), "start"], env=kafka_environment(settings)) != 0
-    ):
+    if started_kafka and subprocess.call(["bash", str(KAFKA_SCRIPT), "start"], env=kafka_environment(settings)) != 0:
         return 1
     me = [sys.executable, "-m", "streams.cli"]
     children: list[subprocess.Popen[bytes]] = []
@@ -191,9 +184,7 @@ def command_run(settings: Settings, arguments: argparse.Namespace) -> int:
             ["simulate", "--rate", str(arguments.rate), "--duration", str(arguments.duration)],
         ):
             children.append(subprocess.Popen([*me, *command], env=environment, start_new_session=True))
-        print(
-            "nudgeflow: running; triggers and ClickHouse counts follow. Ctrl-C stops everything.", flush=True
-        )
+        print("nudgeflow: running; triggers and ClickHouse counts follow. Ctrl-C stops everything.", flush=True)
         while all(child.poll() is None for child in children[:3]):
             time.sleep(0.5)
         print("nudgeflow: a process exited; stopping", file=sys.stderr)
@@ -222,9 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser(
-        "run", help="start Kafka, worker, sink and the simulator; print triggers and counts"
-    )
+    run = commands.add_parser("run", help="start Kafka, worker, sink and the simulator; print triggers and counts")
     run.add_argument("--rate", type=float, default=3.0, help="shopper sessions per second")
     run.add_argument("--duration", type=float, default=600.0, help="seconds of simulated traffic")
     run.set_defaults(handler=command_run)
@@ -256,9 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rules = commands.add_parser("rules", help="rules files")
     rules_commands = rules.add_subparsers(dest="rules_command", required=True)
-    check = rules_commands.add_parser(
-        "check", help="validate a rules file; non-zero exit with line and reason"
-    )
+    check = rules_commands.add_parser("check", help="validate a rules file; non-zero exit with line and reason")
     check.add_argument("file")
     check.set_defaults(handler=command_rules_check)
 

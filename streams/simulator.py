@@ -134,9 +134,7 @@ def interleaved_sessions(
 class Simulator:
     """Plays shopper sessions onto the events topic in real time, keyed by person."""
 
-    def __init__(
-        self, settings: Settings, sessions_per_second: float, shoppers: int, seed: int | None
-    ) -> None:
+    def __init__(self, settings: Settings, sessions_per_second: float, shoppers: int, seed: int | None) -> None:
         self.settings = settings
         self.sessions_per_second = sessions_per_second
         self.shoppers = shoppers
@@ -158,7 +156,7 @@ class Simulator:
                 if wait > 0:
                     producer.flush()
                     time.sleep(wait)
-                key = (document.get("userId") or document.get("anonymousId")).encode()
+                key = str(document["userId"]).encode()
                 producer.send(self.settings.events_topic, key=key, value=orjson.dumps(document))
                 sent += 1
         finally:

@@ -22,9 +22,7 @@ def admin_client(settings: Settings, wait_seconds: float = 60.0) -> KafkaAdminCl
     deadline = time.monotonic() + wait_seconds
     while True:
         try:
-            return KafkaAdminClient(
-                bootstrap_servers=settings.kafka_bootstrap.split(","), client_id="nudgeflow-admin"
-            )
+            return KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap.split(","), client_id="nudgeflow-admin")
         except KafkaTimeoutError:
             if time.monotonic() >= deadline:
                 raise BrokerUnavailable(
@@ -45,9 +43,7 @@ def ensure_topics(settings: Settings, topics: list[str] | None = None) -> list[s
             if name in existing:
                 continue
             try:
-                admin.create_topics(
-                    [NewTopic(name=name, num_partitions=settings.partitions, replication_factor=1)]
-                )
+                admin.create_topics([NewTopic(name=name, num_partitions=settings.partitions, replication_factor=1)])
                 created.append(name)
             except TopicAlreadyExistsError:
                 pass  # another process created it in the meantime

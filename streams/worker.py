@@ -13,12 +13,11 @@ from typing import Any
 
 import faust
 import orjson
-from pydantic import ValidationError
 
 from schemas.events import InvalidEvent, parse_event
 from schemas.rules import RulesConfig
 from schemas.settings import Settings
-from schemas.triggers import DeadLetter, Trigger
+from schemas.triggers import DeadLetter
 from streams.rules.engine import Step, advance_time, apply_event, next_deadline
 from streams.rules.state import PersonState, SourcePosition
 from streams.rules.timers import PartitionClock, utc_now
@@ -29,11 +28,6 @@ log = logging.getLogger(__name__)
 CHECK_RETRY_SECONDS = 5.0
 
 
-class TimerCheck(faust.Record, serializer="json"):  # type: ignore[misc]
-    person_id: str
-    now: str
-
-
 def _decode_check(raw: bytes) -> tuple[str, datetime]:
     document = orjson.loads(raw)
     return str(document["person_id"]), datetime.fromisoformat(document["now"])
@@ -42,11 +36,13 @@ def _decode_check(raw: bytes) -> tuple[str, datetime]:
 def build_app(settings: Settings, rules: RulesConfig, clock: PartitionClock | None = None) -> faust.App:
     clock = clock or PartitionClock(idle_after=timedelta(seconds=settings.idle_after_seconds))
     store = "rocksdb://" if settings.table_store == "rocksdb" else "memory://"
+    datadir = settings.data_dir / "worker" / settings.app_id
+    datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
         store=store,
-        datadir=str(settings.data_dir / "worker" / settings.app_id),
+        datadir=str(datadir),
         topic_partitions=settings.partitions,
         topic_disable_leader=True,
         table_standby_replicas=0,
@@ -57,14 +53,18 @@ def build_app(settings: Settings, rules: RulesConfig, clock: PartitionClock | No
         autodiscover=False,
         producer_linger_ms=5,
     )
-    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-    inputs = app.topic(settings.events_topic, settings.timer_checks_topic, **raw)
-    triggers_topic = app.topic(settings.triggers_topic, **raw)
-    dead_letters = app.topic(settings.dead_letter_topic, **raw)
-    checks_topic = app.topic(settings.timer_checks_topic, **raw)
-    persons = app.Table("persons", default=None, partitions=settings.partitions, key_serializer="raw")
+
+    def raw_topic(*names: str) -> faust.TopicT:
+        # Bytes in and out: decoding is ours, so a malformed message becomes a dead letter, not a crash.
+        return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+    inputs = raw_topic(settings.events_topic, settings.timer_checks_topic)
+    triggers_topic = raw_topic(settings.triggers_topic)
+    dead_letters = raw_topic(settings.dead_letter_topic)
+    checks_topic = raw_topic(settings.timer_checks_topic)
+    persons = app.Table("persons", default=None, partitions=settings.partitions, key_type=bytes)
     # person -> {"due": iso time, "partition": n}: the pending deadlines the timer scans (DESIGN principle 3).
-    deadlines = app.Table("deadlines", default=None, partitions=settings.partitions, key_serializer="raw")
+    deadlines = app.Table("deadlines", default=None, partitions=settings.partitions, key_type=bytes)
     checks_sent: dict[str, tuple[str, float]] = {}
 
     def load_state(person_id: str) -> PersonState:
@@ -100,29 +100,31 @@ def build_app(settings: Settings, rules: RulesConfig, clock: PartitionClock | No
             else:
                 deadlines[key] = entry
 
-    @app.agent(inputs, concurrency=1, name="process")  # type: ignore[untyped-decorator]
+    @app.agent(inputs, concurrency=1, name="process")
     async def process(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             message = event.message
-            position = SourcePosition(topic=message.topic, partition=message.partition, offset=message.offset)
-            if message.topic == settings.timer_checks_topic:
-                person_id, now = _decode_check(message.value)
-                await publish(advance_time(load_state(person_id), now, position, rules), message.partition)
-                continue
             try:
-                parsed = parse_event(message.value)
-            except InvalidEvent as error:
-                await dead_letter(message, str(error))
-                continue
-            highwater = app.consumer.highwater(message.tp)
-            caught_up = highwater is None or message.offset + 1 >= highwater
-            clock.observe(message.partition, parsed.timestamp, caught_up=caught_up)
-            try:
-                step = apply_event(load_state(parsed.person_id), parsed, position, rules)
-            except ValidationError as error:
-                await dead_letter(message, f"invalid event: {error.error_count()} problems: {error}")
-                continue
-            await publish(step, message.partition)
+                await handle(message)
+            except Exception as error:  # one poisoned message must not stop the partition
+                log.exception("processing %s/%d@%d failed", message.topic, message.partition, message.offset)
+                await dead_letter(message, f"processing failed: {type(error).__name__}: {error}")
+
+    async def handle(message: Any) -> None:
+        position = SourcePosition(topic=message.topic, partition=message.partition, offset=message.offset)
+        if message.topic == settings.timer_checks_topic:
+            person_id, now = _decode_check(message.value)
+            await publish(advance_time(load_state(person_id), now, position, rules), message.partition)
+            return
+        try:
+            parsed = parse_event(message.value)
+        except InvalidEvent as error:
+            await dead_letter(message, str(error))
+            return
+        highwater = app.consumer.highwater(message.tp)
+        caught_up = highwater is None or message.offset + 1 >= highwater
+        clock.observe(message.partition, parsed.timestamp, caught_up=caught_up)
+        await publish(apply_event(load_state(parsed.person_id), parsed, position, rules), message.partition)
 
     @app.timer(interval=settings.timer_interval_seconds)  # type: ignore[untyped-decorator]
     async def check_deadlines() -> None:
@@ -136,18 +138,10 @@ def build_app(settings: Settings, rules: RulesConfig, clock: PartitionClock | No
                 continue
             person_id = key.decode()
             previous = checks_sent.get(person_id)
-            if (
-                previous is not None
-                and previous[0] == entry["due"]
-                and monotonic - previous[1] < CHECK_RETRY_SECONDS
-            ):
+            if previous is not None and previous[0] == entry["due"] and monotonic - previous[1] < CHECK_RETRY_SECONDS:
                 continue
             checks_sent[person_id] = (entry["due"], monotonic)
             body = orjson.dumps({"person_id": person_id, "now": now.isoformat()})
             await checks_topic.send(key=key, value=body, partition=partition)
 
     return app
-
-
-def trigger_from_message(value: bytes) -> Trigger:
-    return Trigger.model_validate_json(value)

@@ -128,9 +128,7 @@ def fire_due_carts(
                 cause_event_id=cart.cause_event_id,
                 context={
                     "cart_id": cart_id,
-                    "items": [
-                        item.model_dump(mode="json", exclude_none=True) for item in cart.items.values()
-                    ],
+                    "items": [item.model_dump(mode="json", exclude_none=True) for item in cart.items.values()],
                     "value": cart.value,
                 },
             )

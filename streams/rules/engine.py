@@ -42,9 +42,7 @@ def advance_time(state: PersonState, now: datetime, position: SourcePosition, ru
     """Let time pass to `now` (event time or the partition's clock): fire every deadline that is due."""
     if state.already_applied(position):
         return Step(state, applied=False)
-    carts, fired = fire_due_carts(
-        state.carts, state.person_id, now, rules.timers.grace, rules.cart_abandonment
-    )
+    carts, fired = fire_due_carts(state.carts, state.person_id, now, rules.timers.grace, rules.cart_abandonment)
     return Step(state.model_copy(update={"carts": carts, "applied_offsets": state.record(position)}), fired)
 
 

@@ -32,9 +32,7 @@ def shopper_stream(draw: st.DrawFn) -> list[Event]:
         elif kind == "order":
             events.append(ordered(minute, cart=cart))
         elif kind == "remove":
-            events.append(
-                track("Product Removed", minute, product_id=product, cart_id=cart, message_id=f"r{index}")
-            )
+            events.append(track("Product Removed", minute, product_id=product, cart_id=cart, message_id=f"r{index}"))
         else:
             events.append(track("Product Viewed", minute, product_id=product, message_id=f"v{index}"))
     return events
@@ -52,9 +50,7 @@ def run(events: list[Event], ticks_after: list[int] | None = None) -> tuple[Pers
             # The wall clock reaches some moment before the next event happens.
             following = events[offset + 1].timestamp if offset + 1 < len(events) else at(10_000)
             moment = event.timestamp + (following - event.timestamp) * (ticks_after[offset] / 100)
-            step = advance_time(
-                state, moment, SourcePosition(topic="checks", partition=0, offset=tick_offset), RULES
-            )
+            step = advance_time(state, moment, SourcePosition(topic="checks", partition=0, offset=tick_offset), RULES)
             tick_offset += 1
             state, fired = step.state, fired + step.triggers
     step = advance_time(state, at(10_000), SourcePosition(topic="checks", partition=0, offset=10_000), RULES)
@@ -84,15 +80,13 @@ def test_live_run_and_replay_fire_the_same_triggers(events: list[Event], data: s
 @settings(max_examples=100, deadline=None)
 @given(shopper_stream(), st.integers(min_value=0, max_value=24))
 def test_redelivery_after_a_crash_changes_nothing(events: list[Event], crash_after: int) -> None:
-    state, fired = run(events)
+    state, _ = run(events)
     # At-least-once delivery hands back everything from some offset on: all of it was applied already.
     redelivered = state
     for offset, event in enumerate(
         events[min(crash_after, len(events) - 1) :], start=min(crash_after, len(events) - 1)
     ):
-        step = apply_event(
-            redelivered, event, SourcePosition(topic="events", partition=0, offset=offset), RULES
-        )
+        step = apply_event(redelivered, event, SourcePosition(topic="events", partition=0, offset=offset), RULES)
         assert step.applied is False and step.triggers == []
         redelivered = step.state
     assert redelivered == state

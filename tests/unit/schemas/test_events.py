@@ -15,9 +15,7 @@ def test_segment_track_call_parses_with_typed_properties():
 
 
 def test_user_id_wins_over_anonymous_id():
-    event = parse_event(
-        b'{"type":"identify","userId":"u1","anonymousId":"a1","timestamp":"2026-11-02T10:00:00Z"}'
-    )
+    event = parse_event(b'{"type":"identify","userId":"u1","anonymousId":"a1","timestamp":"2026-11-02T10:00:00Z"}')
     assert event.person_id == "u1"
 
 

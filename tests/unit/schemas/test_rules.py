@@ -40,7 +40,7 @@ def test_unknown_field_and_bad_channel_are_both_reported():
 
 def test_broken_yaml_names_the_line():
     with pytest.raises(InvalidRules, match=r"r.yaml:2: not valid YAML"):
-        parse_rules("cart_abandonment:\n  delay: [5m\n", "r.yaml")
+        parse_rules("cart_abandonment:\n\tdelay: 5m\n", "r.yaml")
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path):
