@@ -29,6 +29,9 @@ class Settings(BaseSettings):
         description="HTTP URL of a ClickHouse server; unset means embedded chDB under data_dir/clickhouse",
     )
     clickhouse_database: str = Field(default="nudgeflow")
+    clickhouse_path: Path | None = Field(
+        default=None, description="embedded chDB directory (one process opens it at a time); default data_dir/clickhouse"
+    )
     rules_file: Path | None = Field(default=None, description="YAML rules file; unset means the built-in defaults")
     table_store: str = Field(default="rocksdb", description="Faust table store: rocksdb or memory")
     worker_web_port: int = Field(default=6066, description="HTTP port of the worker (profiles, metrics)")

@@ -15,7 +15,7 @@ def connect(settings: Settings) -> Any:
         server = clickhouse_connect.get_client(dsn=settings.clickhouse_url)
         server.command(f"CREATE DATABASE IF NOT EXISTS {settings.clickhouse_database}")
         return clickhouse_connect.get_client(dsn=settings.clickhouse_url, database=settings.clickhouse_database)
-    path = settings.data_dir / "clickhouse"
+    path = settings.clickhouse_path or settings.data_dir / "clickhouse"
     path.mkdir(parents=True, exist_ok=True)
     embedded = clickhouse_connect.get_client(interface="chdb", path=str(path.resolve()))
     embedded.command(f"CREATE DATABASE IF NOT EXISTS {settings.clickhouse_database}")

@@ -48,8 +48,9 @@ class SinkStats:
 
 
 class ClickHouseSink:
-    def __init__(self, settings: Settings, client: Any) -> None:
+    def __init__(self, settings: Settings, client: Any, group_id: str | None = None) -> None:
         self.settings = settings
+        self.group_id = group_id or f"{settings.app_id}-sink"
         self.client = client
         self.routes = routes_for(settings)
         self.stats = SinkStats()
@@ -62,7 +63,7 @@ class ClickHouseSink:
         consumer = AIOKafkaConsumer(
             *self.routes,
             bootstrap_servers=self.settings.kafka_bootstrap,
-            group_id=f"{self.settings.app_id}-sink",
+            group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             client_id="nudgeflow-sink",
