@@ -29,6 +29,9 @@ def _configure_logging(settings: Settings) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # The Kafka clients narrate every connection at INFO; their warnings and errors still show.
+    for chatty in ("kafka", "aiokafka"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def kafka_environment(settings: Settings) -> dict[str, str]:
