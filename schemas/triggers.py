@@ -44,6 +44,10 @@ class Trigger(WireModel):
     due_at: UtcDatetime
     fired_at: UtcDatetime
     cause_event_id: str | None = None
+    variant: str | None = None
+    address: str | None = None
+    locale: str | None = None
+    expires_at: UtcDatetime | None = None
     context: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -57,3 +61,27 @@ class DeadLetter(BaseModel):
     key: str | None = None
     value: str
     received_at: UtcDatetime
+
+
+class SuppressionReason(StrEnum):
+    """Why the policy gate held a nudge back, in the order the gate checks."""
+
+    ERASED = "erased"
+    UNKNOWN_PERSON = "unknown_person"
+    NO_ADDRESS = "no_address"
+    OPTED_OUT = "opted_out"
+    NO_OPT_IN = "no_opt_in"
+    FREQUENCY_CAP = "frequency_cap"
+    QUIET_HOURS = "quiet_hours"
+    DUPLICATE = "duplicate"
+    EXPIRED = "expired"
+    HOLDOUT = "holdout"
+
+
+class Suppression(WireModel):
+    """A nudge that was due but did not go out, on `triggers.suppressed`, with the reason."""
+
+    trigger: Trigger
+    reason: SuppressionReason
+    detail: str = ""
+    decided_at: UtcDatetime
