@@ -44,6 +44,22 @@ class Settings(BaseSettings):
     sink_batch_size: int = Field(default=5000, ge=1, description="rows per ClickHouse insert, at most")
     sink_batch_seconds: float = Field(default=1.0, gt=0, description="longest wait before a partial batch is written")
     log_level: str = Field(default="info")
+    collector_host: str = Field(default="127.0.0.1", description="interface the HTTP collector listens on")
+    collector_port: int = Field(default=8088, ge=0, le=65535, description="port of the HTTP collector")
+    collector_write_keys: dict[str, str] = Field(
+        default_factory=lambda: {"dev-write-key": "web"},
+        description="write keys the collector accepts, each mapped to the name of its source (JSON object)",
+    )
+    sendgrid_public_key: str | None = Field(
+        default=None,
+        description="SendGrid signed event webhook verification key (PEM or base64 DER); unset accepts unsigned posts",
+    )
+    twilio_auth_token: SecretStr | None = Field(
+        default=None, description="Twilio auth token to verify X-Twilio-Signature; unset accepts unsigned posts"
+    )
+    default_phone_region: str = Field(
+        default="US", description="ISO region for phone numbers written without a country code"
+    )
 
     @property
     def app_id(self) -> str:
