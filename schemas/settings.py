@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -85,6 +85,32 @@ class Settings(BaseSettings):
         return self.topic("timer-checks")
 
     @property
+    def suppressed_topic(self) -> str:
+        return self.topic("triggers.suppressed")
+
+    @property
+    def segments_topic(self) -> str:
+        return self.topic("segments")
+
+    @property
+    def profiles_topic(self) -> str:
+        """Profile snapshots, keyed by person, for ClickHouse."""
+        return self.topic("profiles")
+
+    @property
+    def identity_topic(self) -> str:
+        return self.topic("identity")
+
+    @property
     def source_topics(self) -> list[str]:
         """Topics nudgeflow creates itself with its own partition count (Faust does not)."""
-        return [self.events_topic, self.dead_letter_topic, self.triggers_topic, self.timer_checks_topic]
+        return [
+            self.events_topic,
+            self.dead_letter_topic,
+            self.triggers_topic,
+            self.timer_checks_topic,
+            self.suppressed_topic,
+            self.segments_topic,
+            self.profiles_topic,
+            self.identity_topic,
+        ]
