@@ -30,7 +30,8 @@ class Settings(BaseSettings):
     )
     clickhouse_database: str = Field(default="nudgeflow")
     clickhouse_path: Path | None = Field(
-        default=None, description="embedded chDB directory (one process opens it at a time); default data_dir/clickhouse"
+        default=None,
+        description="embedded chDB directory (one process opens it at a time); default data_dir/clickhouse",
     )
     rules_file: Path | None = Field(default=None, description="YAML rules file; unset means the built-in defaults")
     table_store: str = Field(default="rocksdb", description="Faust table store: rocksdb or memory")

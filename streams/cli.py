@@ -114,6 +114,25 @@ def command_simulate(settings: Settings, arguments: argparse.Namespace) -> int:
     return 0
 
 
+def command_collector(settings: Settings, arguments: argparse.Namespace) -> int:
+    """The HTTP collector: Segment-compatible /v1/* calls and sender webhooks onto the events topic."""
+    from aiohttp import web
+
+    from streams.collector.app import Collector, build_app
+    from streams.collector.producer import KafkaEventProducer
+    from streams.topics import ensure_topics
+
+    ensure_topics(settings)
+    host = arguments.host or settings.collector_host
+    port = arguments.port if arguments.port is not None else settings.collector_port
+    if settings.sendgrid_public_key is None or settings.twilio_auth_token is None:
+        log.warning("collector: webhook signatures are not verified for senders without a configured key")
+    app = build_app(Collector(settings, KafkaEventProducer(settings)))
+    print(f"collector: listening on http://{host}:{port} (OpenAPI at /openapi.json)", flush=True)
+    web.run_app(app, host=host, port=port, print=None, access_log=None)
+    return 0
+
+
 def command_triggers(settings: Settings, arguments: argparse.Namespace) -> int:
     """Print each trigger as it is published: what the email and SMS senders receive."""
     from kafka import KafkaConsumer
@@ -235,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--shoppers", type=int, default=500, help="distinct shoppers")
     simulate.add_argument("--seed", type=int, default=None)
     simulate.set_defaults(handler=command_simulate)
+
+    collector = commands.add_parser("collector", help="HTTP collector: Segment-compatible API and sender webhooks")
+    collector.add_argument("--host", default=None, help="interface to listen on (default: collector_host setting)")
+    collector.add_argument("--port", type=int, default=None, help="port (default: collector_port setting)")
+    collector.set_defaults(handler=command_collector)
 
     triggers = commands.add_parser("triggers", help="print triggers as the senders receive them")
     triggers.add_argument("--follow-new", action="store_true", help="only triggers published from now on")

@@ -1,0 +1,86 @@
+"""The collector's edge to Kafka: an interface the handlers use, and its aiokafka implementation."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from schemas.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+class BrokerUnavailable(RuntimeError):
+    """The records could not be made durable; the caller must answer 503 and claim nothing."""
+
+
+class EventProducer(Protocol):
+    async def send_all(self, records: Sequence[Record]) -> None:
+        """Return only once the broker acknowledged every record; raise BrokerUnavailable otherwise."""
+
+    async def close(self) -> None: ...
+
+
+class KafkaEventProducer:
+    """AIOKafkaProducer with acks=all and idempotence, started lazily so the collector serves (503) while the
+    broker is away and recovers by itself when it comes back."""
+
+    def __init__(self, settings: Settings, send_timeout_seconds: float = 15.0, linger_ms: int = 5) -> None:
+        self._settings = settings
+        self._send_timeout = send_timeout_seconds
+        self._linger_ms = linger_ms
+        self._producer: Any = None
+        self._lock = asyncio.Lock()
+
+    async def _started(self) -> Any:
+        async with self._lock:
+            if self._producer is None:
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self._settings.kafka_bootstrap.split(","),
+                    client_id="nudgeflow-collector",
+                    acks="all",
+                    enable_idempotence=True,
+                    linger_ms=self._linger_ms,
+                    request_timeout_ms=int(self._send_timeout * 1000),
+                )
+                try:
+                    await producer.start()
+                except (KafkaError, OSError) as error:
+                    await producer.stop()
+                    raise BrokerUnavailable(
+                        f"Kafka at {self._settings.kafka_bootstrap} is unavailable: {error}"
+                    ) from None
+                self._producer = producer
+            return self._producer
+
+    async def send_all(self, records: Sequence[Record]) -> None:
+        if not records:
+            return
+        producer = await self._started()
+        try:
+            # Enqueue everything first so the batch goes out in as few requests as possible, then wait for acks.
+            deliveries = [await producer.send(record.topic, record.value, key=record.key) for record in records]
+            await asyncio.wait_for(asyncio.gather(*deliveries), timeout=self._send_timeout)
+        except (KafkaError, TimeoutError) as error:
+            reason = str(error) or type(error).__name__
+            log.warning("produce failed: %s", reason)
+            raise BrokerUnavailable(f"Kafka did not acknowledge the events: {reason}") from None
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._producer is not None:
+                await self._producer.stop()
+                self._producer = None

@@ -1,0 +1,176 @@
+"""The Segment / RudderStack HTTP tracking API, without the HTTP: write keys, call shapes, batch envelopes.
+
+Everything here is a pure function of the decoded request and the server's receive time, so the aiohttp
+handlers only read bodies and move the outcome to Kafka.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, get_args
+
+import orjson
+from pydantic import ValidationError
+
+from schemas.events import Event, EventType, describe_validation_error
+from streams.collector.contacts import clean_traits
+from streams.collector.skew import derived_timestamp
+
+MAX_EVENT_BYTES = 32 * 1024
+MAX_BATCH_BYTES = 500 * 1024
+CALL_TYPES: tuple[str, ...] = get_args(EventType)
+
+
+class InvalidCall(ValueError):
+    """One event the collector will not accept, with a reason the sender can act on."""
+
+
+class PayloadTooLarge(InvalidCall):
+    """An event above the per-event size limit (HTTP 413 when it is the whole request)."""
+
+
+@dataclass(frozen=True)
+class Rejection:
+    index: int
+    reason: str
+    raw: Any
+
+
+@dataclass
+class BatchOutcome:
+    accepted: list[Event] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+def write_key_from_authorization(header: str | None) -> str | None:
+    """The write key of HTTP Basic auth (the user name; the password is empty), or None."""
+    if not header:
+        return None
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() != "basic" or not credentials:
+        return None
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, _, _password = decoded.partition(":")
+    return user or None
+
+
+def source_for(write_key: str | None, write_keys: Mapping[str, str]) -> str:
+    """The source name of a known write key; raises InvalidCall saying what is wrong otherwise."""
+    if not write_key:
+        raise InvalidCall("missing write key: send it as the HTTP Basic auth user name or as writeKey in the body")
+    source = write_keys.get(write_key)
+    if source is None:
+        raise InvalidCall("unknown write key")
+    return source
+
+
+def prepare_event(
+    raw: Any,
+    *,
+    received_at: datetime,
+    default_region: str,
+    new_message_id: Callable[[], str],
+    call_type: str | None = None,
+    batch_sent_at: Any = None,
+    batch_context: Mapping[str, Any] | None = None,
+    source: str | None = None,
+) -> Event:
+    """One call as it goes onto the events topic, or InvalidCall with the reason.
+
+    The route decides `type` for single calls; inside a batch each call names its own. The server sets
+    `receivedAt`; with a `sentAt` (the call's own, else the batch's) the timestamp is corrected for the
+    device's clock skew and the client's value kept as `originalTimestamp`.
+    """
+    if not isinstance(raw, dict):
+        raise InvalidCall(f"an event must be a JSON object, not {_json_type(raw)}")
+    size = len(orjson.dumps(raw))
+    if size > MAX_EVENT_BYTES:
+        raise PayloadTooLarge(f"event is {size} bytes; at most {MAX_EVENT_BYTES} bytes are accepted per event")
+    document = {name: value for name, value in raw.items() if name != "writeKey"}
+    if call_type is not None:
+        document["type"] = call_type
+    elif "type" not in document:
+        raise InvalidCall(f"type: missing; one of {', '.join(CALL_TYPES)}")
+    if batch_context:
+        own_context = document.get("context")
+        if own_context is None or isinstance(own_context, dict):
+            document["context"] = {**batch_context, **(own_context or {})}
+    if source is not None and isinstance(document.get("context", {}), dict):
+        document["context"] = {**document.get("context", {}), "source": source}
+    if document.get("sentAt") is None and batch_sent_at is not None:
+        document["sentAt"] = batch_sent_at
+    client_timestamp = document.get("timestamp") is not None
+    if not client_timestamp:
+        document["timestamp"] = received_at  # Segment's rule: no timestamp means "now"
+        document.pop("sentAt", None)  # nothing to correct
+    if not document.get("messageId"):
+        document["messageId"] = new_message_id()
+    document["receivedAt"] = received_at
+    try:
+        event = Event.model_validate(document)
+    except ValidationError as error:
+        raise InvalidCall(describe_validation_error(error)) from None
+    updates: dict[str, Any] = {}
+    if event.sent_at is not None:
+        updates["timestamp"] = derived_timestamp(event.timestamp, event.sent_at, received_at)
+        updates["originalTimestamp"] = event.timestamp
+    if event.type == "identify" and event.traits:
+        updates["traits"] = clean_traits(event.traits, default_region)
+    return event.model_copy(update=updates) if updates else event
+
+
+def prepare_batch(
+    document: Any,
+    *,
+    received_at: datetime,
+    default_region: str,
+    new_message_id: Callable[[], str],
+    source: str | None = None,
+) -> BatchOutcome:
+    """The calls of a /v1/batch (or /v1/import) envelope: each accepted or rejected on its own."""
+    if not isinstance(document, dict):
+        raise InvalidCall(f"a batch must be a JSON object with a batch array, not {_json_type(document)}")
+    calls = document.get("batch")
+    if not isinstance(calls, list):
+        raise InvalidCall("batch: missing or not an array of events")
+    if not calls:
+        raise InvalidCall("batch: empty; send at least one event")
+    context = document.get("context")
+    outcome = BatchOutcome()
+    for index, raw in enumerate(calls):
+        try:
+            outcome.accepted.append(
+                prepare_event(
+                    raw,
+                    received_at=received_at,
+                    default_region=default_region,
+                    new_message_id=new_message_id,
+                    batch_sent_at=document.get("sentAt"),
+                    batch_context=context if isinstance(context, dict) else None,
+                    source=source,
+                )
+            )
+        except InvalidCall as error:
+            outcome.rejected.append(Rejection(index, str(error), raw))
+    return outcome
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__

@@ -1,0 +1,113 @@
+"""Twilio SMS webhooks: signature verification, status callbacks and inbound replies (STOP / START)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from schemas.events import EventName
+
+SIGNATURE_HEADER = "X-Twilio-Signature"
+
+# Twilio's own opt-out and opt-in keywords (the carrier-level ones), matched on the whole trimmed body.
+OPT_OUT_KEYWORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "TD", "退订"})
+OPT_IN_KEYWORDS = frozenset({"START", "UNSTOP", "YES"})
+
+# Query parameters the SMS sender may append to its StatusCallback URL to say which nudge a message was.
+CARRIED_PARAMS = ("trigger_id", "rule", "campaign_id", "variant")
+
+
+def expected_signature(auth_token: str, url: str, form: Iterable[tuple[str, str]]) -> str:
+    """Twilio's signature: base64 HMAC-SHA1 (key: auth token) of the full URL + each sorted key and value."""
+    material = url + "".join(key + value for key, value in sorted(form))
+    digest = hmac.new(auth_token.encode(), material.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+def signature_valid(auth_token: str, signature: str | None, url: str, form: Iterable[tuple[str, str]]) -> bool:
+    if not signature:
+        return False
+    return hmac.compare_digest(expected_signature(auth_token, url, form), signature)
+
+
+def consent_change(body: str) -> str | None:
+    """ "opted_out" or "opted_in" when the reply is one of the keywords, else None."""
+    keyword = body.strip().upper()
+    if keyword in OPT_OUT_KEYWORDS:
+        return "opted_out"
+    if keyword in OPT_IN_KEYWORDS:
+        return "opted_in"
+    return None
+
+
+def _person(form: dict[str, str], params: dict[str, str], number_field: str) -> str:
+    person = params.get("person_id") or params.get("userId") or form.get(number_field)
+    if not person:
+        raise ValueError(f"{number_field}: missing, and no person_id in the callback URL")
+    return person
+
+
+def map_status(form: dict[str, str], params: dict[str, str], received_at: datetime) -> list[dict[str, Any]]:
+    """A status callback as events: only `delivered` means something to the rules today."""
+    if form.get("MessageStatus") != "delivered":
+        return []
+    sid = form.get("MessageSid") or form.get("SmsSid")
+    if not sid:
+        raise ValueError("MessageSid: missing")
+    properties: dict[str, Any] = {name: params[name] for name in CARRIED_PARAMS if params.get(name)}
+    properties["message_sid"] = sid
+    return [
+        {
+            "type": "track",
+            "event": EventName.SMS_DELIVERED.value,
+            "userId": _person(form, params, "To"),
+            # Twilio's callback carries no event time; the callback arrives within seconds of delivery.
+            "timestamp": received_at.isoformat(),
+            "messageId": f"twilio:{sid}:delivered",
+            "properties": properties,
+            "context": {"channel": "sms"},
+        }
+    ]
+
+
+def map_inbound(form: dict[str, str], params: dict[str, str], received_at: datetime) -> list[dict[str, Any]]:
+    """An inbound SMS as an `SMS Replied` event, plus an identify changing sms_consent for STOP / START."""
+    sid = form.get("MessageSid") or form.get("SmsSid")
+    if not sid:
+        raise ValueError("MessageSid: missing")
+    sender = form.get("From")
+    person = _person(form, params, "From")
+    body = form.get("Body", "")
+    properties: dict[str, Any] = {name: params[name] for name in CARRIED_PARAMS if params.get(name)}
+    properties.update({"body": body, "from": sender, "message_sid": sid})
+    documents: list[dict[str, Any]] = [
+        {
+            "type": "track",
+            "event": EventName.SMS_REPLIED.value,
+            "userId": person,
+            "timestamp": received_at.isoformat(),
+            "messageId": f"twilio:{sid}",
+            "properties": properties,
+            "context": {"channel": "sms"},
+        }
+    ]
+    consent = consent_change(body)
+    if consent is not None:
+        traits: dict[str, Any] = {"sms_consent": consent}
+        if sender:
+            traits["phone"] = sender
+        documents.append(
+            {
+                "type": "identify",
+                "userId": person,
+                "timestamp": received_at.isoformat(),
+                "messageId": f"twilio:{sid}:consent",
+                "traits": traits,
+                "context": {"channel": "sms"},
+            }
+        )
+    return documents
