@@ -18,7 +18,22 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.settings import Settings
-from sinks.rows import DEAD_LETTERS, EVENTS, TRIGGERS, TableSpec, dead_letter_row, event_row, trigger_row
+from sinks.metrics import SinkMetrics
+from sinks.rows import (
+    DEAD_LETTERS,
+    EVENTS,
+    PROFILE_SNAPSHOTS,
+    SEGMENT_CHANGES,
+    SUPPRESSIONS,
+    TRIGGERS,
+    TableSpec,
+    dead_letter_row,
+    event_row,
+    profile_snapshot_row,
+    segment_change_row,
+    suppression_row,
+    trigger_row,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +51,9 @@ def routes_for(settings: Settings) -> dict[str, Route]:
         settings.events_topic: Route(EVENTS, lambda m: event_row(m.value, m.topic, m.partition, m.offset)),
         settings.triggers_topic: Route(TRIGGERS, lambda m: trigger_row(m.value)),
         settings.dead_letter_topic: Route(DEAD_LETTERS, lambda m: dead_letter_row(m.value)),
+        settings.suppressed_topic: Route(SUPPRESSIONS, lambda m: suppression_row(m.value)),
+        settings.segments_topic: Route(SEGMENT_CHANGES, lambda m: segment_change_row(m.value)),
+        settings.profiles_topic: Route(PROFILE_SNAPSHOTS, lambda m: profile_snapshot_row(m.value, m.key)),
     }
 
 
@@ -48,8 +66,11 @@ class SinkStats:
 
 
 class ClickHouseSink:
-    def __init__(self, settings: Settings, client: Any, group_id: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, client: Any, group_id: str | None = None, metrics: SinkMetrics | None = None
+    ) -> None:
         self.settings = settings
+        self.metrics = metrics or SinkMetrics()
         self.group_id = group_id or f"{settings.app_id}-sink"
         self.client = client
         self.routes = routes_for(settings)
@@ -106,6 +127,7 @@ class ClickHouseSink:
                 )
             except Exception as error:  # every failure of the store is retried; the batch is not acked
                 self.stats.insert_errors += 1
+                self.metrics.insert_errors.labels(spec.table).inc()
                 self.stats.last_error = f"{type(error).__name__}: {error}"
                 log.warning(
                     "insert into %s failed (%s); retrying in %.1fs",
@@ -116,7 +138,11 @@ class ClickHouseSink:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                 continue
+            elapsed = time.perf_counter() - started
             self.stats.batches += 1
             self.stats.rows_written[spec.table] += len(rows)
-            log.debug("wrote %d rows into %s in %.3fs", len(rows), spec.table, time.perf_counter() - started)
+            self.metrics.rows_written.labels(spec.table).inc(len(rows))
+            self.metrics.batch_size.labels(spec.table).observe(len(rows))
+            self.metrics.insert_latency.labels(spec.table).observe(elapsed)
+            log.debug("wrote %d rows into %s in %.3fs", len(rows), spec.table, elapsed)
             return
