@@ -101,9 +101,10 @@ class Collector:
                 if size > limit:
                     raise too_large
                 chunks.append(chunk)
-        except HttpProcessingError as error:
+        except (HttpProcessingError, web.RequestPayloadError) as error:
+            encoding = request.headers.get("Content-Encoding", "identity")
             raise RequestFailed(
-                400, f"cannot decode the body ({request.headers.get('Content-Encoding')}): {error.message}"
+                400, f"cannot read the body (Content-Encoding: {encoding}): {_first_line(error)}"
             ) from None
         return b"".join(chunks)
 
@@ -308,6 +309,11 @@ class Collector:
 
     async def openapi(self, request: web.Request) -> web.Response:
         return json_response(200, openapi_document())
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return " ".join(lines) or type(error).__name__
 
 
 COLLECTOR_KEY = web.AppKey("collector", Collector)
