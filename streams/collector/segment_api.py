@@ -104,6 +104,11 @@ def prepare_event(
             document["context"] = {**batch_context, **(own_context or {})}
     if source is not None and isinstance(document.get("context", {}), dict):
         document["context"] = {**document.get("context", {}), "source": source}
+    context = document.get("context")
+    if document["type"] == "identify" and not document.get("traits") and isinstance(context, dict):
+        # RudderStack's SDKs send identify traits in context.traits only.
+        if isinstance(context.get("traits"), dict):
+            document["traits"] = context["traits"]
     if document.get("sentAt") is None and batch_sent_at is not None:
         document["sentAt"] = batch_sent_at
     client_timestamp = document.get("timestamp") is not None

@@ -225,3 +225,14 @@ def test_dead_letter_keys_are_stable_and_distinct() -> None:
     assert first.offset == again.offset != other.offset
     assert (first.topic, first.partition, first.key) == ("collector", 0, "u")
     assert 0 <= first.offset < 2**63
+
+
+def test_identify_traits_from_context_as_rudderstack_sends_them() -> None:
+    event = prepare_event(
+        {"userId": "u", "context": {"traits": {"phone": "+1 415 555 2671"}}},
+        call_type="identify",
+        received_at=NOW,
+        default_region="US",
+        new_message_id=ids(),
+    )
+    assert event.traits == {"phone": "+14155552671", "phone_status": "valid"}
