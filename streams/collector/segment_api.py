@@ -105,10 +105,9 @@ def prepare_event(
     if source is not None and isinstance(document.get("context", {}), dict):
         document["context"] = {**document.get("context", {}), "source": source}
     context = document.get("context")
-    if document["type"] == "identify" and not document.get("traits") and isinstance(context, dict):
-        # RudderStack's SDKs send identify traits in context.traits only.
-        if isinstance(context.get("traits"), dict):
-            document["traits"] = context["traits"]
+    context_traits = context.get("traits") if isinstance(context, dict) else None
+    if document["type"] == "identify" and not document.get("traits") and isinstance(context_traits, dict):
+        document["traits"] = context_traits  # RudderStack's SDKs send identify traits in context.traits only
     if document.get("sentAt") is None and batch_sent_at is not None:
         document["sentAt"] = batch_sent_at
     client_timestamp = document.get("timestamp") is not None
