@@ -1,10 +1,32 @@
-"""Questions asked of ClickHouse, as functions returning plain Python values."""
+"""Questions asked of ClickHouse, as functions returning plain Python values.
+
+Every statement here runs unchanged on chDB and on a ClickHouse server: parameters are bound server-side
+(`{name:Type}`), times travel as epoch milliseconds so no session time zone is involved, and joins are
+equi-joins with the time conditions in WHERE, which every server version plans the same way.
+"""
 
 from __future__ import annotations
 
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from sinks.attribution import Credit, Model, Touch, attribute, converted_triggers
+from sinks.significance import Arm, VariantTest, compare_variants
+
 COUNTED_TABLES = ("events", "triggers", "dead_letters")
+DEFAULT_ATTRIBUTION_WINDOW = timedelta(days=7)
+FUNNEL_STEPS = ("Product Viewed", "Product Added", "Checkout Started", "Order Completed")
+MESSAGE_EVENTS = (
+    "Email Delivered",
+    "Email Opened",
+    "Email Clicked",
+    "Email Bounced",
+    "Email Unsubscribed",
+    "SMS Delivered",
+    "SMS Clicked",
+)
 
 
 def table_counts(client: Any) -> dict[str, int]:
@@ -17,3 +39,451 @@ def table_counts(client: Any) -> dict[str, int]:
 def triggers_by_rule(client: Any) -> dict[str, int]:
     rows = client.query("SELECT rule, count() FROM triggers FINAL GROUP BY rule ORDER BY rule").result_rows
     return {str(rule): int(count) for rule, count in rows}
+
+
+@dataclass(frozen=True)
+class Period:
+    """[since, until) in UTC."""
+
+    since: datetime
+    until: datetime
+
+    @classmethod
+    def last_days(cls, days: int, now: datetime | None = None) -> Period:
+        end = now or datetime.now(UTC)
+        return cls(end - timedelta(days=days), end)
+
+    def parameters(self) -> dict[str, Any]:
+        return {
+            "since_ms": _epoch_ms(self.since),
+            "until_ms": _epoch_ms(self.until),
+            "since_day": self.since.astimezone(UTC).date(),
+            "until_day": self.until.astimezone(UTC).date(),
+        }
+
+
+def _epoch_ms(moment: datetime) -> int:
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return int(aware.timestamp() * 1000)
+
+
+SINCE = "fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')"
+UNTIL = "fromUnixTimestamp64Milli({until_ms:Int64}, 'UTC')"
+DAYS = "day >= {since_day:Date} AND day <= {until_day:Date}"
+
+
+# --- per rule and variant -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RuleVariantStats:
+    rule: str
+    variant: str
+    sent: int
+    delivered: int
+    opened: int
+    clicked: int
+    bounced: int
+    unsubscribed: int
+    converted: int
+    revenue: float  # last-touch attributed, so an order nudged twice is not counted twice
+    delivery_rate: float
+    open_rate: float  # of delivered
+    click_rate: float  # of delivered
+    conversion_rate: float  # of sent
+
+
+ENGAGEMENT_SQL = f"""
+SELECT t.rule, t.variant, count() AS sent,
+       countIf(has(m.seen, 'Email Delivered') OR has(m.seen, 'SMS Delivered')) AS delivered,
+       countIf(has(m.seen, 'Email Opened')) AS opened,
+       countIf(has(m.seen, 'Email Clicked') OR has(m.seen, 'SMS Clicked')) AS clicked,
+       countIf(has(m.seen, 'Email Bounced')) AS bounced,
+       countIf(has(m.seen, 'Email Unsubscribed')) AS unsubscribed
+FROM
+(
+    SELECT trigger_id, rule, ifNull(variant, '') AS variant
+    FROM triggers FINAL
+    WHERE fired_at >= {SINCE} AND fired_at < {UNTIL}
+) AS t
+LEFT JOIN
+(
+    SELECT trigger_id, groupUniqArray(event) AS seen
+    FROM message_events
+    WHERE trigger_id IN (SELECT trigger_id FROM triggers WHERE fired_at >= {SINCE} AND fired_at < {UNTIL})
+    GROUP BY trigger_id
+) AS m ON m.trigger_id = t.trigger_id
+GROUP BY t.rule, t.variant
+ORDER BY t.rule, t.variant
+"""
+
+# Candidate (order, nudge) pairs: same person, order after the nudge and inside the window.
+# `anchor` picks which side the period applies to: nudges fired in it (rule report) or orders placed
+# in it (attribution report).
+TOUCHES_SQL = """
+SELECT o.order_id, o.revenue, t.trigger_id, t.rule, t.variant, t.fired_at
+FROM
+(
+    SELECT trigger_id, rule, ifNull(variant, '') AS variant, person_id, fired_at
+    FROM triggers FINAL
+    WHERE {trigger_filter}
+) AS t
+INNER JOIN
+(
+    SELECT person_id, order_id, at, revenue
+    FROM orders FINAL
+    WHERE {order_filter}
+) AS o ON o.person_id = t.person_id
+WHERE o.at > t.fired_at AND o.at <= t.fired_at + toIntervalSecond({{window_s:UInt32}})
+"""
+
+
+def touches(client: Any, period: Period, window: timedelta, anchor: str) -> list[Touch]:
+    within_window_before = f"{SINCE} - toIntervalSecond({{window_s:UInt32}})"
+    if anchor == "triggers":
+        trigger_filter = f"fired_at >= {SINCE} AND fired_at < {UNTIL}"
+        order_filter = f"at > {SINCE}"
+    else:
+        trigger_filter = f"fired_at >= {within_window_before} AND fired_at < {UNTIL}"
+        order_filter = f"at >= {SINCE} AND at < {UNTIL}"
+    sql = TOUCHES_SQL.format(trigger_filter=trigger_filter, order_filter=order_filter)
+    parameters = {**period.parameters(), "window_s": int(window.total_seconds())}
+    return [
+        Touch(
+            order_id=str(order_id),
+            revenue=float(revenue),
+            trigger_id=str(trigger_id),
+            rule=str(rule),
+            variant=str(variant),
+            fired_at=fired_at,
+        )
+        for order_id, revenue, trigger_id, rule, variant, fired_at in client.query(
+            sql, parameters=parameters
+        ).result_rows
+    ]
+
+
+def rule_report(client: Any, period: Period, window: timedelta = DEFAULT_ATTRIBUTION_WINDOW) -> list[RuleVariantStats]:
+    engagement = client.query(ENGAGEMENT_SQL, parameters=period.parameters()).result_rows
+    pairs = touches(client, period, window, anchor="triggers")
+    converted_by_arm: dict[tuple[str, str], int] = defaultdict(int)
+    rule_of = {pair.trigger_id: (pair.rule, pair.variant) for pair in pairs}
+    for trigger_id in converted_triggers(pairs):
+        converted_by_arm[rule_of[trigger_id]] += 1
+    revenue_by_arm = {(c.rule, c.variant): c.revenue for c in attribute(pairs, Model.LAST_TOUCH)}
+    report = []
+    for rule, variant, sent, delivered, opened, clicked, bounced, unsubscribed in engagement:
+        arm = (str(rule), str(variant))
+        converted = converted_by_arm.get(arm, 0)
+        report.append(
+            RuleVariantStats(
+                rule=arm[0],
+                variant=arm[1],
+                sent=int(sent),
+                delivered=int(delivered),
+                opened=int(opened),
+                clicked=int(clicked),
+                bounced=int(bounced),
+                unsubscribed=int(unsubscribed),
+                converted=converted,
+                revenue=round(revenue_by_arm.get(arm, 0.0), 2),
+                delivery_rate=_ratio(delivered, sent),
+                open_rate=_ratio(opened, delivered),
+                click_rate=_ratio(clicked, delivered),
+                conversion_rate=_ratio(converted, sent),
+            )
+        )
+    return report
+
+
+def variant_significance(report: list[RuleVariantStats]) -> list[VariantTest]:
+    arms: dict[str, list[Arm]] = defaultdict(list)
+    for row in report:
+        arms[row.rule].append(Arm(row.variant, row.converted, row.sent))
+    return [test for rule in sorted(arms) for test in compare_variants(rule, arms[rule])]
+
+
+def attribution(
+    client: Any, period: Period, model: Model, window: timedelta = DEFAULT_ATTRIBUTION_WINDOW
+) -> list[Credit]:
+    """Orders placed in the period, credited to the nudges of the window before each."""
+    return attribute(touches(client, period, window, anchor="orders"), model)
+
+
+def _ratio(part: int, whole: int) -> float:
+    return round(part / whole, 4) if whole else 0.0
+
+
+# --- dashboards -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DailyRates:
+    day: date
+    sent: int
+    delivered: int
+    opened: int
+    clicked: int
+    bounced: int
+    unsubscribed: int
+    open_rate: float
+    click_rate: float
+
+
+def daily_rates(client: Any, period: Period) -> list[DailyRates]:
+    """Per day, from the rollups: nudges sent and the feedback about them, each counted once per nudge."""
+    parameters = period.parameters()
+    sent = {
+        day: int(count)
+        for day, count in client.query(
+            f"SELECT day, uniqExactMerge(sent) FROM triggers_daily WHERE {DAYS} GROUP BY day", parameters=parameters
+        ).result_rows
+    }
+    feedback: dict[date, dict[str, int]] = defaultdict(dict)
+    for day, event, count in client.query(
+        f"SELECT day, event, uniqExactMerge(triggers) FROM messages_daily WHERE {DAYS} GROUP BY day, event",
+        parameters=parameters,
+    ).result_rows:
+        feedback[day][str(event)] = int(count)
+    rows = []
+    for day in sorted(set(sent) | set(feedback)):
+        seen = feedback.get(day, {})
+        delivered = seen.get("Email Delivered", 0) + seen.get("SMS Delivered", 0)
+        opened = seen.get("Email Opened", 0)
+        clicked = seen.get("Email Clicked", 0) + seen.get("SMS Clicked", 0)
+        rows.append(
+            DailyRates(
+                day=day,
+                sent=sent.get(day, 0),
+                delivered=delivered,
+                opened=opened,
+                clicked=clicked,
+                bounced=seen.get("Email Bounced", 0),
+                unsubscribed=seen.get("Email Unsubscribed", 0),
+                open_rate=_ratio(opened, delivered),
+                click_rate=_ratio(clicked, delivered),
+            )
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class FunnelStep:
+    step: str
+    events: int
+    people: int
+    of_first: float  # people at this step over people at the first
+
+
+def funnel(client: Any, period: Period) -> list[FunnelStep]:
+    found = {
+        str(event): (int(events), int(people))
+        for event, events, people in client.query(
+            f"SELECT event, uniqExactMerge(events), uniqExactMerge(people) FROM funnel_daily WHERE {DAYS} "
+            "GROUP BY event",
+            parameters=period.parameters(),
+        ).result_rows
+    }
+    first_people = found.get(FUNNEL_STEPS[0], (0, 0))[1]
+    return [
+        FunnelStep(step, *found.get(step, (0, 0)), _ratio(found.get(step, (0, 0))[1], first_people))
+        for step in FUNNEL_STEPS
+    ]
+
+
+def funnel_daily(client: Any, period: Period) -> list[dict[str, Any]]:
+    rows = client.query(
+        f"SELECT day, event, uniqExactMerge(events), uniqExactMerge(people) FROM funnel_daily WHERE {DAYS} "
+        "GROUP BY day, event ORDER BY day, event",
+        parameters=period.parameters(),
+    ).result_rows
+    return [{"day": day, "step": str(event), "events": int(e), "people": int(p)} for day, event, e, p in rows]
+
+
+@dataclass(frozen=True)
+class SuppressionSummary:
+    sent: int
+    suppressed: int
+    by_reason: dict[str, int]
+    daily: list[dict[str, Any]]  # day, sent, suppressed
+
+
+def suppressions(client: Any, period: Period) -> SuppressionSummary:
+    """Nudges sent against nudges held back, by reason, from the rollups."""
+    parameters = period.parameters()
+    by_reason = {
+        str(reason): int(count)
+        for reason, count in client.query(
+            f"SELECT reason, uniqExactMerge(suppressed) AS n FROM suppressions_daily WHERE {DAYS} "
+            "GROUP BY reason ORDER BY n DESC, reason",
+            parameters=parameters,
+        ).result_rows
+    }
+    daily_sent = dict(
+        client.query(
+            f"SELECT day, uniqExactMerge(sent) FROM triggers_daily WHERE {DAYS} GROUP BY day", parameters=parameters
+        ).result_rows
+    )
+    daily_held = dict(
+        client.query(
+            f"SELECT day, uniqExactMerge(suppressed) FROM suppressions_daily WHERE {DAYS} GROUP BY day",
+            parameters=parameters,
+        ).result_rows
+    )
+    total_sent = int(
+        client.query(
+            f"SELECT uniqExactMerge(sent) FROM triggers_daily WHERE {DAYS}", parameters=parameters
+        ).result_rows[0][0]
+    )
+    daily = [
+        {"day": day, "sent": int(daily_sent.get(day, 0)), "suppressed": int(daily_held.get(day, 0))}
+        for day in sorted(set(daily_sent) | set(daily_held))
+    ]
+    return SuppressionSummary(total_sent, sum(by_reason.values()), by_reason, daily)
+
+
+def active_people_hourly(client: Any, period: Period) -> list[dict[str, Any]]:
+    rows = client.query(
+        f"SELECT hour, uniqExactMerge(people) FROM active_people_hourly WHERE hour >= toStartOfHour({SINCE}) "
+        f"AND hour < {UNTIL} GROUP BY hour ORDER BY hour",
+        parameters=period.parameters(),
+    ).result_rows
+    return [{"hour": hour, "people": int(people)} for hour, people in rows]
+
+
+# --- people ---------------------------------------------------------------------------------------
+
+
+def segment_members(client: Any, segment: str, day: date) -> list[str]:
+    """People in `segment` at any moment of `day` (UTC): in it when the day began, or entering during it."""
+    rows = client.query(
+        """
+        SELECT person_id
+        FROM segment_changes FINAL
+        WHERE segment = {segment:String} AND at < toDateTime64({day:Date} + 1, 3, 'UTC')
+        GROUP BY person_id
+        HAVING argMaxIf(change, at, at < toDateTime64({day:Date}, 3, 'UTC')) = 'enter'
+            OR countIf(change = 'enter' AND at >= toDateTime64({day:Date}, 3, 'UTC')) > 0
+        ORDER BY person_id
+        """,
+        parameters={"segment": segment, "day": day},
+    ).result_rows
+    return [str(person) for (person,) in rows]
+
+
+@dataclass(frozen=True)
+class Cohort:
+    cohort: date  # month of signing up, or of the first event for people who never signed up
+    people: int
+    buyers: int
+    orders: int
+    revenue: float
+    lifetime_value: float  # revenue per person of the cohort, to date
+
+
+COHORTS_SQL = """
+SELECT p.cohort, count() AS people, countIf(o.orders > 0) AS buyers, sum(o.orders) AS orders,
+       sum(o.revenue) AS revenue
+FROM
+(
+    SELECT person_id,
+           toStartOfMonth(if(countIf(event = 'Signed Up') > 0, minIf(timestamp, event = 'Signed Up'), min(timestamp)))
+               AS cohort
+    FROM events
+    GROUP BY person_id
+) AS p
+LEFT JOIN
+(
+    SELECT person_id, count() AS orders, sum(revenue) AS revenue FROM orders FINAL GROUP BY person_id
+) AS o ON o.person_id = p.person_id
+GROUP BY p.cohort
+ORDER BY p.cohort
+"""
+
+
+def cohort_lifetime_value(client: Any) -> list[Cohort]:
+    return [
+        Cohort(cohort, int(people), int(buyers), int(orders), round(float(revenue), 2), _money(revenue, people))
+        for cohort, people, buyers, orders, revenue in client.query(COHORTS_SQL).result_rows
+    ]
+
+
+def _money(amount: float, people: int) -> float:
+    return round(float(amount) / people, 2) if people else 0.0
+
+
+@dataclass(frozen=True)
+class ChurnRisk:
+    person_id: str
+    orders: int
+    last_order: datetime
+    last_seen: datetime
+    days_since_order: float
+    usual_interval_days: float | None  # None for one-time buyers
+    overdue: float  # days since the last order over the allowed gap; above 1 is at risk
+
+
+# The rule, per buyer: repeat buyers are at risk once the time since their last order is more than
+# CHURN_INTERVAL_FACTOR times their average gap between orders (but at least CHURN_MIN_DAYS, so a
+# weekly buyer is not flagged after eight days); one-time buyers once ONE_TIME_BUYER_DAYS have passed.
+# Recent browsing does not clear the flag (last_seen is shown so a marketer can tell the two apart).
+CHURN_INTERVAL_FACTOR = 2.0
+CHURN_MIN_DAYS = 14
+ONE_TIME_BUYER_DAYS = 60
+
+CHURN_SQL = """
+SELECT person_id, orders, last_order, last_seen, days_since, usual_days,
+       days_since / if(orders >= 2, greatest({factor:Float64} * usual_days, {min_days:Float64}), {one_time:Float64})
+           AS overdue
+FROM
+(
+    SELECT o.person_id AS person_id, o.orders AS orders, o.last_order AS last_order,
+           greatest(e.last_seen, o.last_order) AS last_seen,
+           (toUnixTimestamp64Milli(fromUnixTimestamp64Milli({now_ms:Int64}, 'UTC'))
+               - toUnixTimestamp64Milli(o.last_order)) / 86400000 AS days_since,
+           if(o.orders >= 2,
+              (toUnixTimestamp64Milli(o.last_order) - toUnixTimestamp64Milli(o.first_order))
+                  / 86400000 / (o.orders - 1),
+              NULL) AS usual_days
+    FROM
+    (
+        SELECT person_id, count() AS orders, min(at) AS first_order, max(at) AS last_order
+        FROM orders FINAL
+        GROUP BY person_id
+    ) AS o
+    LEFT JOIN
+    (
+        SELECT person_id, max(timestamp) AS last_seen
+        FROM events
+        WHERE person_id IN (SELECT person_id FROM orders)
+        GROUP BY person_id
+    ) AS e ON e.person_id = o.person_id
+)
+WHERE overdue > 1
+ORDER BY overdue DESC, person_id
+LIMIT {limit:UInt32}
+"""
+
+
+def churn_risk(client: Any, now: datetime | None = None, limit: int = 100) -> list[ChurnRisk]:
+    parameters = {
+        "now_ms": _epoch_ms(now or datetime.now(UTC)),
+        "factor": CHURN_INTERVAL_FACTOR,
+        "min_days": float(CHURN_MIN_DAYS),
+        "one_time": float(ONE_TIME_BUYER_DAYS),
+        "limit": limit,
+    }
+    return [
+        ChurnRisk(
+            person_id=str(person),
+            orders=int(orders),
+            last_order=last_order,
+            last_seen=last_seen,
+            days_since_order=round(float(days_since), 2),
+            usual_interval_days=None if usual is None else round(float(usual), 2),
+            overdue=round(float(overdue), 2),
+        )
+        for person, orders, last_order, last_seen, days_since, usual, overdue in client.query(
+            CHURN_SQL, parameters=parameters
+        ).result_rows
+    ]

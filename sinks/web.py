@@ -1,0 +1,123 @@
+"""The sink's web server: the built-in dashboard, the JSON it draws from, and Prometheus metrics.
+
+In embedded mode the sink owns the chDB directory, so dashboard queries have to be answered by the sink
+process; the same server works unchanged in front of a ClickHouse server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import asdict, is_dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from sinks import queries
+from sinks.attribution import Model
+from sinks.metrics import SinkMetrics
+
+DEFAULT_DAYS = 30
+MAX_DAYS = 3660
+
+
+def _plain(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def _json(payload: Any) -> web.Response:
+    body = orjson.dumps(payload, default=_plain, option=orjson.OPT_NON_STR_KEYS)
+    return web.Response(body=body, content_type="application/json")
+
+
+def period_from(request: web.Request, now: datetime | None = None) -> queries.Period:
+    """?days=N (default 30), or ?since=&until= as ISO times."""
+    try:
+        if "since" in request.query:
+            since = datetime.fromisoformat(request.query["since"])
+            until = datetime.fromisoformat(request.query["until"]) if "until" in request.query else datetime.now(UTC)
+            return queries.Period(since.replace(tzinfo=since.tzinfo or UTC), until.replace(tzinfo=until.tzinfo or UTC))
+        days = int(request.query.get("days", DEFAULT_DAYS))
+    except ValueError as error:
+        raise web.HTTPBadRequest(text=f"bad period: {error}") from None
+    if not 1 <= days <= MAX_DAYS:
+        raise web.HTTPBadRequest(text=f"days must be between 1 and {MAX_DAYS}")
+    return queries.Period.last_days(days, now)
+
+
+def build_web_app(client: Any, metrics: SinkMetrics) -> web.Application:
+    # clickhouse-connect calls block; they run in threads so the sink's consumer loop keeps going.
+    async def answer(request: web.Request, question: Callable[[queries.Period], Any]) -> web.Response:
+        period = period_from(request)
+        return _json(await asyncio.to_thread(question, period))
+
+    async def dashboard(request: web.Request) -> web.Response:
+        page = resources.files("sinks").joinpath("dashboard.html").read_text()
+        return web.Response(text=page, content_type="text/html")
+
+    async def rates(request: web.Request) -> web.Response:
+        return await answer(request, lambda p: queries.daily_rates(client, p))
+
+    async def variants(request: web.Request) -> web.Response:
+        def both(period: queries.Period) -> dict[str, Any]:
+            report = queries.rule_report(client, period)
+            return {"arms": report, "tests": queries.variant_significance(report)}
+
+        return await answer(request, both)
+
+    async def funnel(request: web.Request) -> web.Response:
+        return await answer(request, lambda p: queries.funnel(client, p))
+
+    async def suppressions(request: web.Request) -> web.Response:
+        return await answer(request, lambda p: queries.suppressions(client, p))
+
+    async def active(request: web.Request) -> web.Response:
+        return await answer(request, lambda p: queries.active_people_hourly(client, p))
+
+    async def attribution(request: web.Request) -> web.Response:
+        model = request.query.get("model", Model.LAST_TOUCH.value)
+        if model not in {m.value for m in Model}:
+            raise web.HTTPBadRequest(text=f"model must be one of {', '.join(m.value for m in Model)}")
+        return await answer(request, lambda p: queries.attribution(client, p, Model(model)))
+
+    async def cohorts(request: web.Request) -> web.Response:
+        return _json(await asyncio.to_thread(queries.cohort_lifetime_value, client))
+
+    async def churn(request: web.Request) -> web.Response:
+        return _json(await asyncio.to_thread(queries.churn_risk, client))
+
+    async def prometheus(request: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest(metrics.registry))
+        response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+        return response
+
+    app = web.Application()
+    app.router.add_get("/", lambda request: _redirect())
+    app.router.add_get("/dashboard", dashboard)
+    app.router.add_get("/api/rates", rates)
+    app.router.add_get("/api/variants", variants)
+    app.router.add_get("/api/funnel", funnel)
+    app.router.add_get("/api/suppressions", suppressions)
+    app.router.add_get("/api/active", active)
+    app.router.add_get("/api/attribution", attribution)
+    app.router.add_get("/api/cohorts", cohorts)
+    app.router.add_get("/api/churn", churn)
+    app.router.add_get("/metrics", prometheus)
+    return app
+
+
+async def _redirect() -> web.Response:
+    raise web.HTTPFound("/dashboard")
+
+
+async def start_web(app: web.Application, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
