@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     )
     sink_batch_size: int = Field(default=5000, ge=1, description="rows per ClickHouse insert, at most")
     sink_batch_seconds: float = Field(default=1.0, gt=0, description="longest wait before a partial batch is written")
+    sink_web_host: str = Field(default="127.0.0.1", description="interface the sink's dashboard and /metrics listen on")
+    sink_web_port: int = Field(default=6067, ge=0, le=65535, description="port of the sink's dashboard and /metrics")
     log_level: str = Field(default="info")
     collector_host: str = Field(default="127.0.0.1", description="interface the HTTP collector listens on")
     collector_port: int = Field(default=8088, ge=0, le=65535, description="port of the HTTP collector")

@@ -72,6 +72,7 @@ def command_sink(settings: Settings, arguments: argparse.Namespace) -> int:
     from sinks.client import connect
     from sinks.queries import table_counts
     from sinks.schema import apply_migrations
+    from sinks.web import build_web_app, start_web
     from sinks.writer import ClickHouseSink
     from streams.topics import ensure_topics
 
@@ -93,13 +94,44 @@ def command_sink(settings: Settings, arguments: argparse.Namespace) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, sink.stop)
         reporter = asyncio.create_task(report()) if arguments.report_every else None
+        # In embedded mode only this process may open the chDB directory, so it answers the dashboard too.
+        web = await start_web(build_web_app(client, sink.metrics), settings.sink_web_host, settings.sink_web_port)
+        log.info("dashboard on http://%s:%d/dashboard", settings.sink_web_host, settings.sink_web_port)
         try:
             await sink.run()
         finally:
             if reporter:
                 reporter.cancel()
+            await web.cleanup()
 
     asyncio.run(main())
+    return 0
+
+
+def command_report(settings: Settings, arguments: argparse.Namespace) -> int:
+    """Answer one question from ClickHouse. In embedded mode the sink owns chDB: stop it, or ask its /api."""
+    from datetime import UTC, datetime, timedelta
+
+    import orjson
+
+    from sinks.client import connect
+    from sinks.report import REPORTS, render_table
+    from sinks.schema import apply_migrations
+
+    until = datetime.fromisoformat(arguments.until) if arguments.until else datetime.now(UTC)
+    since = datetime.fromisoformat(arguments.since) if arguments.since else until - timedelta(days=30)
+    client = connect(settings)
+    apply_migrations(client)
+    try:
+        rows = REPORTS[arguments.name](
+            client, since.replace(tzinfo=since.tzinfo or UTC), until.replace(tzinfo=until.tzinfo or UTC)
+        )
+    finally:
+        client.close()
+    if arguments.json:
+        sys.stdout.buffer.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS) + b"\n")
+    else:
+        print(render_table(rows))
     return 0
 
 
@@ -247,6 +279,15 @@ def build_parser() -> argparse.ArgumentParser:
     sink = commands.add_parser("sink", help="write events, triggers and dead letters to ClickHouse")
     sink.add_argument("--report-every", type=float, default=0.0, help="print table counts every N seconds")
     sink.set_defaults(handler=command_sink)
+
+    from sinks.report import REPORTS
+
+    report = commands.add_parser("report", help="answer a question from ClickHouse (rules, attribution, ltv, ...)")
+    report.add_argument("name", choices=sorted(REPORTS))
+    report.add_argument("--since", help="ISO time, default 30 days before --until")
+    report.add_argument("--until", help="ISO time, default now")
+    report.add_argument("--json", action="store_true", help="JSON instead of a table")
+    report.set_defaults(handler=command_report)
 
     simulate = commands.add_parser("simulate", help="play realistic shopper sessions onto the events topic")
     simulate.add_argument("--rate", type=float, default=3.0, help="shopper sessions per second")
