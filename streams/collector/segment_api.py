@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from schemas.events import Event, EventType, describe_validation_error
 from streams.collector.contacts import clean_traits
-from streams.collector.skew import derived_timestamp
+from streams.collector.skew import ImplausibleTimestamps, derived_timestamp
 
 MAX_EVENT_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
@@ -123,7 +123,10 @@ def prepare_event(
         raise InvalidCall(describe_validation_error(error)) from None
     updates: dict[str, Any] = {}
     if event.sent_at is not None:
-        updates["timestamp"] = derived_timestamp(event.timestamp, event.sent_at, received_at)
+        try:
+            updates["timestamp"] = derived_timestamp(event.timestamp, event.sent_at, received_at)
+        except ImplausibleTimestamps as error:
+            raise InvalidCall(str(error)) from None
         updates["originalTimestamp"] = event.timestamp
     if event.type == "identify" and event.traits:
         updates["traits"] = clean_traits(event.traits, default_region)

@@ -21,7 +21,7 @@ from streams.collector.segment_api import (
     source_for,
     write_key_from_authorization,
 )
-from streams.collector.skew import derived_timestamp
+from streams.collector.skew import ImplausibleTimestamps, derived_timestamp
 
 NOW = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
 
@@ -48,6 +48,16 @@ def test_skew_is_removed_using_the_device_gap() -> None:
 
 def test_skew_without_sent_at_keeps_the_timestamp() -> None:
     assert derived_timestamp(NOW - timedelta(days=1), None, NOW) == NOW - timedelta(days=1)
+
+
+def test_skew_with_sent_before_created_takes_the_receive_time() -> None:
+    assert derived_timestamp(NOW + timedelta(seconds=5), NOW, NOW) == NOW
+
+
+def test_skew_refuses_timestamps_too_far_apart() -> None:
+    # Found by schemathesis: year 1 to year 9999 overflows datetime.
+    with pytest.raises(ImplausibleTimestamps):
+        derived_timestamp(datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 1, 1, tzinfo=UTC), NOW)
 
 
 def test_dedupe_window_forgets_after_ttl() -> None:
