@@ -23,12 +23,6 @@ from tests.integration.test_worker import event, send, with_rules
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="session")
-def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # chDB opens one directory per process; every test uses its own database inside it.
-    return tmp_path_factory.mktemp("chdb")
-
-
 @pytest.fixture
 def sink_settings(settings: Settings, tmp_path: Path, chdb_path: Path) -> Settings:
     return with_rules(settings, tmp_path, delay="3s").model_copy(update={"clickhouse_path": chdb_path})
@@ -42,11 +36,11 @@ def clickhouse(sink_settings: Settings) -> Iterator[Any]:
     client.close()
 
 
-async def sink_until(sink: ClickHouseSink, client: Any, expected: dict[str, int], timeout: float = 90) -> dict[str, int]:
+async def sink_until(sink: ClickHouseSink, client: Any, expected: dict[str, int], within: float = 90) -> dict[str, int]:
     """Run the sink until the tables hold the expected counts (or time is up); return the last counts."""
     task = asyncio.create_task(sink.run())
     counts: dict[str, int] = {}
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     try:
         while time.monotonic() < deadline and not task.done():
             await asyncio.sleep(0.5)
@@ -84,5 +78,5 @@ async def test_events_triggers_and_dead_letters_land_in_clickhouse_once_even_whe
 
     # A second sink reading everything again (a replay, or a crash before commit) adds no rows.
     replay = ClickHouseSink(settings, clickhouse, group_id=f"{settings.app_id}-replay")
-    assert await sink_until(replay, clickhouse, expected={}, timeout=8) == expected
+    assert await sink_until(replay, clickhouse, expected={}, within=8) == expected
     assert replay.stats.rows_written["events"] == 4  # it did write them again; they collapsed
