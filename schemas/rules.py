@@ -1,16 +1,23 @@
-"""The rules configuration: which nudges exist, their delays and channels. Loaded from YAML, validated here."""
+"""The rules configuration: profile settings, segments, trigger rules and the policy gate.
+
+Rules are data (YAML validated here), not code. A bad file is refused with the line, the field and the
+reason (`nudgeflow rules check FILE`).
+"""
 
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import time, timedelta
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from schemas.triggers import Channel
+
+DEFAULT_RULES_FILE = Path(__file__).resolve().parent / "default_rules.yaml"
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -26,17 +33,18 @@ def _parse_duration(value: object) -> object:
 Duration = Annotated[timedelta, BeforeValidator(_parse_duration)]
 
 
+def describe_duration(length: timedelta) -> str:
+    """The shortest way the rules file would write `length`: 1d, 30m, 15s."""
+    seconds = length.total_seconds()
+    for unit in ("w", "d", "h", "m", "s"):
+        amount = seconds / _UNIT_SECONDS[unit]
+        if amount >= 1 and amount == int(amount):
+            return f"{int(amount)}{unit}"
+    return f"{seconds:g}s"
+
+
 class RuleModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CartAbandonmentRule(RuleModel):
-    """A Product Added with no Order Completed for the same cart within `delay` fires one nudge."""
-
-    enabled: bool = True
-    delay: Duration = Field(default=timedelta(minutes=30), gt=timedelta(0))
-    channel: Channel = Channel.EMAIL
-    template_id: str = "cart_abandonment"
 
 
 class TimerPolicy(RuleModel):
@@ -45,9 +53,215 @@ class TimerPolicy(RuleModel):
     grace: Duration = Field(default=timedelta(seconds=5), ge=timedelta(0))
 
 
+class LifecycleThresholds(RuleModel):
+    """Lifecycle stage by recency: new (first seen recently), active, at_risk, churned."""
+
+    new_for: Duration = timedelta(days=7)
+    at_risk_after: Duration = timedelta(days=30)
+    churned_after: Duration = timedelta(days=90)
+
+
+class ProfileConfig(RuleModel):
+    engagement_half_life: Duration = Field(default=timedelta(days=14), gt=timedelta(0))
+    lifecycle: LifecycleThresholds = LifecycleThresholds()
+    recently_viewed: int = Field(default=10, ge=0, le=50)
+
+
+class Operator(StrEnum):
+    EQ = "=="
+    NE = "!="
+    GT = ">"
+    GE = ">="
+    LT = "<"
+    LE = "<="
+    IN = "in"
+
+
+# The facts a segment condition can test (computed by streams.rules.facts.profile_facts).
+FACT_NAMES = frozenset(
+    {
+        "event_count", "order_count", "lifetime_revenue", "unopened_emails", "identified", "has_email",
+        "has_phone", "email_consent", "sms_consent", "engagement", "lifecycle_stage",
+        "rfm_recency", "rfm_frequency", "rfm_monetary", "rfm_score",
+        *(f"{measure}_{days}d" for measure in ("views", "adds", "orders", "revenue") for days in (7, 30, 90)),
+        *(
+            f"days_since_{what}"
+            for what in ("last_seen", "first_seen", "last_visit", "last_login", "last_order",
+                         "last_email_open", "last_email_click")
+        ),
+    }
+)  # fmt: skip
+
+
+class Condition(RuleModel):
+    """One test on a profile fact, e.g. `{fact: views_30d, op: ">=", value: 1}`."""
+
+    fact: str
+    op: Operator = Operator.GE
+    value: float | str | bool | list[str] | None
+
+    @model_validator(mode="after")
+    def _known_fact(self) -> Condition:
+        if self.fact not in FACT_NAMES:
+            raise ValueError(f"unknown fact {self.fact!r}; known facts: {', '.join(sorted(FACT_NAMES))}")
+        return self
+
+
+class SegmentRule(RuleModel):
+    """Members are the people whose facts meet all conditions in `all` and at least one in `any`."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str = ""
+    all: list[Condition] = Field(default_factory=list)
+    any: list[Condition] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _has_conditions(self) -> SegmentRule:
+        if not self.all and not self.any:
+            raise ValueError("a segment needs at least one condition in `all` or `any`")
+        return self
+
+
+class Entry(RuleModel):
+    """What starts a trigger: an event (optionally only with given properties) or entering a segment."""
+
+    event: str | None = None
+    segment: str | None = None
+    birthday: bool = False
+    where: dict[str, str | float | bool] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Entry:
+        if sum([self.event is not None, self.segment is not None, self.birthday]) != 1:
+            raise ValueError("entry needs exactly one of `event`, `segment` or `birthday: true`")
+        return self
+
+
+class Exit(RuleModel):
+    """An event that cancels a pending trigger; with `match`, only for the same key (e.g. cart_id)."""
+
+    event: str
+    match: bool = True
+
+
+class Reentry(StrEnum):
+    EVERY_TIME = "every_time"
+    ONCE = "once"
+    ONCE_PER_KEY = "once_per_key"
+    ONCE_PER_PERIOD = "once_per_period"
+
+
+class Step(RuleModel):
+    """One message of a series, `delay` after entry."""
+
+    delay: Duration = Field(ge=timedelta(0))
+    template_id: str
+
+
+class Variant(RuleModel):
+    name: str
+    weight: float = Field(gt=0)
+    template_id: str | None = None
+
+
+class QuietHoursAction(StrEnum):
+    DEFER = "defer"
+    DROP = "drop"
+
+
+class TriggerRule(RuleModel):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str = ""
+    enabled: bool = True
+    entry: Entry
+    key: str | None = Field(default=None, description="event property that tells occurrences apart, e.g. cart_id")
+    delay: Duration = Field(default=timedelta(0), ge=timedelta(0))
+    restart_on_repeat: bool = Field(
+        default=False, description="a repeated entry for the same key moves the deadline (the last activity counts)"
+    )
+    steps: list[Step] = Field(default_factory=list, description="a series; overrides delay and template_id")
+    exit: list[Exit] = Field(default_factory=list)
+    reentry: Reentry = Reentry.ONCE_PER_KEY
+    reentry_period: Duration | None = None
+    channel: Channel
+    template_id: str = ""
+    priority: int = 0
+    variants: list[Variant] = Field(default_factory=list)
+    holdout_percent: float = Field(default=0.0, ge=0, le=100)
+    requires_opt_in: bool = False
+    quiet_hours: QuietHoursAction = QuietHoursAction.DEFER
+    expires_after: Duration | None = None
+    local_time: time | None = Field(default=None, description="with `birthday`: the local hour it goes out")
+    context: Literal["cart", "product", "order", "none"] = "none"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TriggerRule:
+        if not self.steps and not self.template_id:
+            raise ValueError("a trigger needs `template_id` or `steps`")
+        if self.reentry is Reentry.ONCE_PER_PERIOD and self.reentry_period is None:
+            raise ValueError("reentry once_per_period needs `reentry_period`")
+        return self
+
+    @property
+    def schedule(self) -> list[Step]:
+        return self.steps or [Step(delay=self.delay, template_id=self.template_id)]
+
+
+class Cap(RuleModel):
+    count: int = Field(ge=0)
+    per: Duration = Field(gt=timedelta(0))
+
+    def describe(self, channel: str) -> str:
+        return f"at most {self.count} {channel} per {describe_duration(self.per)}"
+
+
+class QuietHours(RuleModel):
+    start: time
+    end: time
+
+
+class PolicyConfig(RuleModel):
+    """The gate every trigger passes: caps across all rules, quiet hours, where email pauses."""
+
+    caps: dict[Channel, list[Cap]] = Field(
+        default_factory=lambda: {
+            Channel.SMS: [Cap(count=1, per=timedelta(days=1))],
+            Channel.EMAIL: [Cap(count=3, per=timedelta(days=7))],
+        }
+    )
+    quiet_hours: dict[Channel, QuietHours] = Field(
+        default_factory=lambda: {Channel.SMS: QuietHours(start=time(21, 0), end=time(8, 0))}
+    )
+    default_timezone: str = "UTC"
+    email_paused_in_segments: list[str] = Field(default_factory=list)
+    remember_sent_for: Duration = timedelta(days=30)
+
+
 class RulesConfig(RuleModel):
     timers: TimerPolicy = TimerPolicy()
-    cart_abandonment: CartAbandonmentRule = CartAbandonmentRule()
+    profile: ProfileConfig = ProfileConfig()
+    segments: list[SegmentRule] = Field(default_factory=list)
+    triggers: list[TriggerRule] = Field(default_factory=list)
+    policy: PolicyConfig = PolicyConfig()
+
+    @model_validator(mode="after")
+    def _references(self) -> RulesConfig:
+        segment_names = [segment.name for segment in self.segments]
+        for kind, names in (("segment", segment_names), ("trigger", [rule.name for rule in self.triggers])):
+            duplicates = sorted({name for name in names if names.count(name) > 1})
+            if duplicates:
+                raise ValueError(f"{kind} names must be unique: {', '.join(duplicates)}")
+        known = set(segment_names)
+        for rule in self.triggers:
+            if rule.entry.segment is not None and rule.entry.segment not in known:
+                raise ValueError(f"trigger {rule.name} enters on unknown segment {rule.entry.segment}")
+        for name in self.policy.email_paused_in_segments:
+            if name not in known:
+                raise ValueError(f"policy.email_paused_in_segments names unknown segment {name}")
+        return self
+
+    def trigger(self, name: str) -> TriggerRule | None:
+        return next((rule for rule in self.triggers if rule.name == name), None)
 
 
 class InvalidRules(ValueError):
@@ -90,16 +304,16 @@ def parse_rules(text: str, source: str = "<rules>") -> RulesConfig:
     except ValidationError as error:
         problems = []
         for problem in error.errors(include_url=False):
-            location = problem["loc"]
+            location = tuple(part for part in problem["loc"] if not str(part).startswith("function-"))
             field = ".".join(str(part) for part in location) or "(top level)"
-            problems.append(f"{source}:{_line_of(root, location)}: {field}: {problem['msg']}")
+            message = problem["msg"].removeprefix("Value error, ")
+            problems.append(f"{source}:{_line_of(root, location)}: {field}: {message}")
         raise InvalidRules("\n".join(problems)) from None
 
 
 def load_rules(path: Path | None) -> RulesConfig:
-    """The rules in `path`, or the built-in defaults when no file is given."""
-    if path is None:
-        return RulesConfig()
+    """The rules in `path`, or the shipped defaults (deploy/rules.yaml) when no file is given."""
+    path = path or DEFAULT_RULES_FILE
     try:
         text = path.read_text()
     except OSError as error:

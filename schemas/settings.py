@@ -35,7 +35,8 @@ class Settings(BaseSettings):
     )
     rules_file: Path | None = Field(default=None, description="YAML rules file; unset means the built-in defaults")
     table_store: str = Field(default="rocksdb", description="Faust table store: rocksdb or memory")
-    worker_web_port: int = Field(default=6066, description="HTTP port of the worker (profiles, metrics)")
+    worker_web_host: str = Field(default="127.0.0.1", description="interface of the worker's HTTP API")
+    worker_web_port: int = Field(default=6066, description="HTTP port of the worker (profiles, segments, metrics)")
     timer_interval_seconds: float = Field(default=0.5, gt=0, description="how often due deadlines are scanned")
     idle_after_seconds: float = Field(
         default=2.0,

@@ -71,6 +71,7 @@ class SuppressionReason(StrEnum):
     NO_ADDRESS = "no_address"
     OPTED_OUT = "opted_out"
     NO_OPT_IN = "no_opt_in"
+    PAUSED = "paused"
     FREQUENCY_CAP = "frequency_cap"
     QUIET_HOURS = "quiet_hours"
     DUPLICATE = "duplicate"

@@ -18,9 +18,10 @@ from schemas.events import InvalidEvent, parse_event
 from schemas.rules import RulesConfig
 from schemas.settings import Settings
 from schemas.triggers import DeadLetter
-from streams.rules.engine import Step, advance_time, apply_event, next_deadline
+from streams.rules.engine import Step, advance_time, apply_event
 from streams.rules.state import PersonState, SourcePosition
 from streams.rules.timers import PartitionClock, utc_now
+from streams.views import profile_document, segment_page
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,9 @@ def build_app(settings: Settings, rules: RulesConfig, clock: PartitionClock | No
         topic_partitions=settings.partitions,
         topic_disable_leader=True,
         table_standby_replicas=0,
-        web_host="127.0.0.1",
+        web_host=settings.worker_web_host,
         web_port=settings.worker_web_port,
+        canonical_url=f"http://{settings.worker_web_host}:{settings.worker_web_port}",
         web_in_thread=False,
         consumer_auto_offset_reset="earliest",
         autodiscover=False,
@@ -60,6 +62,9 @@ def build_app(settings: Settings, rules: RulesConfig, clock: PartitionClock | No
 
     inputs = raw_topic(settings.events_topic, settings.timer_checks_topic)
     triggers_topic = raw_topic(settings.triggers_topic)
+    suppressed_topic = raw_topic(settings.suppressed_topic)
+    segments_topic = raw_topic(settings.segments_topic)
+    profiles_topic = raw_topic(settings.profiles_topic)
     dead_letters = raw_topic(settings.dead_letter_topic)
     checks_topic = raw_topic(settings.timer_checks_topic)
     persons = app.Table("persons", default=None, partitions=settings.partitions, key_type=bytes)
@@ -91,8 +96,13 @@ def build_app(settings: Settings, rules: RulesConfig, clock: PartitionClock | No
         key = state.person_id.encode()
         for trigger in step.triggers:
             await triggers_topic.send(key=key, value=trigger.to_json())
+        for suppression in step.suppressed:
+            await suppressed_topic.send(key=key, value=suppression.to_json())
+        for change in step.segment_changes:
+            await segments_topic.send(key=key, value=change.to_json())
         persons[key] = state.model_dump(mode="json")
-        due = next_deadline(state, rules)
+        await profiles_topic.send(key=key, value=state.profile.model_dump_json().encode())
+        due = state.next_deadline()
         entry = None if due is None else {"due": due.isoformat(), "partition": partition}
         if deadlines.get(key) != entry:
             if entry is None:
@@ -125,6 +135,28 @@ def build_app(settings: Settings, rules: RulesConfig, clock: PartitionClock | No
         caught_up = highwater is None or message.offset + 1 >= highwater
         clock.observe(message.partition, parsed.timestamp, caught_up=caught_up)
         await publish(apply_event(load_state(parsed.person_id), parsed, position, rules), message.partition)
+
+    @app.page("/profiles/{person_id}")
+    @app.table_route(table=persons, match_info="person_id")
+    async def profile_view(web: Any, request: Any, person_id: str) -> Any:
+        # table_route answers from the worker that owns the person's partition (or forwards there).
+        stored = persons.get(person_id.encode())
+        if stored is None:
+            return web.json({"error": f"no profile for {person_id}"}, status=404)
+        return web.json(profile_document(PersonState.model_validate(stored), utc_now(), rules))
+
+    @app.page("/segments/{name}/members")
+    async def segment_members(web: Any, request: Any, name: str) -> Any:
+        if name not in {segment.name for segment in rules.segments}:
+            return web.json({"error": f"no segment named {name}"}, status=404)
+        try:
+            limit = max(1, min(1000, int(request.query.get("limit", "100"))))
+        except ValueError:
+            return web.json({"error": "limit must be a whole number"}, status=400)
+        # Each worker knows the partitions it owns; with several workers, ask each and merge.
+        members = [key.decode() for key, stored in persons.items() if stored and name in stored.get("segments", {})]
+        page = segment_page(members, request.query.get("after"), limit)
+        return web.json({**page, "segment": name})
 
     @app.timer(interval=settings.timer_interval_seconds)  # type: ignore[untyped-decorator]
     async def check_deadlines() -> None:

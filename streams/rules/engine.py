@@ -1,4 +1,11 @@
-"""The single entry point of the pure core: apply an event or the passing of time to a person's state."""
+"""The single entry point of the pure core: apply an event, or the passing of time, to a person's state.
+
+    apply_event(state, event, position, rules)  -> Step
+    advance_time(state, now, position, rules)   -> Step
+
+A Step holds the new state and what to publish: triggers that passed the policy gate, suppressions with
+their reasons, and segment changes. The same inputs always give the same Step.
+"""
 
 from __future__ import annotations
 
@@ -7,45 +14,144 @@ from datetime import datetime
 
 from schemas.events import Event
 from schemas.rules import RulesConfig
-from schemas.triggers import Trigger
-from streams.rules.carts import carts_after_event, fire_due_carts, next_cart_deadline
+from schemas.segments import SegmentChange
+from schemas.triggers import Suppression, Trigger
+from streams.rules.carts import carts_after_event
+from streams.rules.facts import profile_facts
+from streams.rules.policy import Defer, Send, gate
 from streams.rules.profiles import update_profile
-from streams.rules.state import PersonState, SourcePosition
+from streams.rules.segments import membership_changes, next_segment_check
+from streams.rules.state import PendingTrigger, PersonState, SentRecord, SourcePosition
+from streams.rules.triggers import (
+    build_trigger,
+    next_step,
+    pending_after_event,
+    pending_after_segment_changes,
+    pending_with_birthdays,
+)
+
+# Firing can schedule more work due at once (a series step with no delay, a segment entry); bounded.
+MAX_ROUNDS = 512
 
 
 @dataclass(frozen=True)
 class Step:
-    """The outcome of one message: the new state, the triggers it fired, and whether it was new at all."""
+    """The outcome of one message."""
 
     state: PersonState
     triggers: list[Trigger] = field(default_factory=list)
+    suppressed: list[Suppression] = field(default_factory=list)
+    segment_changes: list[SegmentChange] = field(default_factory=list)
     applied: bool = True
 
 
+@dataclass
+class _Outcome:
+    triggers: list[Trigger] = field(default_factory=list)
+    suppressed: list[Suppression] = field(default_factory=list)
+    segment_changes: list[SegmentChange] = field(default_factory=list)
+
+
 def apply_event(state: PersonState, event: Event, position: SourcePosition, rules: RulesConfig) -> Step:
-    """Apply one event at its own time. Deadlines that passed before it fire first, so processing a
-    person's events live or replaying them later gives the same triggers."""
+    """Apply one event at its own time. What fell due before it fires first, so processing a person's
+    events live or replaying them later gives the same triggers."""
     if state.already_applied(position):
         return Step(state, applied=False)
-    advanced = advance_time(state, event.timestamp, position, rules)
-    current = advanced.state
-    updated = current.model_copy(
+    outcome = _Outcome()
+    moment = event.timestamp
+    current = _run_due(state, moment, moment, rules, outcome)
+    current = current.model_copy(
         update={
-            "profile": update_profile(current.profile, event),
-            "carts": carts_after_event(current.carts, event, rules.cart_abandonment),
+            "profile": update_profile(current.profile, event, rules.profile),
+            "carts": carts_after_event(current.carts, event),
+            "pending": pending_after_event(current, event, rules),
         }
     )
-    return Step(updated, advanced.triggers)
+    current = _reevaluate_segments(current, moment, rules, outcome)
+    current = _run_due(current, moment, moment, rules, outcome)  # rules with no delay fire now
+    current = current.model_copy(update={"applied_offsets": current.record(position)})
+    return Step(current, outcome.triggers, outcome.suppressed, outcome.segment_changes)
 
 
 def advance_time(state: PersonState, now: datetime, position: SourcePosition, rules: RulesConfig) -> Step:
-    """Let time pass to `now` (event time or the partition's clock): fire every deadline that is due."""
+    """Let time pass to `now` (the partition's clock): fire what is due and re-check segments."""
     if state.already_applied(position):
         return Step(state, applied=False)
-    carts, fired = fire_due_carts(state.carts, state.person_id, now, rules.timers.grace, rules.cart_abandonment)
-    return Step(state.model_copy(update={"carts": carts, "applied_offsets": state.record(position)}), fired)
+    outcome = _Outcome()
+    current = _run_due(state, now, now, rules, outcome)
+    current = current.model_copy(update={"applied_offsets": current.record(position)})
+    return Step(current, outcome.triggers, outcome.suppressed, outcome.segment_changes)
 
 
-def next_deadline(state: PersonState, rules: RulesConfig) -> datetime | None:
-    """When this person next needs a timer check (a deadline plus grace), or None."""
-    return next_cart_deadline(state.carts, rules.timers.grace)
+def _reevaluate_segments(state: PersonState, now: datetime, rules: RulesConfig, outcome: _Outcome) -> PersonState:
+    facts = profile_facts(state.profile, now, rules.profile)
+    membership, changes = membership_changes(state.person_id, state.segments, facts, rules, now)
+    outcome.segment_changes.extend(changes)
+    return state.model_copy(
+        update={
+            "segments": membership,
+            "segment_check_at": next_segment_check(state.profile, now, rules),
+            "pending": pending_with_birthdays(
+                state, pending_after_segment_changes(state, state.pending, changes, rules), now, rules
+            ),
+        }
+    )
+
+
+def _run_due(state: PersonState, up_to: datetime, now: datetime, rules: RulesConfig, outcome: _Outcome) -> PersonState:
+    """Fire everything due at or before `up_to`, in time order, checking segments at their moments."""
+    current = state
+    for _ in range(MAX_ROUNDS):
+        due = sorted(
+            (p for p in current.pending.values() if p.fire_at <= up_to),
+            key=lambda p: (p.fire_at, -_priority(rules, p.rule), p.rule, p.key, p.step),
+        )
+        check_at = current.segment_check_at
+        segment_due = check_at is not None and check_at <= up_to
+        if not due and not segment_due:
+            return current
+        if segment_due and (not due or check_at <= due[0].fire_at):  # type: ignore[operator]
+            assert check_at is not None
+            current = _reevaluate_segments(current, check_at, rules, outcome)
+            continue
+        for waiting in due:
+            current = _fire(current, waiting, now, rules, outcome)
+    return current
+
+
+def _priority(rules: RulesConfig, name: str) -> int:
+    rule = rules.trigger(name)
+    return rule.priority if rule else 0
+
+
+def _fire(
+    state: PersonState, waiting: PendingTrigger, now: datetime, rules: RulesConfig, outcome: _Outcome
+) -> PersonState:
+    pending = {slot: p for slot, p in state.pending.items() if slot != waiting.slot}
+    rule = rules.trigger(waiting.rule)
+    if rule is None or not rule.enabled:
+        return state.model_copy(update={"pending": pending})  # the rule was removed from the file
+    follow_up = next_step(waiting, rule, rules)
+    if follow_up is not None:
+        pending[follow_up.slot] = follow_up
+    trigger = build_trigger(state, waiting, rule, now)
+    if trigger is None:
+        return state.model_copy(update={"pending": pending})
+    decided_at = waiting.fire_at if waiting.deferred else waiting.due_at
+    verdict = gate(state, trigger, rule, rules.policy, decided_at, now)
+    if isinstance(verdict, Defer):
+        if follow_up is not None:
+            del pending[follow_up.slot]  # the series resumes after this step has gone out
+        pending[waiting.slot] = waiting.model_copy(update={"fire_at": verdict.until, "deferred": True})
+        return state.model_copy(update={"pending": pending})
+    fired = {**state.fired, rule.name: waiting.due_at, waiting.slot: waiting.due_at}
+    if isinstance(verdict, Send):
+        outcome.triggers.append(verdict.trigger)
+        horizon = decided_at - rules.policy.remember_sent_for
+        sent = [r for r in state.sent if r.at > horizon]
+        sent.append(SentRecord(trigger_id=trigger.trigger_id, channel=trigger.channel, at=decided_at))
+        return state.model_copy(update={"pending": pending, "fired": fired, "sent": sent})
+    outcome.suppressed.append(
+        Suppression(trigger=trigger, reason=verdict.reason, detail=verdict.detail, decided_at=now)
+    )
+    return state.model_copy(update={"pending": pending, "fired": fired})

@@ -1,27 +1,172 @@
-"""How one event changes a person's profile."""
+"""How one event changes a person's profile. Everything uses the event's own time, so a late event lands
+in the right day bucket and never moves "last seen" backwards."""
 
 from __future__ import annotations
 
-from schemas.events import Event, EventName, OrderProperties
-from schemas.profile import Profile
+from datetime import date, datetime, timedelta
+
+from schemas.events import Event, EventName, OrderProperties, ProductProperties
+from schemas.profile import ConsentState, DayCounts, Profile, SeenRange
+from schemas.rules import ProfileConfig
+
+WINDOW_DAYS = 90
+MAX_ANONYMOUS_IDS = 20
+
+# How much each kind of activity says about interest; decays with the configured half-life.
+ENGAGEMENT_WEIGHTS: dict[str, float] = {
+    EventName.PRODUCT_VIEWED: 1.0,
+    EventName.PRODUCT_ADDED: 3.0,
+    EventName.CHECKOUT_STARTED: 5.0,
+    EventName.ORDER_COMPLETED: 10.0,
+    EventName.EMAIL_OPENED: 2.0,
+    EventName.EMAIL_CLICKED: 3.0,
+    EventName.SMS_CLICKED: 3.0,
+    EventName.LOGGED_IN: 1.0,
+    EventName.SIGNED_UP: 2.0,
+}
+PASSIVE_EVENTS = {EventName.EMAIL_DELIVERED, EventName.SMS_DELIVERED, EventName.EMAIL_BOUNCED}
+
+SMS_STOP_WORDS = {"stop", "stopall", "unsubscribe", "cancel", "end", "quit", "td", "退订"}
+SMS_START_WORDS = {"start", "unstop", "yes"}
+CONSENT_TRAITS = {"email_consent": "email", "sms_consent": "sms"}
 
 
-def update_profile(profile: Profile, event: Event) -> Profile:
-    """The profile after `event`, by the event's own time: a late event never moves last_seen backwards."""
+def channel_of(event: Event) -> str:
+    """Where the person was: email and SMS feedback by event name, else the tracker's channel."""
+    name = event.event or ""
+    if name.startswith("Email "):
+        return "email"
+    if name.startswith("SMS "):
+        return "sms"
+    if event.context.channel in ("web", "app", "email", "sms"):
+        return event.context.channel
+    return "app" if event.type == "screen" else "web"
+
+
+def decayed(score: float, since: datetime | None, until: datetime, half_life: timedelta) -> float:
+    """`score` measured at `since`, as it stands at `until` (works both ways for late events)."""
+    if since is None:
+        return score
+    return float(score * 0.5 ** ((until - since) / half_life))
+
+
+def _later(current: datetime | None, moment: datetime) -> datetime:
+    return moment if current is None else max(current, moment)
+
+
+def _earlier(current: datetime | None, moment: datetime) -> datetime:
+    return moment if current is None else min(current, moment)
+
+
+def _add_to_day(days: dict[str, DayCounts], moment: datetime, **increments: float) -> dict[str, DayCounts]:
+    key = moment.date().isoformat()
+    current = days.get(key, DayCounts())
+    updated = current.model_copy(
+        update={field: round(getattr(current, field) + amount, 2) for field, amount in increments.items()}
+    )
+    latest = max([date.fromisoformat(day) for day in days] + [moment.date()])
+    oldest_kept = latest - timedelta(days=WINDOW_DAYS - 1)
+    kept = {day: counts for day, counts in days.items() if date.fromisoformat(day) >= oldest_kept}
+    if moment.date() >= oldest_kept:
+        kept[key] = updated
+    return kept
+
+
+def update_profile(profile: Profile, event: Event, config: ProfileConfig) -> Profile:
+    """The profile after `event`."""
     moment = event.timestamp
+    name = event.event or ""
+    channel = channel_of(event)
+    seen = profile.channels.get(channel)
     changes: dict[str, object] = {
         "event_count": profile.event_count + 1,
-        "first_seen": moment if profile.first_seen is None else min(profile.first_seen, moment),
-        "last_seen": moment if profile.last_seen is None else max(profile.last_seen, moment),
+        "first_seen": _earlier(profile.first_seen, moment),
+        "last_seen": _later(profile.last_seen, moment),
+        "channels": {
+            **profile.channels,
+            channel: SeenRange(first=moment, last=moment)
+            if seen is None
+            else SeenRange(first=min(seen.first, moment), last=max(seen.last, moment)),
+        },
     }
-    if event.traits:
-        changes["traits"] = {**profile.traits, **event.traits}
-    if event.context.timezone:
+    if event.user_id and not profile.identified:
+        changes["identified"] = True
+    if event.user_id and event.anonymous_id and event.anonymous_id not in profile.anonymous_ids:
+        changes["anonymous_ids"] = [*profile.anonymous_ids, event.anonymous_id][-MAX_ANONYMOUS_IDS:]
+    if channel in ("web", "app"):
+        changes["last_visit_at"] = _later(profile.last_visit_at, moment)
+
+    weight = ENGAGEMENT_WEIGHTS.get(name, 0.0 if name in PASSIVE_EVENTS else 0.5)
+    if weight:
+        # Keep the score as of the latest event time; a late event adds its decayed weight.
+        reference = _later(profile.engagement_at, moment)
+        current = decayed(profile.engagement, profile.engagement_at, reference, config.engagement_half_life)
+        changes["engagement"] = round(current + decayed(weight, moment, reference, config.engagement_half_life), 6)
+        changes["engagement_at"] = reference
+
+    if event.type == "identify" or event.traits:
+        changes.update(_from_traits(profile, event))
+    if event.context.timezone and "timezone" not in changes and profile.timezone is None:
         changes["timezone"] = event.context.timezone
-    if event.context.locale:
+    if event.context.locale and profile.locale is None and "locale" not in changes:
         changes["locale"] = event.context.locale
-    if event.type == "track" and event.event == EventName.ORDER_COMPLETED:
-        order = event.typed_properties(OrderProperties)
-        changes["order_count"] = profile.order_count + 1
-        changes["revenue"] = round(profile.revenue + (order.revenue or order.total or 0.0), 2)
+    if event.type == "track":
+        changes.update(_from_track(profile, event, name, moment, config))
     return profile.model_copy(update=changes)
+
+
+def _from_traits(profile: Profile, event: Event) -> dict[str, object]:
+    traits = event.traits
+    changes: dict[str, object] = {"traits": {**profile.traits, **traits}}
+    for field in ("email", "phone", "name", "birthday", "timezone", "locale"):
+        value = traits.get(field)
+        if isinstance(value, str) and value:
+            changes[field] = value
+    consent = dict(profile.consent)
+    for trait, channel in CONSENT_TRAITS.items():
+        value = traits.get(trait)
+        if value in (ConsentState.OPTED_IN, ConsentState.OPTED_OUT):
+            consent[channel] = ConsentState(value)
+    changes["consent"] = consent
+    return changes
+
+
+def _from_track(
+    profile: Profile, event: Event, name: str, moment: datetime, config: ProfileConfig
+) -> dict[str, object]:
+    changes: dict[str, object] = {}
+    if name == EventName.PRODUCT_VIEWED:
+        product = event.typed_properties(ProductProperties)
+        changes["days"] = _add_to_day(profile.days, moment, views=1)
+        viewed = [product.product_id, *[pid for pid in profile.recently_viewed if pid != product.product_id]]
+        changes["recently_viewed"] = viewed[: config.recently_viewed]
+    elif name == EventName.PRODUCT_ADDED:
+        changes["days"] = _add_to_day(profile.days, moment, adds=1)
+    elif name == EventName.ORDER_COMPLETED:
+        order = event.typed_properties(OrderProperties)
+        amount = order.revenue if order.revenue is not None else (order.total or 0.0)
+        changes["days"] = _add_to_day(profile.days, moment, orders=1, revenue=amount)
+        changes["order_count"] = profile.order_count + 1
+        changes["revenue"] = round(profile.revenue + amount, 2)
+        changes["first_order_at"] = _earlier(profile.first_order_at, moment)
+        changes["last_order_at"] = _later(profile.last_order_at, moment)
+    elif name == EventName.LOGGED_IN:
+        changes["last_login_at"] = _later(profile.last_login_at, moment)
+    elif name == EventName.EMAIL_DELIVERED:
+        changes["unopened_emails"] = profile.unopened_emails + 1
+        changes["last_email_sent_at"] = _later(profile.last_email_sent_at, moment)
+    elif name in (EventName.EMAIL_OPENED, EventName.EMAIL_CLICKED):
+        changes["unopened_emails"] = 0
+        field = "last_email_open_at" if name == EventName.EMAIL_OPENED else "last_email_click_at"
+        changes[field] = _later(getattr(profile, field), moment)
+        if name == EventName.EMAIL_CLICKED:
+            changes["last_email_open_at"] = _later(profile.last_email_open_at, moment)
+    elif name == EventName.EMAIL_UNSUBSCRIBED:
+        changes["consent"] = {**profile.consent, "email": ConsentState.OPTED_OUT}
+    elif name == EventName.SMS_REPLIED:
+        word = str(event.properties.get("body", "")).strip().lower()
+        if word in SMS_STOP_WORDS:
+            changes["consent"] = {**profile.consent, "sms": ConsentState.OPTED_OUT}
+        elif word in SMS_START_WORDS:
+            changes["consent"] = {**profile.consent, "sms": ConsentState.OPTED_IN}
+    return changes

@@ -1,11 +1,16 @@
-"""Everything nudgeflow keeps per person: the profile, the rules' pending work, and what was applied."""
+"""Everything nudgeflow keeps per person: the profile, what the rules are waiting for, what was sent,
+segment membership, and the last message applied from each partition (exactly-once effects)."""
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.events import UtcDatetime
 from schemas.profile import Profile
-from streams.rules.carts import PendingCart
+from schemas.triggers import CartItem, Channel
 
 
 class SourcePosition(BaseModel):
@@ -22,11 +27,44 @@ class SourcePosition(BaseModel):
         return f"{self.topic}/{self.partition}"
 
 
+class PendingTrigger(BaseModel):
+    """A nudge waiting for its moment: one step of one rule for one key (cart, product, order...)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rule: str
+    key: str
+    step: int = 0
+    entered_at: UtcDatetime
+    due_at: UtcDatetime
+    fire_at: UtcDatetime = Field(description="due_at plus the grace for late events, or a deferral")
+    cause_event_id: str | None = None
+    context: dict[str, Any] = Field(default_factory=dict)
+    deferred: bool = False
+
+    @property
+    def slot(self) -> str:
+        return f"{self.rule}|{self.key}"
+
+
+class SentRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    trigger_id: str
+    channel: Channel
+    at: UtcDatetime
+
+
 class PersonState(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     profile: Profile
-    carts: dict[str, PendingCart] = Field(default_factory=dict)
+    carts: dict[str, dict[str, CartItem]] = Field(default_factory=dict)
+    pending: dict[str, PendingTrigger] = Field(default_factory=dict, description="slot -> pending trigger")
+    fired: dict[str, UtcDatetime] = Field(default_factory=dict, description="rule and rule|key -> last fired")
+    sent: list[SentRecord] = Field(default_factory=list, description="recent sends, for caps and dedupe")
+    segments: dict[str, UtcDatetime] = Field(default_factory=dict, description="segment -> entered at")
+    segment_check_at: UtcDatetime | None = None
     applied_offsets: dict[str, int] = Field(default_factory=dict)
 
     @classmethod
@@ -43,3 +81,10 @@ class PersonState(BaseModel):
 
     def record(self, position: SourcePosition) -> dict[str, int]:
         return {**self.applied_offsets, position.stream: position.offset}
+
+    def next_deadline(self) -> datetime | None:
+        """When this person next needs the clock: the earliest pending trigger or segment check."""
+        moments = [pending.fire_at for pending in self.pending.values()]
+        if self.segment_check_at is not None:
+            moments.append(self.segment_check_at)
+        return min(moments, default=None)

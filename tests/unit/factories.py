@@ -1,4 +1,4 @@
-"""Events for tests, written the way a tracker sends them."""
+"""Events and a feed for tests of the pure core, written the way a tracker sends them."""
 
 from __future__ import annotations
 
@@ -6,12 +6,22 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from schemas.events import Event
+from schemas.rules import RulesConfig, load_rules, parse_rules
+from schemas.segments import SegmentChange
+from schemas.triggers import Suppression, Trigger
+from streams.rules.engine import Step, advance_time, apply_event
+from streams.rules.state import PersonState, SourcePosition
 
-T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
+T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)  # a Monday, 10:00 UTC
 
 
 def at(minutes: float) -> datetime:
     return T0 + timedelta(minutes=minutes)
+
+
+def days(count: float) -> float:
+    """Minutes in `count` days, for at()."""
+    return count * 24 * 60
 
 
 def track(
@@ -22,9 +32,21 @@ def track(
             "type": "track",
             "event": event_name,
             "userId": person,
-            "messageId": message_id or f"{person}-{event_name}-{minutes}",
+            "messageId": message_id or f"{person}-{event_name}-{minutes}-{sorted(properties.items())}",
             "timestamp": at(minutes).isoformat(),
             "properties": properties,
+        }
+    )
+
+
+def identify(minutes: float, person: str = "p1", **traits: Any) -> Event:
+    return Event.model_validate(
+        {
+            "type": "identify",
+            "userId": person,
+            "messageId": f"{person}-identify-{minutes}-{sorted(traits.items())}",
+            "timestamp": at(minutes).isoformat(),
+            "traits": traits,
         }
     )
 
@@ -33,13 +55,7 @@ def added(
     minutes: float, product: str = "sku-1", cart: str | None = "c1", person: str = "p1", price: float = 10.0
 ) -> Event:
     return track(
-        "Product Added",
-        minutes,
-        person,
-        product_id=product,
-        cart_id=cart,
-        price=price,
-        name=f"Item {product}",
+        "Product Added", minutes, person, product_id=product, cart_id=cart, price=price, name=f"Item {product}"
     )
 
 
@@ -48,3 +64,50 @@ def ordered(minutes: float, cart: str | None = "c1", person: str = "p1", revenue
     if cart is not None:
         properties["cart_id"] = cart
     return track("Order Completed", minutes, person, **properties)
+
+
+# The policy of the shipped rules without caps, quiet hours or holdouts, so a test sees one thing at a time.
+OPEN_POLICY = "policy:\n  caps: {}\n  quiet_hours: {}\n"
+
+
+def rules_from(yaml_text: str) -> RulesConfig:
+    return parse_rules(yaml_text, "test-rules.yaml")
+
+
+def shipped_rules() -> RulesConfig:
+    return load_rules(None)
+
+
+class Feed:
+    """Applies events and clock ticks to one person in order, as the worker does, collecting the output."""
+
+    def __init__(self, rules: RulesConfig, person: str = "p1") -> None:
+        self.rules = rules
+        self.state = PersonState.new(person)
+        self.offset = 0
+        self.triggers: list[Trigger] = []
+        self.suppressed: list[Suppression] = []
+        self.segment_changes: list[SegmentChange] = []
+
+    def _position(self, topic: str) -> SourcePosition:
+        self.offset += 1
+        return SourcePosition(topic=topic, partition=0, offset=self.offset)
+
+    def _collect(self, step: Step) -> Step:
+        self.state = step.state
+        self.triggers += step.triggers
+        self.suppressed += step.suppressed
+        self.segment_changes += step.segment_changes
+        return step
+
+    def event(self, event: Event) -> Step:
+        return self._collect(apply_event(self.state, event, self._position("events"), self.rules))
+
+    def tick(self, minutes: float) -> Step:
+        return self._collect(advance_time(self.state, at(minutes), self._position("checks"), self.rules))
+
+    def fired(self, rule: str | None = None) -> list[Trigger]:
+        return [t for t in self.triggers if rule is None or t.rule == rule]
+
+    def reasons(self, rule: str | None = None) -> list[str]:
+        return [s.reason.value for s in self.suppressed if rule is None or s.trigger.rule == rule]

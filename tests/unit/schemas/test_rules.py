@@ -3,46 +3,81 @@ from pathlib import Path
 
 import pytest
 
-from schemas.rules import InvalidRules, RulesConfig, load_rules, parse_rules
+from schemas.rules import DEFAULT_RULES_FILE, InvalidRules, load_rules, parse_rules
 
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
 
 
-def test_shipped_rules_file_states_the_built_in_defaults():
-    assert load_rules(DEPLOY / "rules.yaml") == RulesConfig()
+def test_deploy_rules_file_is_the_shipped_default() -> None:
+    assert (DEPLOY / "rules.yaml").resolve() == DEFAULT_RULES_FILE
+    rules = load_rules(None)
+    assert [rule.name for rule in rules.triggers] == [
+        "cart_abandonment", "browse_abandonment", "checkout_abandonment", "welcome_series",
+        "win_back", "birthday", "cooling_sms", "post_purchase",
+    ]  # fmt: skip
+    assert [segment.name for segment in rules.segments] == ["priority", "cooling", "inactive_7d", "active_30d", "loyal"]
 
 
-def test_demo_rules_shorten_the_cart_delay():
-    assert load_rules(DEPLOY / "rules.demo.yaml").cart_abandonment.delay == timedelta(seconds=15)
+def test_demo_rules_shorten_the_cart_delay() -> None:
+    rules = load_rules(DEPLOY / "rules.demo.yaml")
+    cart = rules.trigger("cart_abandonment")
+    assert cart is not None and cart.delay == timedelta(seconds=15)
 
 
-def test_durations_read_like_people_write_them():
-    rules = parse_rules("cart_abandonment:\n  delay: 2h\ntimers:\n  grace: 1500ms\n")
-    assert rules.cart_abandonment.delay == timedelta(hours=2)
+def test_durations_read_like_people_write_them() -> None:
+    rules = parse_rules(
+        "timers:\n  grace: 1500ms\ntriggers:\n  - name: t\n    entry: {event: X}\n    delay: 2h\n"
+        "    channel: email\n    template_id: t\n"
+    )
     assert rules.timers.grace == timedelta(seconds=1.5)
+    assert rules.triggers[0].delay == timedelta(hours=2)
 
 
-def test_wrong_value_names_the_line_and_the_field():
-    text = "timers:\n  grace: 5s\ncart_abandonment:\n  delay: soon\n  channel: email\n"
-    with pytest.raises(InvalidRules, match=r"rules.yaml:4: cart_abandonment.delay: .*") as caught:
+def test_wrong_value_names_the_line_and_the_field() -> None:
+    text = "triggers:\n  - name: cart\n    entry: {event: Product Added}\n    delay: soon\n    channel: email\n    template_id: x\n"
+    with pytest.raises(InvalidRules, match=r"rules.yaml:4: triggers.0.delay: .*duration") as caught:
         parse_rules(text, "rules.yaml")
-    assert "duration" in str(caught.value)
+    assert "\n" not in str(caught.value)
 
 
-def test_unknown_field_and_bad_channel_are_both_reported():
-    text = "cart_abandonment:\n  channel: fax\n  delai: 5m\n"
+def test_every_problem_is_reported_with_its_line() -> None:
+    text = (
+        "segments:\n"
+        "  - name: big\n"
+        "    all:\n"
+        "      - {fact: lifetime_spend, op: '>=', value: 5}\n"
+        "triggers:\n"
+        "  - name: t\n"
+        "    entry: {event: X}\n"
+        "    channel: fax\n"
+        "    template_id: t\n"
+        "    delai: 5m\n"
+    )
     with pytest.raises(InvalidRules) as caught:
         parse_rules(text, "r.yaml")
     message = str(caught.value)
-    assert "r.yaml:2: cart_abandonment.channel" in message
-    assert "r.yaml:3: cart_abandonment.delai: Extra inputs are not permitted" in message
+    assert "r.yaml:4: segments.0.all.0: unknown fact 'lifetime_spend'" in message
+    assert "r.yaml:8: triggers.0.channel: Input should be 'email' or 'sms'" in message
+    assert "r.yaml:10: triggers.0.delai: Extra inputs are not permitted" in message
 
 
-def test_broken_yaml_names_the_line():
+def test_a_trigger_on_an_unknown_segment_is_refused() -> None:
+    text = "triggers:\n  - name: t\n    entry: {segment: vip}\n    channel: sms\n    template_id: t\n"
+    with pytest.raises(InvalidRules, match="trigger t enters on unknown segment vip"):
+        parse_rules(text, "r.yaml")
+
+
+def test_entry_needs_exactly_one_kind() -> None:
+    text = "triggers:\n  - name: t\n    entry: {event: X, segment: y}\n    channel: sms\n    template_id: t\n"
+    with pytest.raises(InvalidRules, match=r"r.yaml:3: triggers.0.entry: entry needs exactly one"):
+        parse_rules(text, "r.yaml")
+
+
+def test_broken_yaml_names_the_line() -> None:
     with pytest.raises(InvalidRules, match=r"r.yaml:2: not valid YAML"):
         parse_rules("cart_abandonment:\n\tdelay: 5m\n", "r.yaml")
 
 
-def test_missing_file_is_a_clear_error(tmp_path: Path):
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(InvalidRules, match="cannot read the rules file"):
         load_rules(tmp_path / "nope.yaml")

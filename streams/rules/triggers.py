@@ -1,0 +1,230 @@
+"""Trigger rules: when a nudge is scheduled (entry), cancelled (exit), allowed again (re-entry), and what
+it carries when it comes due (variant, address, context)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from datetime import date, datetime
+from typing import Any
+
+from schemas.events import Event
+from schemas.rules import Reentry, RulesConfig, TriggerRule
+from schemas.segments import SegmentChange
+from schemas.triggers import Channel, Trigger, make_trigger_id
+from streams.rules.carts import DEFAULT_CART, cart_context
+from streams.rules.policy import HOLDOUT_VARIANT, person_zone
+from streams.rules.state import PendingTrigger, PersonState
+
+Pending = dict[str, PendingTrigger]
+
+
+def split_point(person_id: str, rule: str) -> float:
+    """A stable number in [0, 100) per person and rule: the same person always lands in the same arm."""
+    digest = hashlib.sha256(f"{rule}\x1f{person_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 * 100
+
+
+def choose_variant(person_id: str, rule: TriggerRule) -> str | None:
+    point = split_point(person_id, rule.name)
+    if point < rule.holdout_percent:
+        return HOLDOUT_VARIANT
+    if not rule.variants:
+        return None
+    # Spread the rest of [holdout, 100) over the variants by weight.
+    position = (point - rule.holdout_percent) / (100 - rule.holdout_percent) * sum(v.weight for v in rule.variants)
+    for variant in rule.variants:
+        if position < variant.weight:
+            return variant.name
+        position -= variant.weight
+    return rule.variants[-1].name
+
+
+def _key_of(rule: TriggerRule, properties: Mapping[str, Any]) -> str:
+    if rule.key is None:
+        return DEFAULT_CART if rule.context == "cart" else "-"
+    value = properties.get(rule.key)
+    return str(value) if value not in (None, "") else (DEFAULT_CART if rule.context == "cart" else "-")
+
+
+def _may_enter(state: PersonState, pending: Pending, rule: TriggerRule, key: str, moment: datetime) -> bool:
+    slot = f"{rule.name}|{key}"
+    if rule.reentry is Reentry.EVERY_TIME:
+        return True
+    if rule.reentry is Reentry.ONCE:
+        return rule.name not in state.fired and not any(p.rule == rule.name for p in pending.values())
+    if rule.reentry is Reentry.ONCE_PER_KEY:
+        return slot not in state.fired
+    last = state.fired.get(rule.name)
+    assert rule.reentry_period is not None
+    return last is None or moment - last >= rule.reentry_period
+
+
+def _schedule(
+    rule: TriggerRule, key: str, step: int, entered_at: datetime, rules: RulesConfig, **extra: Any
+) -> PendingTrigger:
+    due = entered_at + rule.schedule[step].delay
+    fire_at = due + rules.timers.grace if due > entered_at else due  # nothing can cancel a zero delay
+    return PendingTrigger(
+        rule=rule.name, key=key, step=step, entered_at=entered_at, due_at=due, fire_at=fire_at, **extra
+    )
+
+
+def _enter(
+    state: PersonState,
+    pending: Pending,
+    rule: TriggerRule,
+    key: str,
+    moment: datetime,
+    rules: RulesConfig,
+    cause: str | None,
+    context: dict[str, Any],
+) -> None:
+    slot = f"{rule.name}|{key}"
+    current = pending.get(slot)
+    if current is not None:
+        if rule.restart_on_repeat and not current.deferred:
+            moved = _schedule(rule, key, current.step, moment, rules)
+            later_due = max(current.due_at, moved.due_at)
+            pending[slot] = current.model_copy(
+                update={
+                    "due_at": later_due,
+                    "fire_at": max(current.fire_at, moved.fire_at),
+                    "context": context or current.context,
+                }
+            )
+        return
+    if _may_enter(state, pending, rule, key, moment):
+        pending[slot] = _schedule(rule, key, 0, moment, rules, cause_event_id=cause, context=context)
+
+
+def _entry_context(rule: TriggerRule, event: Event) -> dict[str, Any]:
+    if rule.context == "product":
+        return {"product": event.properties}
+    if rule.context == "order":
+        return {"order": event.properties}
+    return {}
+
+
+def pending_after_event(state: PersonState, event: Event, rules: RulesConfig) -> Pending:
+    """Exits first (an order cancels the reminders it settles), then entries for this event."""
+    pending = dict(state.pending)
+    if event.type != "track" or not event.event:
+        return pending
+    moment = event.timestamp
+    for rule in rules.triggers:
+        for exit_rule in rule.exit:
+            if exit_rule.event != event.event:
+                continue
+            key = event.properties.get(rule.key) if (exit_rule.match and rule.key) else None
+            for slot, waiting in list(pending.items()):
+                settles = waiting.rule == rule.name and (key is None or waiting.key == str(key))
+                if settles and waiting.entered_at <= moment:
+                    del pending[slot]
+    for rule in rules.triggers:
+        if rule.enabled and rule.entry.event == event.event and _matches(rule.entry.where, event.properties):
+            key = _key_of(rule, event.properties)
+            _enter(state, pending, rule, key, moment, rules, event.message_id, _entry_context(rule, event))
+    return pending
+
+
+def _matches(where: Mapping[str, Any], properties: Mapping[str, Any]) -> bool:
+    return all(properties.get(name) == value for name, value in where.items())
+
+
+def pending_after_segment_changes(
+    state: PersonState, pending: Pending, changes: Iterable[SegmentChange], rules: RulesConfig
+) -> Pending:
+    updated = dict(pending)
+    for change in changes:
+        if change.change != "enter":
+            continue
+        for rule in rules.triggers:
+            if rule.enabled and rule.entry.segment == change.segment:
+                _enter(state, updated, rule, change.segment, change.at, rules, None, {"segment": change.segment})
+    return updated
+
+
+def next_birthday(
+    birthday: str, after: datetime, rule: TriggerRule, state: PersonState, rules: RulesConfig
+) -> datetime | None:
+    """The next local `rule.local_time` on the person's birthday after `after`, in UTC."""
+    try:
+        month, day = (int(part) for part in birthday.removeprefix("--").split("-")[-2:])
+    except ValueError:
+        return None
+    zone = person_zone(state, rules.policy)
+    local_after = after.astimezone(zone)
+    for year in (local_after.year, local_after.year + 1, local_after.year + 2):
+        try:
+            candidate = datetime.combine(date(year, month, day), rule.local_time or datetime.min.time(), tzinfo=zone)
+        except ValueError:
+            continue  # 29 February in a common year
+        if candidate > local_after:
+            return candidate.astimezone(after.tzinfo)
+    return None
+
+
+def pending_with_birthdays(state: PersonState, pending: Pending, now: datetime, rules: RulesConfig) -> Pending:
+    """Keep one birthday reminder scheduled for people whose birthday is known."""
+    birthday = state.profile.birthday
+    if not birthday:
+        return pending
+    updated = dict(pending)
+    for rule in rules.triggers:
+        if not (rule.enabled and rule.entry.birthday) or any(p.rule == rule.name for p in updated.values()):
+            continue
+        moment = next_birthday(birthday, now, rule, state, rules)
+        if moment is None:
+            continue
+        key = str(moment.year)
+        if f"{rule.name}|{key}" in state.fired:
+            continue
+        fire_at = moment + rules.timers.grace
+        updated[f"{rule.name}|{key}"] = PendingTrigger(
+            rule=rule.name, key=key, entered_at=now, due_at=moment, fire_at=fire_at
+        )
+    return updated
+
+
+def build_trigger(state: PersonState, waiting: PendingTrigger, rule: TriggerRule, now: datetime) -> Trigger | None:
+    """The trigger a due pending entry becomes, or None when there is nothing left to nudge about."""
+    context: dict[str, Any] = {**waiting.context, "key": waiting.key}
+    if rule.context == "cart":
+        items = state.carts.get(waiting.key, {})
+        if not items:
+            return None  # the cart was emptied meanwhile
+        context.update(cart_id=waiting.key, **cart_context(items))
+    if rule.context == "order":
+        ordered = {str(p.get("product_id")) for p in waiting.context.get("order", {}).get("products", [])}
+        context["cross_sell"] = [pid for pid in state.profile.recently_viewed if pid not in ordered][:3]
+    step = rule.schedule[waiting.step]
+    variant = choose_variant(state.person_id, rule)
+    template = next((v.template_id for v in rule.variants if v.name == variant and v.template_id), step.template_id)
+    profile = state.profile
+    address = profile.email if rule.channel is Channel.EMAIL else profile.phone
+    occurrence_key = f"{waiting.key}#{waiting.step}" if len(rule.schedule) > 1 else waiting.key
+    return Trigger(
+        trigger_id=make_trigger_id(rule.name, state.person_id, occurrence_key, waiting.entered_at),
+        rule=rule.name,
+        person_id=state.person_id,
+        channel=rule.channel,
+        template_id=template,
+        due_at=waiting.due_at,
+        fired_at=now,
+        cause_event_id=waiting.cause_event_id,
+        variant=variant,
+        address=address,
+        locale=profile.locale,
+        expires_at=waiting.due_at + rule.expires_after if rule.expires_after else None,
+        context=context,
+    )
+
+
+def next_step(waiting: PendingTrigger, rule: TriggerRule, rules: RulesConfig) -> PendingTrigger | None:
+    if waiting.step + 1 >= len(rule.schedule):
+        return None
+    return _schedule(
+        rule, waiting.key, waiting.step + 1, waiting.entered_at, rules,
+        cause_event_id=waiting.cause_event_id, context=waiting.context,
+    )  # fmt: skip
