@@ -34,7 +34,10 @@ def test_durations_read_like_people_write_them() -> None:
 
 
 def test_wrong_value_names_the_line_and_the_field() -> None:
-    text = "triggers:\n  - name: cart\n    entry: {event: Product Added}\n    delay: soon\n    channel: email\n    template_id: x\n"
+    text = (
+        "triggers:\n  - name: cart\n    entry: {event: Product Added}\n"
+        "    delay: soon\n    channel: email\n    template_id: x\n"
+    )
     with pytest.raises(InvalidRules, match=r"rules.yaml:4: triggers.0.delay: .*duration") as caught:
         parse_rules(text, "rules.yaml")
     assert "\n" not in str(caught.value)
