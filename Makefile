@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint typecheck unit integration bench kafka-jars clean
+.PHONY: setup run test lint typecheck unit integration bench kafka-jars clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,11 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
-test: setup lint typecheck
+# Headless Chromium for the dashboard test; installed only when absent.
+browser:
+	@test -x /usr/bin/chromium || apt-get install -y chromium
+
+test: setup lint typecheck browser
 	$(BIN)/pytest -q -p no:cacheprovider
 
 bench: setup

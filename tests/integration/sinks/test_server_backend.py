@@ -1,0 +1,76 @@
+"""The same questions against a ClickHouse server, when CLICKHOUSE_URL points at one."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from schemas.settings import Settings
+from sinks import queries
+from sinks.attribution import Model
+from sinks.client import connect
+from sinks.rows import (
+    EVENTS,
+    SEGMENT_CHANGES,
+    SUPPRESSIONS,
+    TRIGGERS,
+    event_row,
+    segment_change_row,
+    suppression_row,
+    trigger_row,
+)
+from sinks.schema import apply_migrations
+from tests.integration.sinks.scenario import shop
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def server() -> Iterator[Any]:
+    url = os.environ.get("CLICKHOUSE_URL")
+    if not url:
+        pytest.skip("CLICKHOUSE_URL is not set: no ClickHouse server to run the queries against")
+    database = f"t{uuid.uuid4().hex[:10]}"
+    client = connect(Settings(clickhouse_url=url, clickhouse_database=database))
+    apply_migrations(client)
+    yield client
+    client.command(f"DROP DATABASE IF EXISTS {database}")
+    client.close()
+
+
+def test_every_report_runs_unchanged_on_a_server(server: Any) -> None:
+    now = datetime.now(UTC)
+    scenario = shop(now)
+    # Rows through the sink's own row functions, inserted as the sink does (no broker needed here).
+    events = [event_row(value, "events", 0, n) for n, (_, value) in enumerate(scenario.events)]
+    server.insert(EVENTS.table, events, column_names=list(EVENTS.columns))
+    server.insert(
+        TRIGGERS.table, [trigger_row(t.to_json()) for t in scenario.triggers], column_names=list(TRIGGERS.columns)
+    )
+    server.insert(
+        SUPPRESSIONS.table,
+        [suppression_row(s.to_json()) for s in scenario.suppressions],
+        column_names=list(SUPPRESSIONS.columns),
+    )
+    server.insert(
+        SEGMENT_CHANGES.table,
+        [segment_change_row(c.to_json()) for c in scenario.segments],
+        column_names=list(SEGMENT_CHANGES.columns),
+    )
+    period = queries.Period(now - timedelta(days=30), now)
+    arms = {(r.rule, r.variant): r for r in queries.rule_report(server, period)}
+    assert arms[("cart_abandonment", "b")].converted == 1
+    assert arms[("browse_abandonment", "")].revenue == 100.0
+    assert sum(c.revenue for c in queries.attribution(server, period, Model.LINEAR)) == pytest.approx(150.0)
+    assert [s.people for s in queries.funnel(server, period)] == [8, 5, 3, 3]
+    assert queries.suppressions(server, period).by_reason == {"quiet_hours": 2, "frequency_cap": 1}
+    assert sum(d.delivered for d in queries.daily_rates(server, period)) == 7
+    assert sum(c.people for c in queries.cohort_lifetime_value(server)) == 9
+    assert [r.person_id for r in queries.churn_risk(server, now=now)] == ["p9"]
+    assert queries.active_people_hourly(server, period)
+    assert queries.segment_members(server, "vip", (scenario.base + timedelta(days=2)).date()) == ["p1", "p3"]
