@@ -1,0 +1,150 @@
+"""Sink write throughput into chDB beside a plain insert, and dashboard query latency over generated events.
+
+Run: .venv/bin/python bench/sink_throughput.py [--rows 50000] [--events 10000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+from aiokafka import TopicPartition
+
+from schemas.settings import Settings
+from sinks import queries
+from sinks.attribution import Model
+from sinks.client import connect
+from sinks.rows import EVENTS, event_row
+from sinks.schema import apply_migrations
+from sinks.writer import ClickHouseSink
+
+
+def messages(count: int, now: datetime) -> list[Any]:
+    names = ("Product Viewed", "Product Added", "Checkout Started")
+    return [
+        SimpleNamespace(
+            topic="events",
+            partition=0,
+            offset=n,
+            key=f"p{n % 5000}".encode(),
+            value=orjson.dumps(
+                {
+                    "type": "track",
+                    "event": names[n % 3],
+                    "userId": f"p{n % 5000}",
+                    "messageId": str(uuid.UUID(int=n)),
+                    "timestamp": (now - timedelta(seconds=n)).isoformat(),
+                    "properties": {"product_id": f"sku-{n % 300}", "price": 9.5},
+                }
+            ),
+        )
+        for n in range(count)
+    ]
+
+
+async def sink_path(client: Any, settings: Settings, batch: list[Any]) -> float:
+    sink = ClickHouseSink(settings, client)
+    started = time.perf_counter()
+    for start in range(0, len(batch), settings.sink_batch_size):
+        chunk = batch[start : start + settings.sink_batch_size]
+        await sink._write({TopicPartition("events", 0): chunk})
+    return time.perf_counter() - started
+
+
+GENERATE = """
+INSERT INTO events (message_id, person_id, type, event, timestamp, received_at, properties, context, topic,
+                    partition, offset)
+SELECT toString(number), concat('g', toString(number % 200000)), 'track',
+       ['Product Viewed', 'Product Added', 'Checkout Started', 'Order Completed', 'Email Delivered',
+        'Email Opened', 'Email Clicked'][1 + number % 7],
+       now64(3, 'UTC') - toIntervalSecond(number % (30 * 86400)), NULL,
+       if(number % 7 = 3, concat('{{"order_id":"o', toString(number), '","revenue":', toString(number % 200), '}}'),
+          if(number % 7 >= 4, concat('{{"trigger_id":"t', toString(number % {triggers}), '"}}'), '{{}}')),
+       '{{}}', 'gen', 0, number
+FROM numbers({events})
+"""
+
+TRIGGERS = """
+INSERT INTO triggers (trigger_id, rule, person_id, channel, template_id, due_at, fired_at, variant, context)
+SELECT concat('t', toString(number)), ['cart_abandonment', 'browse_abandonment'][1 + number % 2],
+       concat('g', toString(number % 200000)), 'email', 'tpl',
+       now64(3, 'UTC') - toIntervalSecond(number % (30 * 86400)),
+       now64(3, 'UTC') - toIntervalSecond(number % (30 * 86400)), ['control', 'b'][1 + intDiv(number, 2) % 2], '{{}}'
+FROM numbers({triggers})
+"""
+
+
+def timed(label: str, action: Any) -> tuple[str, float]:
+    started = time.perf_counter()
+    action()
+    return label, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=50_000, help="rows through the sink path and the plain insert")
+    parser.add_argument("--events", type=int, default=10_000_000, help="generated events for query latency")
+    arguments = parser.parse_args()
+    now = datetime.now(UTC)
+    with tempfile.TemporaryDirectory() as directory:
+        settings = Settings(clickhouse_path=Path(directory), clickhouse_database="bench_sink")
+        client = connect(settings)
+        apply_migrations(client)
+        batch = messages(arguments.rows, now)
+        sink_seconds = asyncio.run(sink_path(client, settings, batch))
+
+        client.command("CREATE DATABASE IF NOT EXISTS bench_plain")
+        client.command("CREATE TABLE bench_plain.events AS bench_sink.events")  # same table, no views
+        rows = [event_row(m.value, m.topic, m.partition, m.offset) for m in batch]
+        started = time.perf_counter()
+        client.insert("bench_plain.events", rows, column_names=list(EVENTS.columns))
+        plain_seconds = time.perf_counter() - started
+
+        print(f"\nwrite throughput, {arguments.rows} events into chDB")
+        print(f"{'path':<52}{'seconds':>10}{'rows/s':>12}")
+        for label, seconds in (
+            ("sink (rows.py + batched inserts, views on)", sink_seconds),
+            ("one plain insert (pre-built rows, no views)", plain_seconds),
+        ):
+            print(f"{label:<52}{seconds:>10.2f}{arguments.rows / seconds:>12,.0f}")
+
+        settings = Settings(clickhouse_path=Path(directory), clickhouse_database="bench_queries")
+        client.command("CREATE DATABASE IF NOT EXISTS bench_queries")
+        client.command("USE bench_queries")
+        apply_migrations(client)
+        triggers = max(1, arguments.events // 50)
+        generated = [
+            timed("generate triggers", lambda: client.command(TRIGGERS.format(triggers=triggers))),
+            timed(
+                "generate events (views fill rollups)",
+                lambda: client.command(GENERATE.format(events=arguments.events, triggers=triggers)),
+            ),
+        ]
+        period = queries.Period(now - timedelta(days=30), now + timedelta(minutes=1))
+        latencies = [
+            timed("rates per day (rollups)", lambda: queries.daily_rates(client, period)),
+            timed("funnel (rollup)", lambda: queries.funnel(client, period)),
+            timed("suppressions by reason (rollup)", lambda: queries.suppressions(client, period)),
+            timed("active people per hour (rollup)", lambda: queries.active_people_hourly(client, period)),
+            timed("per rule and variant (FINAL + join)", lambda: queries.rule_report(client, period)),
+            timed("attribution linear", lambda: queries.attribution(client, period, Model.LINEAR)),
+            timed("lifetime value per cohort", lambda: queries.cohort_lifetime_value(client)),
+            timed("churn risk", lambda: queries.churn_risk(client, now=now)),
+        ]
+        print(f"\ndashboard queries over {arguments.events:,} generated events, {triggers:,} triggers")
+        print(f"{'step':<52}{'seconds':>10}")
+        for label, seconds in generated + latencies:
+            print(f"{label:<52}{seconds:>10.3f}")
+        client.close()
+
+
+if __name__ == "__main__":
+    main()
