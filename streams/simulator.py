@@ -9,6 +9,7 @@ import heapq
 import random
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -72,6 +73,16 @@ def shopper_session(
         plan.append(PlannedEvent(elapsed, document))
         elapsed += step * rng.uniform(0.5, 1.5)
 
+    add(
+        {
+            "type": "identify",
+            "userId": person_id,
+            "traits": {
+                "email": f"{person_id}@shop.example",
+                "phone": f"+1555{zlib.crc32(person_id.encode()) % 10**7:07d}",
+            },
+        }
+    )
     add({"type": "page", "name": "Home", "userId": person_id, "properties": {"path": "/"}})
     viewed = rng.sample(CATALOG, k=rng.randint(1, 4))
     for product in viewed:

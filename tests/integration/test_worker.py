@@ -38,9 +38,42 @@ def send(producer: KafkaProducer, settings: Settings, person: str, value: bytes)
     producer.send(settings.events_topic, key=person.encode(), value=value).get(timeout=30)
 
 
+def identify(person: str, moment: datetime, **traits: Any) -> bytes:
+    """A login that tells the worker who the person is and where to reach them."""
+    traits = {"email": f"{person}@example.com", "phone": "+15551230000", **traits}
+    return orjson.dumps(
+        {
+            "type": "identify",
+            "userId": person,
+            "messageId": str(uuid.uuid4()),
+            "timestamp": moment.isoformat(),
+            "traits": traits,
+        }
+    )
+
+
+def known(producer: KafkaProducer, settings: Settings, *people: str) -> None:
+    for person in people:
+        send(producer, settings, person, identify(person, utc_now()))
+
+
 def with_rules(settings: Settings, tmp_path: Path, delay: str, grace: str = "1s") -> Settings:
+    """Settings whose rules hold only the cart reminder, with a short delay and no caps or quiet hours."""
     rules = tmp_path / "rules.yaml"
-    rules.write_text(f"timers:\n  grace: {grace}\ncart_abandonment:\n  delay: {delay}\n")
+    rules.write_text(
+        f"timers:\n  grace: {grace}\n"
+        "triggers:\n"
+        "  - name: cart_abandonment\n"
+        "    entry: {event: Product Added}\n"
+        "    key: cart_id\n"
+        f"    delay: {delay}\n"
+        "    restart_on_repeat: true\n"
+        "    exit: [{event: Order Completed, match: true}]\n"
+        "    channel: email\n"
+        "    template_id: cart_abandonment\n"
+        "    context: cart\n"
+        "policy: {caps: {}, quiet_hours: {}}\n"
+    )
     return settings.model_copy(update={"rules_file": rules})
 
 
@@ -73,6 +106,7 @@ def test_abandoned_cart_fires_once_and_a_completed_cart_never(cart_settings: Set
         now = utc_now()
         send(producer, settings, "warmup", event("Product Viewed", "warmup", now, product_id="sku-0"))
         wait_until_processed(worker, "warmup")
+        known(producer, settings, "abandoner", "buyer")
         now = utc_now()
         product = {"product_id": "sku-1", "name": "Trail shoes", "price": 119.0, "cart_id": "cart-a"}
         send(producer, settings, "abandoner", event("Product Added", "abandoner", now, **product))
@@ -112,6 +146,7 @@ def test_malformed_messages_go_to_the_dead_letter_topic_and_the_worker_keeps_goi
             "someone",
             event("Product Added", "someone", utc_now(), product_id="sku-1", price="a lot"),
         )
+        known(producer, settings, "after")
         send(producer, settings, "after", event("Product Added", "after", utc_now(), product_id="sku-2"))
         letters = read_topic(
             settings.kafka_bootstrap, settings.dead_letter_topic, until=lambda messages: len(messages) >= 3, timeout=90
@@ -137,6 +172,7 @@ def test_worker_restarted_mid_run_still_fires_the_pending_cart_once(
     settings = with_rules(settings, tmp_path, delay="12s")
     first = WorkerProcess(settings, tmp_path / "worker-1.log").start()
     try:
+        known(producer, settings, "pending")
         now = utc_now()
         send(producer, settings, "pending", event("Product Added", "pending", now, product_id="sku-1", cart_id="c"))
         wait_until_processed(first, "pending")

@@ -18,7 +18,7 @@ from sinks.schema import apply_migrations
 from sinks.writer import ClickHouseSink
 from streams.rules.timers import utc_now
 from tests.integration.conftest import WorkerProcess
-from tests.integration.test_worker import event, send, with_rules
+from tests.integration.test_worker import event, known, send, with_rules
 
 pytestmark = pytest.mark.integration
 
@@ -60,23 +60,24 @@ async def test_events_triggers_and_dead_letters_land_in_clickhouse_once_even_whe
     worker = WorkerProcess(settings, tmp_path / "worker.log").start()
     try:
         now = utc_now()
+        known(producer, settings, "ana", "ben")
         send(producer, settings, "ana", event("Product Viewed", "ana", now, product_id="sku-1"))
         send(producer, settings, "ana", event("Product Added", "ana", now, product_id="sku-1", price=20.0))
         send(producer, settings, "ben", event("Product Added", "ben", now, product_id="sku-2", cart_id="b"))
         send(producer, settings, "ben", event("Order Completed", "ben", now, order_id="o1", cart_id="b", revenue=5))
         send(producer, settings, "ben", b"definitely not json")
-        expected = {"events": 4, "triggers": 1, "dead_letters": 1}
+        expected = {"events": 6, "triggers": 1, "dead_letters": 1}
         counts = await sink_until(ClickHouseSink(settings, clickhouse), clickhouse, expected)
         assert counts == expected, worker.log()
     finally:
         worker.stop()
     assert triggers_by_rule(clickhouse) == {"cart_abandonment": 1}
     people = clickhouse.query("SELECT person_id, count() FROM events FINAL GROUP BY person_id ORDER BY 1").result_rows
-    assert people == [("ana", 2), ("ben", 2)]
+    assert people == [("ana", 3), ("ben", 3)]
     reason = clickhouse.query("SELECT reason FROM dead_letters").result_rows[0][0]
     assert reason.startswith("not JSON")
 
     # A second sink reading everything again (a replay, or a crash before commit) adds no rows.
     replay = ClickHouseSink(settings, clickhouse, group_id=f"{settings.app_id}-replay")
     assert await sink_until(replay, clickhouse, expected={}, within=8) == expected
-    assert replay.stats.rows_written["events"] == 4  # it did write them again; they collapsed
+    assert replay.stats.rows_written["events"] == 6  # it did write them again; they collapsed
