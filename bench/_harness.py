@@ -220,6 +220,8 @@ def _cell(value: object) -> str:
     if isinstance(value, float):
         if value != value:  # NaN: the figure was not measured
             return "-"
+        if abs(value) < 1:
+            return f"{value:.4f}"  # ratios far below 1 must not round to 0.00
         return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
     if isinstance(value, int):
         return f"{value:,}"
