@@ -18,7 +18,7 @@ from schemas.events import InvalidEvent, parse_event
 from schemas.rules import RulesConfig
 from schemas.settings import Settings
 from schemas.triggers import DeadLetter
-from streams.rules.engine import Step, advance_time, apply_event
+from streams.rules.engine import Step, absorb, advance_time, apply_event
 from streams.rules.state import PersonState, SourcePosition
 from streams.rules.timers import PartitionClock, utc_now
 from streams.views import profile_document, segment_page
@@ -60,7 +60,9 @@ def build_app(settings: Settings, rules: RulesConfig, clock: PartitionClock | No
         # Bytes in and out: decoding is ours, so a malformed message becomes a dead letter, not a crash.
         return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
-    inputs = raw_topic(settings.events_topic, settings.timer_checks_topic)
+    inputs = raw_topic(settings.events_topic, settings.timer_checks_topic, settings.identity_topic)
+    events_topic = raw_topic(settings.events_topic)
+    identity_topic = raw_topic(settings.identity_topic)
     triggers_topic = raw_topic(settings.triggers_topic)
     suppressed_topic = raw_topic(settings.suppressed_topic)
     segments_topic = raw_topic(settings.segments_topic)
@@ -100,8 +102,15 @@ def build_app(settings: Settings, rules: RulesConfig, clock: PartitionClock | No
             await suppressed_topic.send(key=key, value=suppression.to_json())
         for change in step.segment_changes:
             await segments_topic.send(key=key, value=change.to_json())
-        persons[key] = state.model_dump(mode="json")
+        for anonymous_id in step.links:
+            link = {"kind": "link", "anonymous_id": anonymous_id, "person_id": state.person_id}
+            await identity_topic.send(key=anonymous_id.encode(), value=orjson.dumps(link))
+        save(state, partition)
         await profiles_topic.send(key=key, value=state.profile.model_dump_json().encode())
+
+    def save(state: PersonState, partition: int) -> None:
+        key = state.person_id.encode()
+        persons[key] = state.model_dump(mode="json")
         due = state.next_deadline()
         entry = None if due is None else {"due": due.isoformat(), "partition": partition}
         if deadlines.get(key) != entry:
@@ -126,15 +135,49 @@ def build_app(settings: Settings, rules: RulesConfig, clock: PartitionClock | No
             person_id, now = _decode_check(message.value)
             await publish(advance_time(load_state(person_id), now, position, rules), message.partition)
             return
+        if message.topic == settings.identity_topic:
+            await handle_identity(orjson.loads(message.value), position)
+            return
         try:
             parsed = parse_event(message.value)
         except InvalidEvent as error:
             await dead_letter(message, str(error))
             return
+        person_id = parsed.person_id
+        if message.key != person_id.encode():
+            # Produced under another key: move it to the partition that owns the person.
+            await events_topic.send(key=person_id.encode(), value=message.value)
+            return
         highwater = app.consumer.highwater(message.tp)
         caught_up = highwater is None or message.offset + 1 >= highwater
         clock.observe(message.partition, parsed.timestamp, caught_up=caught_up)
-        await publish(apply_event(load_state(parsed.person_id), parsed, position, rules), message.partition)
+        state = load_state(person_id)
+        if state.merged_into is not None:
+            # An anonymous id that now belongs to a known person: their events follow them.
+            if not state.already_applied(position):
+                save(state.model_copy(update={"applied_offsets": state.record(position)}), message.partition)
+                document = {**orjson.loads(message.value), "userId": state.merged_into}
+                await events_topic.send(key=state.merged_into.encode(), value=orjson.dumps(document))
+            return
+        await publish(apply_event(state, parsed, position, rules), message.partition)
+
+    async def handle_identity(document: dict[str, Any], position: SourcePosition) -> None:
+        """link (keyed by the anonymous id): hand its state over; merge (keyed by the person): absorb it."""
+        person_id = str(document["person_id"])
+        if document["kind"] == "link":
+            anonymous = load_state(str(document["anonymous_id"]))
+            if anonymous.already_applied(position) or anonymous.merged_into is not None:
+                return
+            merge = {**document, "kind": "merge", "state": anonymous.model_dump(mode="json")}
+            await identity_topic.send(key=person_id.encode(), value=orjson.dumps(merge))
+            redirect = PersonState.new(anonymous.person_id).model_copy(
+                update={"merged_into": person_id, "applied_offsets": anonymous.record(position)}
+            )
+            save(redirect, position.partition)
+            log.info("identity: %s merges into %s", anonymous.person_id, person_id)
+        elif document["kind"] == "merge":
+            anonymous = PersonState.model_validate(document["state"])
+            await publish(absorb(load_state(person_id), anonymous, position, rules), position.partition)
 
     @app.page("/profiles/{person_id}")
     @app.table_route(table=persons, match_info="person_id")
@@ -143,7 +186,10 @@ def build_app(settings: Settings, rules: RulesConfig, clock: PartitionClock | No
         stored = persons.get(person_id.encode())
         if stored is None:
             return web.json({"error": f"no profile for {person_id}"}, status=404)
-        return web.json(profile_document(PersonState.model_validate(stored), utc_now(), rules))
+        state = PersonState.model_validate(stored)
+        if state.merged_into is not None:
+            return web.json({"person_id": person_id, "merged_into": state.merged_into}, status=404)
+        return web.json(profile_document(state, utc_now(), rules))
 
     @app.page("/segments/{name}/members")
     async def segment_members(web: Any, request: Any, name: str) -> Any:

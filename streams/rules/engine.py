@@ -18,6 +18,7 @@ from schemas.segments import SegmentChange
 from schemas.triggers import Suppression, Trigger
 from streams.rules.carts import carts_after_event
 from streams.rules.facts import profile_facts
+from streams.rules.identity import anonymous_ids_to_link, merge_states
 from streams.rules.policy import Defer, Send, gate
 from streams.rules.profiles import update_profile
 from streams.rules.segments import membership_changes, next_segment_check
@@ -43,6 +44,7 @@ class Step:
     suppressed: list[Suppression] = field(default_factory=list)
     segment_changes: list[SegmentChange] = field(default_factory=list)
     applied: bool = True
+    links: list[str] = field(default_factory=list)  # anonymous ids whose state should merge into this person
 
 
 @dataclass
@@ -59,6 +61,7 @@ def apply_event(state: PersonState, event: Event, position: SourcePosition, rule
         return Step(state, applied=False)
     outcome = _Outcome()
     moment = event.timestamp
+    links = anonymous_ids_to_link(state, event)
     current = _run_due(state, moment, moment, rules, outcome)
     current = current.model_copy(
         update={
@@ -70,7 +73,15 @@ def apply_event(state: PersonState, event: Event, position: SourcePosition, rule
     current = _reevaluate_segments(current, moment, rules, outcome)
     current = _run_due(current, moment, moment, rules, outcome)  # rules with no delay fire now
     current = current.model_copy(update={"applied_offsets": current.record(position)})
-    return Step(current, outcome.triggers, outcome.suppressed, outcome.segment_changes)
+    return Step(current, outcome.triggers, outcome.suppressed, outcome.segment_changes, links=links)
+
+
+def absorb(state: PersonState, anonymous: PersonState, position: SourcePosition, rules: RulesConfig) -> Step:
+    """Merge an anonymous visitor's state into this person's (once per identity message)."""
+    if state.already_applied(position):
+        return Step(state, applied=False)
+    merged = merge_states(state, anonymous, rules)
+    return Step(merged.model_copy(update={"applied_offsets": merged.record(position)}))
 
 
 def advance_time(state: PersonState, now: datetime, position: SourcePosition, rules: RulesConfig) -> Step:

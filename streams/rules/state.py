@@ -65,6 +65,7 @@ class PersonState(BaseModel):
     sent: list[SentRecord] = Field(default_factory=list, description="recent sends, for caps and dedupe")
     segments: dict[str, UtcDatetime] = Field(default_factory=dict, description="segment -> entered at")
     segment_check_at: UtcDatetime | None = None
+    merged_into: str | None = Field(default=None, description="set on an anonymous id absorbed by a person")
     applied_offsets: dict[str, int] = Field(default_factory=dict)
 
     @classmethod
