@@ -320,6 +320,12 @@ def main() -> int:
                 print(f"{worker.name}: {line}", file=sys.stderr)
         print()
         print_table(("measure", "value"), rows)
+        if outputs["events.dlq"]:
+            # Dead letters were "processed" only in the sense that their offsets were committed.
+            print(
+                f"warning: {outputs['events.dlq']:,} messages were dead-lettered; see the worker log", file=sys.stderr
+            )
+            return 1
         return 0 if run.finished else 1
 
 
