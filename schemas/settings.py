@@ -106,6 +106,11 @@ class Settings(BaseSettings):
         return self.topic("identity")
 
     @property
+    def table_changelog_topics(self) -> list[str]:
+        """The worker's table changelogs, named as Faust names them (app id, table, "changelog")."""
+        return [f"{self.app_id}-{table}-changelog" for table in ("persons", "deadlines")]
+
+    @property
     def source_topics(self) -> list[str]:
         """Topics nudgeflow creates itself with its own partition count (Faust does not)."""
         return [

@@ -33,8 +33,12 @@ def admin_client(settings: Settings, wait_seconds: float = 60.0) -> KafkaAdminCl
 
 
 def ensure_topics(settings: Settings, topics: list[str] | None = None) -> list[str]:
-    """Create the missing topics; returns the names created. Existing topics are left as they are."""
-    wanted = topics if topics is not None else settings.source_topics
+    """Create the missing topics; returns the names created. Existing topics are left as they are.
+
+    The table changelogs are created here too, compacted and with the same partition count: left to Faust,
+    a worker can see its first events before the changelog topic's metadata and refuse them."""
+    wanted = topics if topics is not None else settings.source_topics + settings.table_changelog_topics
+    compacted = set(settings.table_changelog_topics)
     admin = admin_client(settings)
     created: list[str] = []
     try:
@@ -43,7 +47,11 @@ def ensure_topics(settings: Settings, topics: list[str] | None = None) -> list[s
             if name in existing:
                 continue
             try:
-                admin.create_topics([NewTopic(name=name, num_partitions=settings.partitions, replication_factor=1)])
+                configs = {"cleanup.policy": "compact"} if name in compacted else {}
+                topic = NewTopic(
+                    name=name, num_partitions=settings.partitions, replication_factor=1, topic_configs=configs
+                )
+                admin.create_topics([topic])
                 created.append(name)
             except TopicAlreadyExistsError:
                 pass  # another process created it in the meantime
