@@ -106,6 +106,16 @@ class Settings(BaseSettings):
         return self.topic("identity")
 
     @property
+    def privacy_topic(self) -> str:
+        """Privacy requests (erase), keyed by person: read by the worker and by the sink."""
+        return self.topic("privacy")
+
+    @property
+    def audit_topic(self) -> str:
+        """What was done about each privacy request; the person appears only as a hash."""
+        return self.topic("audit")
+
+    @property
     def table_changelog_topics(self) -> list[str]:
         """The worker's table changelogs, named as Faust names them (app id, table, "changelog")."""
         return [f"{self.app_id}-{table}-changelog" for table in ("persons", "deadlines")]
@@ -122,4 +132,6 @@ class Settings(BaseSettings):
             self.segments_topic,
             self.profiles_topic,
             self.identity_topic,
+            self.privacy_topic,
+            self.audit_topic,
         ]
