@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,7 +29,7 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("NUDGEFLOW_CLICKHOUSE_URL", "CLICKHOUSE_URL"),
         description="HTTP URL of a ClickHouse server; unset means embedded chDB under data_dir/clickhouse",
     )
-    clickhouse_database: str = Field(default="nudgeflow")
+    clickhouse_database: str = Field(default="nudgeflow", description="ClickHouse database the sink writes")
     clickhouse_path: Path | None = Field(
         default=None,
         description="embedded chDB directory (one process opens it at a time); default data_dir/clickhouse",
@@ -47,7 +48,10 @@ class Settings(BaseSettings):
     sink_batch_seconds: float = Field(default=1.0, gt=0, description="longest wait before a partial batch is written")
     sink_web_host: str = Field(default="127.0.0.1", description="interface the sink's dashboard and /metrics listen on")
     sink_web_port: int = Field(default=6067, ge=0, le=65535, description="port of the sink's dashboard and /metrics")
-    log_level: str = Field(default="info")
+    log_level: str = Field(default="info", description="debug, info, warning or error")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="log lines as text, or one JSON object per line for log collectors"
+    )
     collector_host: str = Field(default="127.0.0.1", description="interface the HTTP collector listens on")
     collector_port: int = Field(default=8088, ge=0, le=65535, description="port of the HTTP collector")
     collector_write_keys: dict[str, str] = Field(
@@ -118,7 +122,7 @@ class Settings(BaseSettings):
     @property
     def table_changelog_topics(self) -> list[str]:
         """The worker's table changelogs, named as Faust names them (app id, table, "changelog")."""
-        return [f"{self.app_id}-{table}-changelog" for table in ("persons", "deadlines")]
+        return [f"{self.app_id}-{table}-changelog" for table in ("persons", "deadlines", "erased")]
 
     @property
     def source_topics(self) -> list[str]:

@@ -15,9 +15,11 @@ import faust
 import orjson
 
 from schemas.events import InvalidEvent, parse_event
+from schemas.privacy import AuditRecord, ErasureRequest, person_hash
 from schemas.rules import RulesConfig
 from schemas.settings import Settings
 from schemas.triggers import DeadLetter
+from streams.metrics import WorkerMetrics
 from streams.rules.engine import Step, absorb, advance_time, apply_event
 from streams.rules.state import PersonState, SourcePosition
 from streams.rules.timers import PartitionClock, utc_now
@@ -60,9 +62,13 @@ def build_app(settings: Settings, rules: RulesConfig, clock: PartitionClock | No
         # Bytes in and out: decoding is ours, so a malformed message becomes a dead letter, not a crash.
         return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
-    inputs = raw_topic(settings.events_topic, settings.timer_checks_topic, settings.identity_topic)
+    inputs = raw_topic(
+        settings.events_topic, settings.timer_checks_topic, settings.identity_topic, settings.privacy_topic
+    )
+    audit_topic = raw_topic(settings.audit_topic)
     events_topic = raw_topic(settings.events_topic)
     identity_topic = raw_topic(settings.identity_topic)
+    privacy_topic = raw_topic(settings.privacy_topic)
     triggers_topic = raw_topic(settings.triggers_topic)
     suppressed_topic = raw_topic(settings.suppressed_topic)
     segments_topic = raw_topic(settings.segments_topic)
@@ -72,7 +78,10 @@ def build_app(settings: Settings, rules: RulesConfig, clock: PartitionClock | No
     persons = app.Table("persons", default=None, partitions=settings.partitions, key_type=bytes)
     # person -> {"due": iso time, "partition": n}: the pending deadlines the timer scans (DESIGN principle 3).
     deadlines = app.Table("deadlines", default=None, partitions=settings.partitions, key_type=bytes)
+    # sha256 of each erased person -> when: late events for them are dropped, nothing else is kept.
+    erased = app.Table("erased", default=None, partitions=settings.partitions, key_type=bytes)
     checks_sent: dict[str, tuple[str, float]] = {}
+    metrics = WorkerMetrics()
 
     def load_state(person_id: str) -> PersonState:
         stored = persons.get(person_id.encode())
@@ -89,6 +98,7 @@ def build_app(settings: Settings, rules: RulesConfig, clock: PartitionClock | No
             received_at=utc_now(),
         )
         log.warning("dead letter %s/%d@%d: %s", message.topic, message.partition, message.offset, reason)
+        metrics.invalid.labels(reason=reason.split(":", 1)[0]).inc()
         await dead_letters.send(key=message.key, value=letter.model_dump_json().encode())
 
     async def publish(step: Step, partition: int) -> None:
@@ -96,10 +106,14 @@ def build_app(settings: Settings, rules: RulesConfig, clock: PartitionClock | No
             return
         state = step.state
         key = state.person_id.encode()
+        wall = utc_now()
         for trigger in step.triggers:
             await triggers_topic.send(key=key, value=trigger.to_json())
+            metrics.triggers.labels(rule=trigger.rule, channel=trigger.channel.value).inc()
+            metrics.trigger_latency.observe(max(0.0, (wall - trigger.due_at).total_seconds()))
         for suppression in step.suppressed:
             await suppressed_topic.send(key=key, value=suppression.to_json())
+            metrics.suppressed.labels(rule=suppression.trigger.rule, reason=suppression.reason.value).inc()
         for change in step.segment_changes:
             await segments_topic.send(key=key, value=change.to_json())
         for anonymous_id in step.links:
@@ -138,6 +152,9 @@ def build_app(settings: Settings, rules: RulesConfig, clock: PartitionClock | No
         if message.topic == settings.identity_topic:
             await handle_identity(orjson.loads(message.value), position)
             return
+        if message.topic == settings.privacy_topic:
+            await handle_erasure(ErasureRequest.model_validate_json(message.value), position)
+            return
         try:
             parsed = parse_event(message.value)
         except InvalidEvent as error:
@@ -148,8 +165,15 @@ def build_app(settings: Settings, rules: RulesConfig, clock: PartitionClock | No
             # Produced under another key: move it to the partition that owns the person.
             await events_topic.send(key=person_id.encode(), value=message.value)
             return
+        if erased.get(person_hash(person_id).encode()) is not None:
+            metrics.dropped_erased.inc()
+            return
         highwater = app.consumer.highwater(message.tp)
         caught_up = highwater is None or message.offset + 1 >= highwater
+        if highwater is not None:
+            metrics.lag.labels(topic=message.topic, partition=str(message.partition)).set(
+                highwater - message.offset - 1
+            )
         clock.observe(message.partition, parsed.timestamp, caught_up=caught_up)
         state = load_state(person_id)
         if state.merged_into is not None:
@@ -159,7 +183,33 @@ def build_app(settings: Settings, rules: RulesConfig, clock: PartitionClock | No
                 document = {**orjson.loads(message.value), "userId": state.merged_into}
                 await events_topic.send(key=state.merged_into.encode(), value=orjson.dumps(document))
             return
-        await publish(apply_event(state, parsed, position, rules), message.partition)
+        step = apply_event(state, parsed, position, rules)
+        if step.applied:
+            metrics.events.labels(type=parsed.type, event=parsed.event or parsed.name or "").inc()
+        await publish(step, message.partition)
+
+    async def handle_erasure(request: ErasureRequest, position: SourcePosition) -> None:
+        """Forget the person: tombstones in every table (and so their changelogs), a hash to drop late
+        events, the same request for every anonymous id they absorbed, and an audit record."""
+        hashed = person_hash(request.person_id)
+        key = request.person_id.encode()
+        if erased.get(hashed.encode()) is not None:
+            return  # already done: a redelivered request
+        stored = persons.get(key)
+        if stored is not None:
+            for anonymous_id in PersonState.model_validate(stored).profile.anonymous_ids:
+                forwarded = request.model_copy(update={"person_id": anonymous_id})
+                await privacy_topic.send(key=anonymous_id.encode(), value=forwarded.to_json())
+            del persons[key]
+        if deadlines.get(key) is not None:
+            del deadlines[key]
+        erased[hashed.encode()] = {"at": utc_now().isoformat()}
+        record = AuditRecord(
+            request_id=request.request_id, kind="erase", person_hash=hashed, component="worker",
+            completed_at=utc_now(), detail="profile, rule state and pending timers deleted",
+        )  # fmt: skip
+        await audit_topic.send(key=hashed.encode(), value=record.to_json())
+        log.info("erased a person on request %s", request.request_id)
 
     async def handle_identity(document: dict[str, Any], position: SourcePosition) -> None:
         """link (keyed by the anonymous id): hand its state over; merge (keyed by the person): absorb it."""
@@ -190,6 +240,12 @@ def build_app(settings: Settings, rules: RulesConfig, clock: PartitionClock | No
         if state.merged_into is not None:
             return web.json({"person_id": person_id, "merged_into": state.merged_into}, status=404)
         return web.json(profile_document(state, utc_now(), rules))
+
+    @app.page("/metrics")
+    async def metrics_view(web: Any, request: Any) -> Any:
+        metrics.pending_timers.set(len(deadlines))
+        metrics.profiles.set(len(persons))
+        return web.bytes(metrics.exposition(), content_type="text/plain; version=0.0.4")
 
     @app.page("/segments/{name}/members")
     async def segment_members(web: Any, request: Any, name: str) -> Any:

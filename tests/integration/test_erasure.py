@@ -1,0 +1,59 @@
+"""Erasure in the worker, and its metrics, through the real broker."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+from kafka import KafkaProducer
+
+from schemas.privacy import ErasureRequest, person_hash
+from schemas.settings import Settings
+from streams.rules.timers import utc_now
+from tests.integration.conftest import WorkerProcess, read_topic
+from tests.integration.test_profiles import get, profile_when
+from tests.integration.test_worker import event, identify, send
+
+pytestmark = pytest.mark.integration
+
+
+def test_erased_person_cannot_be_read_back_and_late_events_are_dropped(
+    settings: Settings, producer: KafkaProducer, tmp_path: Path
+) -> None:
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    try:
+        now = utc_now()
+        login = orjson.loads(identify("eve", now, name="Eve"))
+        send(producer, settings, "eve", orjson.dumps({**login, "anonymousId": "anon-eve"}))
+        send(producer, settings, "eve", event("Product Added", "eve", now, product_id="sku-1", cart_id="c"))
+        send(producer, settings, "kim", identify("kim", now))
+        profile_when(settings, "eve", lambda d: d["profile"]["event_count"] == 2)
+
+        request = ErasureRequest(request_id=str(uuid.uuid4()), person_id="eve", requested_at=utc_now())
+        producer.send(settings.privacy_topic, key=b"eve", value=request.to_json()).get(timeout=30)
+        audits = read_topic(settings.kafka_bootstrap, settings.audit_topic, lambda m: len(m) >= 1)
+        record = orjson.loads(audits[0].value)
+        assert record["personHash"] == person_hash("eve") and record["requestId"] == request.request_id
+        assert b"eve" not in audits[0].value.replace(person_hash("eve").encode(), b"")
+
+        send(producer, settings, "eve", event("Product Viewed", "eve", utc_now(), product_id="sku-2"))
+        time.sleep(3)
+        assert get(settings, "/profiles/eve")[0] == 404
+        assert get(settings, "/profiles/kim")[0] == 200
+        changelog = read_topic(settings.kafka_bootstrap, f"{settings.app_id}-persons-changelog", lambda _: False, 5)
+        latest = {message.key: message.value for message in changelog}
+        assert latest[b"eve"] is None  # a tombstone: compaction removes the person from the log
+        # No cart reminder for an erased person, ever.
+        triggers = read_topic(settings.kafka_bootstrap, settings.triggers_topic, lambda _: False, timeout=3)
+        assert all(orjson.loads(m.value)["personId"] != "eve" for m in triggers)
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{settings.worker_web_port}/metrics", timeout=10) as response:
+            exposition = response.read().decode()
+        assert 'nudgeflow_events_total{event="Product Added",type="track"} 1.0' in exposition
+        assert "nudgeflow_erased_events_dropped_total 1.0" in exposition
+    finally:
+        worker.stop()
