@@ -15,23 +15,13 @@ from pathlib import Path
 
 from schemas.rules import InvalidRules, load_rules
 from schemas.settings import Settings
+from streams.logs import configure_logging
 
 REPO = Path(__file__).resolve().parents[1]
 KAFKA_SCRIPT = REPO / "deploy" / "kafka" / "kafka.sh"
 DEMO_RULES = REPO / "deploy" / "rules.demo.yaml"
 
 log = logging.getLogger("nudgeflow")
-
-
-def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # The Kafka clients narrate every connection at INFO; their warnings and errors still show.
-    for chatty in ("kafka", "aiokafka"):
-        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def kafka_environment(settings: Settings) -> dict[str, str]:
@@ -63,7 +53,8 @@ def command_worker(settings: Settings, arguments: argparse.Namespace) -> int:
     rules = load_rules(settings.rules_file)
     ensure_topics(settings)
     app = build_app(settings, rules)
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    # override_logging=False: Faust would replace our handler with its coloured one and drop NUDGEFLOW_LOG_FORMAT.
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False, override_logging=False)
     worker.execute_from_commandline()
     return 0
 
@@ -212,6 +203,13 @@ def command_schemas_export(settings: Settings, arguments: argparse.Namespace) ->
     return 0
 
 
+def command_settings(settings: Settings, arguments: argparse.Namespace) -> int:
+    from streams.settings_docs import settings_table
+
+    print(settings_table(), end="")
+    return 0
+
+
 def command_run(settings: Settings, arguments: argparse.Namespace) -> int:
     """Kafka, the worker, the sink, the simulator and a trigger printer, until Ctrl-C."""
     environment = dict(os.environ)
@@ -311,6 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("topics", help="create nudgeflow's topics").set_defaults(handler=command_topics)
 
+    commands.add_parser(
+        "settings", help="print the configuration reference (every NUDGEFLOW_* variable) as a markdown table"
+    ).set_defaults(handler=command_settings)
+
     rules = commands.add_parser("rules", help="rules files")
     rules_commands = rules.add_subparsers(dest="rules_command", required=True)
     check = rules_commands.add_parser("check", help="validate a rules file; non-zero exit with line and reason")
@@ -328,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
     settings = Settings()
-    _configure_logging(settings)
+    configure_logging(settings)
     try:
         result: int = arguments.handler(settings, arguments)
     except InvalidRules as error:
