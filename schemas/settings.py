@@ -34,6 +34,10 @@ class Settings(BaseSettings):
         default=None,
         description="embedded chDB directory (one process opens it at a time); default data_dir/clickhouse",
     )
+    clickhouse_plain_contacts: bool = Field(
+        default=False,
+        description="store email addresses and phone numbers in ClickHouse as written; default sha256 hex digests",
+    )
     rules_file: Path | None = Field(default=None, description="YAML rules file; unset means the built-in defaults")
     table_store: str = Field(default="rocksdb", description="Faust table store: rocksdb or memory")
     worker_web_host: str = Field(default="127.0.0.1", description="interface of the worker's HTTP API")
