@@ -1,0 +1,43 @@
+"""The configuration reference in the README is exactly what the settings model renders."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from schemas.settings import Settings
+from streams.settings_docs import environment_variables, settings_table
+
+README = Path(__file__).resolve().parents[3] / "README.md"
+
+
+def test_the_readme_holds_exactly_the_generated_table() -> None:
+    table = settings_table()
+    assert table in README.read_text(), "README.md is out of date: paste the output of `nudgeflow settings`"
+
+
+def test_every_setting_has_a_row_and_a_description() -> None:
+    rows = settings_table().splitlines()[2:]
+    assert [row.split(" | ")[0].removeprefix("| ") for row in rows] == list(Settings.model_fields)
+    assert all(field.description for field in Settings.model_fields.values())
+
+
+def test_aliases_are_listed_after_the_prefixed_name() -> None:
+    field = Settings.model_fields["kafka_bootstrap"]
+    assert environment_variables("kafka_bootstrap", field) == ["NUDGEFLOW_KAFKA_BOOTSTRAP", "KAFKA_BOOTSTRAP"]
+    assert environment_variables("partitions", Settings.model_fields["partitions"]) == ["NUDGEFLOW_PARTITIONS"]
+
+
+def test_defaults_are_written_as_they_would_be_set() -> None:
+    rows = {row.split(" | ")[0].removeprefix("| "): row for row in settings_table().splitlines()[2:]}
+    assert '`{"dev-write-key":"web"}`' in rows["collector_write_keys"]
+    assert "| unset |" in rows["clickhouse_url"]
+    assert "| `8` |" in rows["partitions"]
+
+
+def test_the_cli_prints_the_table() -> None:
+    printed = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "settings"], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert printed.stdout == settings_table()
