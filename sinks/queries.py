@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import orjson
+
 from sinks.attribution import Credit, Model, Touch, attribute, converted_triggers
+from sinks.erasure import PERSON_TABLES, people_of, person_parameters
 from sinks.significance import Arm, VariantTest, compare_variants
 
 COUNTED_TABLES = ("events", "triggers", "dead_letters")
@@ -487,3 +490,33 @@ def churn_risk(client: Any, now: datetime | None = None, limit: int = 100) -> li
             CHURN_SQL, parameters=parameters
         ).result_rows
     ]
+
+
+# --- privacy --------------------------------------------------------------------------------------
+
+# Columns holding JSON text, returned parsed so an export reads as one document.
+JSON_COLUMNS = frozenset({"properties", "context", "profile"})
+
+
+def person_export(client: Any, person_id: str) -> dict[str, Any]:
+    """Everything ClickHouse holds about a person (right of access): the rows of every person-level table,
+    for their id and the anonymous ids merged into it, as erasure would delete them."""
+    people = people_of(client, person_id)
+    parameters = person_parameters(people)
+    tables: dict[str, list[dict[str, Any]]] = {}
+    for target in PERSON_TABLES:
+        result = client.query(f"SELECT * FROM {target.table} WHERE {target.matches}", parameters=parameters)
+        names = list(result.column_names)
+        tables[target.table] = [
+            {name: _exported(name, value) for name, value in zip(names, row, strict=True)} for row in result.result_rows
+        ]
+    return {"person_id": person_id, "ids": people, "tables": tables, "rows": sum(map(len, tables.values()))}
+
+
+def _exported(column: str, value: Any) -> Any:
+    if column in JSON_COLUMNS and isinstance(value, str):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return value
+    return value

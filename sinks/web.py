@@ -92,6 +92,10 @@ def build_web_app(client: Any, metrics: SinkMetrics) -> web.Application:
     async def churn(request: web.Request) -> web.Response:
         return _json(await asyncio.to_thread(queries.churn_risk, client))
 
+    async def person_export(request: web.Request) -> web.Response:
+        person_id = request.match_info["person_id"]
+        return _json(await asyncio.to_thread(queries.person_export, client, person_id))
+
     async def prometheus(request: web.Request) -> web.Response:
         response = web.Response(body=generate_latest(metrics.registry))
         response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
@@ -108,6 +112,7 @@ def build_web_app(client: Any, metrics: SinkMetrics) -> web.Application:
     app.router.add_get("/api/attribution", attribution)
     app.router.add_get("/api/cohorts", cohorts)
     app.router.add_get("/api/churn", churn)
+    app.router.add_get("/api/people/{person_id}/export", person_export)
     app.router.add_get("/metrics", prometheus)
     return app
 
