@@ -7,7 +7,6 @@ loads and stores state, publishes what the core returns, and turns deadlines int
 from __future__ import annotations
 
 import logging
-import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,9 +22,13 @@ from streams.metrics import WorkerMetrics
 from streams.rules.engine import Step, absorb, advance_time, apply_event
 from streams.rules.state import PersonState, SourcePosition
 from streams.rules.timers import PartitionClock, utc_now
+from streams.schedule import DeadlineIndex
 from streams.views import profile_document, segment_page
 
 log = logging.getLogger(__name__)
+
+# How many decoded person states a worker keeps in memory before starting the cache afresh.
+CACHED_STATES = 100_000
 
 # A timer check that produced nothing (its deadline moved meanwhile) may be asked for again after this long.
 CHECK_RETRY_SECONDS = 5.0
@@ -56,6 +59,7 @@ def build_app(settings: Settings, rules: RulesConfig, clock: PartitionClock | No
         consumer_auto_offset_reset="earliest",
         autodiscover=False,
         producer_linger_ms=5,
+        value_serializer="raw",  # tables hold bytes we encode with pydantic/orjson, far faster than Faust's json
     )
 
     def raw_topic(*names: str) -> faust.TopicT:
@@ -75,17 +79,43 @@ def build_app(settings: Settings, rules: RulesConfig, clock: PartitionClock | No
     profiles_topic = raw_topic(settings.profiles_topic)
     dead_letters = raw_topic(settings.dead_letter_topic)
     checks_topic = raw_topic(settings.timer_checks_topic)
-    persons = app.Table("persons", default=None, partitions=settings.partitions, key_type=bytes)
+    persons = app.Table("persons", default=None, partitions=settings.partitions, key_type=bytes, value_type=bytes)
     # person -> {"due": iso time, "partition": n}: the pending deadlines the timer scans (DESIGN principle 3).
-    deadlines = app.Table("deadlines", default=None, partitions=settings.partitions, key_type=bytes)
+    deadlines = app.Table("deadlines", default=None, partitions=settings.partitions, key_type=bytes, value_type=bytes)
     # sha256 of each erased person -> when: late events for them are dropped, nothing else is kept.
-    erased = app.Table("erased", default=None, partitions=settings.partitions, key_type=bytes)
-    checks_sent: dict[str, tuple[str, float]] = {}
+    erased = app.Table("erased", default=None, partitions=settings.partitions, key_type=bytes, value_type=bytes)
     metrics = WorkerMetrics()
 
+    # Decoded states of the people this worker touched lately, so a busy person is not parsed per event.
+    # The table stays the truth: the cache is dropped on every rebalance and when it grows too large.
+    cache: dict[bytes, PersonState] = {}
+    # People whose profile changed since the last snapshot: the timer publishes one snapshot each.
+    changed_profiles: dict[bytes, PersonState] = {}
+
+    schedule = DeadlineIndex()
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def forget_cached_states(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        cache.clear()
+
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
+    async def rebuild_schedule(sender: Any, **kwargs: Any) -> None:
+        # Sent once the tables are recovered: the deadlines table now holds every owned partition.
+        cache.clear()
+        schedule.clear()
+        for key, stored in list(deadlines.items()):
+            if stored is not None:
+                entry = orjson.loads(stored)
+                schedule.set(key, datetime.fromisoformat(entry["due"]), int(entry["partition"]))
+        log.info("timers: %d pending deadlines after rebalance", len(schedule))
+
     def load_state(person_id: str) -> PersonState:
-        stored = persons.get(person_id.encode())
-        return PersonState.new(person_id) if stored is None else PersonState.model_validate(stored)
+        key = person_id.encode()
+        cached = cache.get(key)
+        if cached is not None:
+            return cached
+        stored = persons.get(key)
+        return PersonState.new(person_id) if stored is None else PersonState.model_validate_json(stored)
 
     async def dead_letter(message: Any, reason: str) -> None:
         letter = DeadLetter(
@@ -120,13 +150,20 @@ def build_app(settings: Settings, rules: RulesConfig, clock: PartitionClock | No
             link = {"kind": "link", "anonymous_id": anonymous_id, "person_id": state.person_id}
             await identity_topic.send(key=anonymous_id.encode(), value=orjson.dumps(link))
         save(state, partition)
-        await profiles_topic.send(key=key, value=state.profile.model_dump_json().encode())
+        changed_profiles[key] = state
 
     def save(state: PersonState, partition: int) -> None:
         key = state.person_id.encode()
-        persons[key] = state.model_dump(mode="json")
+        previous = cache.get(key)
+        persons[key] = state.model_dump_json().encode()
+        if len(cache) >= CACHED_STATES:
+            cache.clear()
+        cache[key] = state
         due = state.next_deadline()
-        entry = None if due is None else {"due": due.isoformat(), "partition": partition}
+        schedule.set(key, due, partition)
+        if previous is not None and previous.next_deadline() == due:
+            return  # the durable timer entry is already right
+        entry = None if due is None else orjson.dumps({"due": due.isoformat(), "partition": partition})
         if deadlines.get(key) != entry:
             if entry is None:
                 del deadlines[key]
@@ -196,14 +233,17 @@ def build_app(settings: Settings, rules: RulesConfig, clock: PartitionClock | No
         if erased.get(hashed.encode()) is not None:
             return  # already done: a redelivered request
         stored = persons.get(key)
+        cache.pop(key, None)
+        changed_profiles.pop(key, None)
         if stored is not None:
-            for anonymous_id in PersonState.model_validate(stored).profile.anonymous_ids:
+            for anonymous_id in PersonState.model_validate_json(stored).profile.anonymous_ids:
                 forwarded = request.model_copy(update={"person_id": anonymous_id})
                 await privacy_topic.send(key=anonymous_id.encode(), value=forwarded.to_json())
             del persons[key]
         if deadlines.get(key) is not None:
             del deadlines[key]
-        erased[hashed.encode()] = {"at": utc_now().isoformat()}
+        schedule.set(key, None, position.partition)
+        erased[hashed.encode()] = utc_now().isoformat().encode()
         record = AuditRecord(
             request_id=request.request_id, kind="erase", person_hash=hashed, component="worker",
             completed_at=utc_now(), detail="profile, rule state and pending timers deleted",
@@ -236,14 +276,14 @@ def build_app(settings: Settings, rules: RulesConfig, clock: PartitionClock | No
         stored = persons.get(person_id.encode())
         if stored is None:
             return web.json({"error": f"no profile for {person_id}"}, status=404)
-        state = PersonState.model_validate(stored)
+        state = PersonState.model_validate_json(stored)
         if state.merged_into is not None:
             return web.json({"person_id": person_id, "merged_into": state.merged_into}, status=404)
         return web.json(profile_document(state, utc_now(), rules))
 
     @app.page("/metrics")
     async def metrics_view(web: Any, request: Any) -> Any:
-        metrics.pending_timers.set(len(deadlines))
+        metrics.pending_timers.set(len(schedule))
         metrics.profiles.set(len(persons))
         return web.bytes(metrics.exposition(), content_type="text/plain; version=0.0.4")
 
@@ -256,26 +296,33 @@ def build_app(settings: Settings, rules: RulesConfig, clock: PartitionClock | No
         except ValueError:
             return web.json({"error": "limit must be a whole number"}, status=400)
         # Each worker knows the partitions it owns; with several workers, ask each and merge.
-        members = [key.decode() for key, stored in persons.items() if stored and name in stored.get("segments", {})]
+        members = [
+            key.decode()
+            for key, stored in persons.items()
+            if stored and name in orjson.loads(stored).get("segments", {})
+        ]
         page = segment_page(members, request.query.get("after"), limit)
         return web.json({**page, "segment": name})
 
     @app.timer(interval=settings.timer_interval_seconds)  # type: ignore[untyped-decorator]
     async def check_deadlines() -> None:
-        monotonic = time.monotonic()
-        for key, entry in list(deadlines.items()):
-            if entry is None:
-                continue
-            partition = int(entry["partition"])
+        # Ask the agent to re-check each person whose deadline passed on their partition's clock; the
+        # agent decides. Until it saves the person again, ask again every CHECK_RETRY_SECONDS.
+        for partition in schedule.partitions():
             now = clock.now(partition)
-            if now is None or datetime.fromisoformat(entry["due"]) > now:
+            if now is None:
                 continue
-            person_id = key.decode()
-            previous = checks_sent.get(person_id)
-            if previous is not None and previous[0] == entry["due"] and monotonic - previous[1] < CHECK_RETRY_SECONDS:
-                continue
-            checks_sent[person_id] = (entry["due"], monotonic)
-            body = orjson.dumps({"person_id": person_id, "now": now.isoformat()})
-            await checks_topic.send(key=key, value=body, partition=partition)
+            for key in schedule.pop_due(partition, now):
+                schedule.set(key, now + timedelta(seconds=CHECK_RETRY_SECONDS), partition)
+                body = orjson.dumps({"person_id": key.decode(), "now": now.isoformat()})
+                await checks_topic.send(key=key, value=body, partition=partition)
+        await publish_profile_snapshots()
+
+    async def publish_profile_snapshots() -> None:
+        # One snapshot per changed person per tick, not one per event: ClickHouse keeps the latest.
+        pending = list(changed_profiles.items())
+        changed_profiles.clear()
+        for key, state in pending:
+            await profiles_topic.send(key=key, value=state.profile.model_dump_json().encode())
 
     return app

@@ -1,0 +1,24 @@
+from streams.schedule import DeadlineIndex
+from tests.unit.factories import at
+
+
+def test_due_keys_come_out_soonest_first_per_partition_once() -> None:
+    index = DeadlineIndex()
+    index.set(b"a", at(10), 0)
+    index.set(b"b", at(5), 0)
+    index.set(b"c", at(1), 1)
+    assert index.pop_due(0, at(7)) == [b"b"]
+    assert index.pop_due(0, at(7)) == []
+    assert index.pop_due(0, at(10)) == [b"a"]
+    assert index.pop_due(1, at(100)) == [b"c"]
+    assert len(index) == 0
+
+
+def test_a_moved_or_cleared_deadline_replaces_the_old_one() -> None:
+    index = DeadlineIndex()
+    index.set(b"a", at(1), 0)
+    index.set(b"a", at(20), 0)  # the person's deadline moved later
+    index.set(b"b", at(2), 0)
+    index.set(b"b", None, 0)  # and this one has nothing pending any more
+    assert index.pop_due(0, at(10)) == []
+    assert index.pop_due(0, at(20)) == [b"a"]
