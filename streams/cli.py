@@ -10,8 +10,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from schemas.rules import InvalidRules, load_rules
 from schemas.settings import Settings
@@ -257,6 +258,188 @@ def command_run(settings: Settings, arguments: argparse.Namespace) -> int:
             subprocess.call(["bash", str(KAFKA_SCRIPT), "stop"], env=kafka_environment(settings))
 
 
+def _get_json(url: str, timeout: float = 10.0) -> tuple[Any, str | None]:
+    """GET a JSON document: (document, None), or (None, why not) when the process is down or says no."""
+    import urllib.error
+    import urllib.request
+
+    import orjson
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return orjson.loads(response.read()), None
+    except urllib.error.HTTPError as error:
+        return None, f"{url} answered {error.code}: {error.read().decode(errors='replace')[:200]}"
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        return None, f"{url} unavailable: {error}"
+
+
+def _person_url(host: str, port: int, path: str, person_id: str) -> str:
+    from urllib.parse import quote
+
+    return f"http://{host}:{port}{path.format(quote(person_id, safe=''))}"
+
+
+def command_profile(settings: Settings, arguments: argparse.Namespace) -> int:
+    """The worker's live profile of one person, as JSON."""
+    import orjson
+
+    url = _person_url(settings.worker_web_host, settings.worker_web_port, "/profiles/{}", arguments.person_id)
+    profile, problem = _get_json(url)
+    if problem is not None:
+        print(f"nudgeflow profile: {problem}", file=sys.stderr)
+        return 1
+    sys.stdout.buffer.write(orjson.dumps(profile, option=orjson.OPT_INDENT_2) + b"\n")
+    return 0
+
+
+def command_export(settings: Settings, arguments: argparse.Namespace) -> int:
+    """Everything held about a person (right of access): the worker's live profile and ClickHouse's rows.
+    A process that is down is named under "unavailable" instead of failing the whole export."""
+    import orjson
+
+    person = arguments.person_id
+    profile, profile_problem = _get_json(
+        _person_url(settings.worker_web_host, settings.worker_web_port, "/profiles/{}", person)
+    )
+    stored, sink_problem = _get_json(
+        _person_url(settings.sink_web_host, settings.sink_web_port, "/api/people/{}/export", person)
+    )
+    unavailable = {
+        part: problem for part, problem in (("profile", profile_problem), ("clickhouse", sink_problem)) if problem
+    }
+    document: dict[str, Any] = {"person_id": person, "profile": profile, "clickhouse": stored}
+    if unavailable:
+        document["unavailable"] = unavailable
+    sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+    return 1 if len(unavailable) == 2 else 0
+
+
+def command_erase(settings: Settings, arguments: argparse.Namespace) -> int:
+    """Ask the worker and the sink to forget a person: an erasure request on the privacy topic."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from kafka import KafkaProducer
+
+    from schemas.privacy import ErasureRequest
+    from streams.topics import ensure_topics
+
+    ensure_topics(settings, [settings.privacy_topic])
+    request = ErasureRequest(
+        request_id=str(uuid.uuid4()), person_id=arguments.person_id, requested_at=datetime.now(UTC)
+    )
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap.split(","), acks="all")
+    try:
+        producer.send(settings.privacy_topic, key=arguments.person_id.encode(), value=request.to_json()).get(timeout=30)
+    finally:
+        producer.close()
+    print(request.request_id)
+    return 0
+
+
+def command_replay(settings: Settings, arguments: argparse.Namespace) -> int:
+    """Events from a JSON-lines file or another topic onto the events topic, within a time range."""
+    from kafka import KafkaProducer
+
+    from streams.replay import (
+        Invalid,
+        Keep,
+        Tally,
+        TimeRange,
+        decide,
+        file_line,
+        parse_moment,
+        parse_source,
+        progress_line,
+    )
+    from streams.topics import ensure_topics
+
+    try:
+        source = parse_source(arguments.source)
+        window = TimeRange(
+            parse_moment(arguments.since) if arguments.since else None,
+            parse_moment(arguments.until) if arguments.until else None,
+        )
+    except ValueError as error:
+        print(f"nudgeflow replay: {error}", file=sys.stderr)
+        return 2
+    target = (
+        settings
+        if arguments.to_namespace is None
+        else settings.model_copy(update={"namespace": arguments.to_namespace})
+    )
+    ensure_topics(target, [target.events_topic])
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap.split(","), acks="all", linger_ms=20)
+    tally = Tally()
+    started = time.monotonic()
+    drawn_at = 0.0
+
+    def handle(raw: bytes, where: str, total: int | None) -> None:
+        nonlocal drawn_at
+        decision = decide(raw, where, window)
+        tally.count(decision)
+        if isinstance(decision, Keep):
+            producer.send(target.events_topic, key=decision.key, value=decision.value)
+        elif isinstance(decision, Invalid):
+            # Over the progress bar, then on its own line, so every bad line stays readable.
+            print(f"\r{decision.where}: {decision.reason}".ljust(60), file=sys.stderr)
+        now = time.monotonic()
+        if now - drawn_at >= 0.2:
+            drawn_at = now
+            print(progress_line(tally.read, total, now - started), end="", file=sys.stderr, flush=True)
+
+    try:
+        if source.path is not None:
+            path = Path(source.path)
+            with path.open("rb") as counting:
+                total = sum(1 for line in counting if line.strip())
+            with path.open("rb") as lines:
+                for number, line in enumerate(lines, start=1):
+                    raw = file_line(line)
+                    if raw is not None:
+                        handle(raw, f"line {number}", total)
+        else:
+            assert source.topic is not None
+            for raw, where, total in _topic_messages(settings, source.topic):
+                handle(raw, where, total)
+        producer.flush()
+    finally:
+        producer.close()
+    elapsed = time.monotonic() - started
+    print(progress_line(tally.read, tally.read, elapsed), file=sys.stderr)
+    print(tally.summary(elapsed, target.events_topic), flush=True)
+    return 0
+
+
+def _topic_messages(settings: Settings, topic: str) -> Iterator[tuple[bytes, str, int]]:
+    """Every message of a topic as it stands now (later messages are not waited for), with its place."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap.split(","), enable_auto_commit=False, group_id=None
+    )
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise SystemExit(f"nudgeflow replay: no topic named {topic}")
+        assigned = [TopicPartition(topic, partition) for partition in sorted(partitions)]
+        consumer.assign(assigned)
+        consumer.seek_to_beginning(*assigned)
+        ends = consumer.end_offsets(assigned)
+        starts = consumer.beginning_offsets(assigned)
+        total = sum(ends[tp] - starts[tp] for tp in assigned)
+        remaining = {tp for tp in assigned if ends[tp] > starts[tp]}
+        while remaining:
+            for tp, records in consumer.poll(timeout_ms=500).items():
+                for record in records:
+                    if record.offset < ends[tp] and record.value:
+                        yield record.value, f"{topic}[{tp.partition}]@{record.offset}", total
+            remaining = {tp for tp in remaining if consumer.position(tp) < ends[tp]}
+    finally:
+        consumer.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nudgeflow",
@@ -324,6 +507,27 @@ def build_parser() -> argparse.ArgumentParser:
     export = schemas_commands.add_parser("export", help="write JSON Schema files for other languages")
     export.add_argument("directory")
     export.set_defaults(handler=command_schemas_export)
+
+    profile = commands.add_parser("profile", help="print the worker's live profile of a person")
+    profile.add_argument("person_id")
+    profile.set_defaults(handler=command_profile)
+
+    export_person = commands.add_parser(
+        "export", help="everything held about a person (worker profile and ClickHouse rows) as one JSON"
+    )
+    export_person.add_argument("person_id")
+    export_person.set_defaults(handler=command_export)
+
+    erase = commands.add_parser("erase", help="forget a person: an erasure request for the worker and the sink")
+    erase.add_argument("person_id")
+    erase.set_defaults(handler=command_erase)
+
+    replay = commands.add_parser("replay", help="backfill events from a JSON-lines file or topic:NAME")
+    replay.add_argument("source", help="a JSON-lines file of events, or topic:NAME for an existing topic")
+    replay.add_argument("--since", help="ISO time: only events at or after it (event timestamp)")
+    replay.add_argument("--until", help="ISO time: only events before it")
+    replay.add_argument("--to-namespace", default=None, help="produce to this namespace's events topic instead")
+    replay.set_defaults(handler=command_replay)
     return parser
 
 
