@@ -14,6 +14,7 @@ from schemas.settings import Settings
 from sinks import queries
 from sinks.attribution import Model
 from sinks.client import connect
+from sinks.erasure import erase_person
 from sinks.rows import (
     EVENTS,
     SEGMENT_CHANGES,
@@ -43,8 +44,7 @@ def server() -> Iterator[Any]:
     client.close()
 
 
-def test_every_report_runs_unchanged_on_a_server(server: Any) -> None:
-    now = datetime.now(UTC)
+def load_shop(server: Any, now: datetime) -> None:
     scenario = shop(now)
     # Rows through the sink's own row functions, inserted as the sink does (no broker needed here).
     events = [event_row(value, "events", 0, n) for n, (_, value) in enumerate(scenario.events)]
@@ -62,6 +62,12 @@ def test_every_report_runs_unchanged_on_a_server(server: Any) -> None:
         [segment_change_row(c.to_json()) for c in scenario.segments],
         column_names=list(SEGMENT_CHANGES.columns),
     )
+
+
+def test_every_report_runs_unchanged_on_a_server(server: Any) -> None:
+    now = datetime.now(UTC)
+    scenario = shop(now)
+    load_shop(server, now)
     period = queries.Period(now - timedelta(days=30), now)
     arms = {(r.rule, r.variant): r for r in queries.rule_report(server, period)}
     assert arms[("cart_abandonment", "b")].converted == 1
@@ -74,3 +80,16 @@ def test_every_report_runs_unchanged_on_a_server(server: Any) -> None:
     assert [r.person_id for r in queries.churn_risk(server, now=now)] == ["p9"]
     assert queries.active_people_hourly(server, period)
     assert queries.segment_members(server, "vip", (scenario.base + timedelta(days=2)).date()) == ["p1", "p3"]
+
+
+def test_erasure_and_export_run_unchanged_on_a_server(server: Any) -> None:
+    now = datetime.now(UTC)
+    load_shop(server, now)
+    period = queries.Period(now - timedelta(days=30), now)
+    people_before = [s.people for s in queries.funnel(server, period)]
+    assert queries.person_export(server, "p1")["rows"] > 0
+    deleted = erase_person(server, "p1")
+    assert deleted["events"] > 0
+    assert queries.person_export(server, "p1")["rows"] == 0
+    assert queries.funnel(server, period)[0].people == people_before[0] - 1
+    assert erase_person(server, "p1") == dict.fromkeys(deleted, 0)  # a second run finds nothing left
