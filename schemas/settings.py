@@ -42,10 +42,6 @@ class Settings(BaseSettings):
     table_store: str = Field(default="rocksdb", description="Faust table store: rocksdb or memory")
     worker_web_host: str = Field(default="127.0.0.1", description="interface of the worker's HTTP API")
     worker_web_port: int = Field(default=6066, description="HTTP port of the worker (profiles, segments, metrics)")
-    worker_batch_size: int = Field(default=500, ge=1, description="messages the worker takes at once, at most")
-    worker_batch_seconds: float = Field(
-        default=0.02, gt=0, description="longest the worker waits to fill a batch (adds at most this to latency)"
-    )
     timer_interval_seconds: float = Field(default=0.5, gt=0, description="how often due deadlines are scanned")
     idle_after_seconds: float = Field(
         default=2.0,

@@ -12,7 +12,6 @@ from typing import Any
 
 import faust
 import orjson
-from faust.streams import Stream, current_event
 
 from schemas.events import InvalidEvent, parse_event
 from schemas.privacy import AuditRecord, ErasureRequest, person_hash
@@ -153,44 +152,33 @@ def build_app(settings: Settings, rules: RulesConfig, clock: PartitionClock | No
         save(state, partition)
         changed_profiles[key] = state
 
-    # States changed in the current batch, written to the tables once per person when the batch ends.
-    unsaved: dict[bytes, tuple[PersonState, int, Any]] = {}
-
     def save(state: PersonState, partition: int) -> None:
         key = state.person_id.encode()
-        cache[key] = state
-        schedule.set(key, state.next_deadline(), partition)
-        unsaved[key] = (state, partition, current_event())
-
-    def flush(stream: Any) -> None:
-        for key, (state, partition, event) in unsaved.items():
-            # Faust reads and writes a table in the partition of the current event: the person's own.
-            stream._set_current_event(event)
-            persons[key] = state.model_dump_json().encode()
-            due = state.next_deadline()
-            entry = None if due is None else orjson.dumps({"due": due.isoformat(), "partition": partition})
-            if deadlines.get(key) != entry:
-                if entry is None:
-                    del deadlines[key]
-                else:
-                    deadlines[key] = entry
-        unsaved.clear()
+        previous = cache.get(key)
+        persons[key] = state.model_dump_json().encode()
         if len(cache) >= CACHED_STATES:
             cache.clear()
+        cache[key] = state
+        due = state.next_deadline()
+        schedule.set(key, due, partition)
+        if previous is not None and previous.next_deadline() == due:
+            return  # the durable timer entry is already right
+        entry = None if due is None else orjson.dumps({"due": due.isoformat(), "partition": partition})
+        if deadlines.get(key) != entry:
+            if entry is None:
+                del deadlines[key]
+            else:
+                deadlines[key] = entry
 
-    @app.agent(inputs, concurrency=1, name="process")  # type: ignore[arg-type]  # Faust types it as StreamT
-    async def process(stream: Stream[bytes]) -> None:
-        # Batches cut Faust's per-message overhead and write each person's state once per batch.
-        async for batch in stream.take_events(settings.worker_batch_size, within=settings.worker_batch_seconds):
-            for event in batch:
-                stream._set_current_event(event)
-                message = event.message
-                try:
-                    await handle(message)
-                except Exception as error:  # one poisoned message must not stop the partition
-                    log.exception("processing %s/%d@%d failed", message.topic, message.partition, message.offset)
-                    await dead_letter(message, f"processing failed: {type(error).__name__}: {error}")
-            flush(stream)
+    @app.agent(inputs, concurrency=1, name="process")
+    async def process(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            message = event.message
+            try:
+                await handle(message)
+            except Exception as error:  # one poisoned message must not stop the partition
+                log.exception("processing %s/%d@%d failed", message.topic, message.partition, message.offset)
+                await dead_letter(message, f"processing failed: {type(error).__name__}: {error}")
 
     async def handle(message: Any) -> None:
         position = SourcePosition(topic=message.topic, partition=message.partition, offset=message.offset)
@@ -246,7 +234,6 @@ def build_app(settings: Settings, rules: RulesConfig, clock: PartitionClock | No
             return  # already done: a redelivered request
         stored = persons.get(key)
         cache.pop(key, None)
-        unsaved.pop(key, None)
         changed_profiles.pop(key, None)
         if stored is not None:
             for anonymous_id in PersonState.model_validate_json(stored).profile.anonymous_ids:
