@@ -23,6 +23,9 @@ class Settings(BaseSettings):
         description="prefix for topic names and the consumer groups, to run several pipelines on one broker",
     )
     partitions: int = Field(default=8, ge=1, description="partition count of the topics nudgeflow creates")
+    replication_factor: int = Field(
+        default=1, ge=1, description="replicas of every topic nudgeflow creates (3 on a three-broker cluster)"
+    )
     data_dir: Path = Field(default=Path(".data"), description="local state: Kafka, RocksDB tables, chDB")
     clickhouse_url: str | None = Field(
         default=None,

@@ -49,7 +49,10 @@ def ensure_topics(settings: Settings, topics: list[str] | None = None) -> list[s
             try:
                 configs = {"cleanup.policy": "compact"} if name in compacted else {}
                 topic = NewTopic(
-                    name=name, num_partitions=settings.partitions, replication_factor=1, topic_configs=configs
+                    name=name,
+                    num_partitions=settings.partitions,
+                    replication_factor=settings.replication_factor,
+                    topic_configs=configs,
                 )
                 admin.create_topics([topic])
                 created.append(name)

@@ -58,7 +58,11 @@ def build_app(settings: Settings, rules: RulesConfig, clock: PartitionClock | No
         web_in_thread=False,
         consumer_auto_offset_reset="earliest",
         autodiscover=False,
+        # A state is a few KB: with the default 16 KB batches every send soon waits a broker round trip.
         producer_linger_ms=5,
+        producer_max_batch_size=1_048_576,
+        producer_max_request_size=4_194_304,
+        topic_replication_factor=settings.replication_factor,
         value_serializer="raw",  # tables hold bytes we encode with pydantic/orjson, far faster than Faust's json
     )
 
