@@ -25,6 +25,7 @@ from schemas.settings import Settings
 from streams.collector import sendgrid, twilio
 from streams.collector.dead_letters import collector_dead_letter
 from streams.collector.dedupe import DedupeWindow
+from streams.collector.metrics import CollectorMetrics
 from streams.collector.openapi import openapi_document
 from streams.collector.producer import BrokerUnavailable, EventProducer, Record
 from streams.collector.segment_api import (
@@ -81,6 +82,7 @@ class Collector:
     )
     new_message_id: Callable[[], str] = field(default=lambda: str(uuid.uuid4()))
     sendgrid_key: ec.EllipticCurvePublicKey | None = None
+    metrics: CollectorMetrics = field(default_factory=CollectorMetrics)
 
     def __post_init__(self) -> None:
         if self.settings.sendgrid_public_key and self.sendgrid_key is None:
@@ -155,6 +157,9 @@ class Collector:
         # Remembered only now: an id whose send failed must be accepted when the client retries it.
         for event in fresh:
             self.dedupe.add(event.message_id or "")
+        self.metrics.events.labels(source=source, outcome="accepted").inc(len(fresh))
+        self.metrics.events.labels(source=source, outcome="duplicate").inc(delivery.duplicates)
+        self.metrics.events.labels(source=source, outcome="rejected").inc(len(delivery.rejected))
 
     # --- Segment / RudderStack tracking API ---------------------------------------------------------------
 
@@ -310,6 +315,9 @@ class Collector:
     async def openapi(self, request: web.Request) -> web.Response:
         return json_response(200, openapi_document())
 
+    async def metrics_page(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.exposition(), content_type="text/plain", charset="utf-8")
+
 
 def _first_line(error: Exception) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
@@ -337,7 +345,18 @@ async def json_errors(
 
 
 def build_app(collector: Collector) -> web.Application:
-    app = web.Application(middlewares=[json_errors])
+    @web.middleware
+    async def measured(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        started = time.perf_counter()
+        route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+        response = await handler(request)
+        collector.metrics.requests.labels(route=route, status=str(response.status)).inc()
+        collector.metrics.latency.labels(route=route).observe(time.perf_counter() - started)
+        return response
+
+    app = web.Application(middlewares=[measured, json_errors])
     app[COLLECTOR_KEY] = collector
     for call_type in ("track", "identify", "page", "screen", "alias", "group"):
         app.router.add_post(f"/v1/{call_type}", collector.single_call(call_type))
@@ -347,6 +366,7 @@ def build_app(collector: Collector) -> web.Application:
     app.router.add_post("/webhooks/twilio/status", collector.twilio_status)
     app.router.add_post("/webhooks/twilio/inbound", collector.twilio_inbound)
     app.router.add_get("/openapi.json", collector.openapi)
+    app.router.add_get("/metrics", collector.metrics_page)
 
     async def close_producer(app: web.Application) -> None:
         await app[COLLECTOR_KEY].producer.close()

@@ -297,3 +297,14 @@ async def test_twilio_status_delivered(client: TestClient[Any, Any], producer: M
     assert (event.event, event.properties["trigger_id"], record.key) == ("SMS Delivered", "t-5", b"+14155552671")
     missing = await twilio_post(client, "/webhooks/twilio/status", {"MessageStatus": "delivered"})
     assert missing.status == 400
+
+
+async def test_metrics_count_requests_and_events_by_outcome(client: TestClient[Any, Any]) -> None:
+    batch = {"batch": [track("u1", messageId="m1"), track("u1", messageId="m1"), {"type": "track", "userId": "u2"}]}
+    assert (await client.post("/v1/batch", json=batch, headers=AUTH)).status == 200
+    assert (await client.post("/v1/track", json=track("u3"))).status == 401
+    exposition = await (await client.get("/metrics")).text()
+    assert 'nudgeflow_collector_events_total{outcome="accepted",source="web"} 1.0' in exposition
+    assert 'nudgeflow_collector_events_total{outcome="duplicate",source="web"} 1.0' in exposition
+    assert 'nudgeflow_collector_events_total{outcome="rejected",source="web"} 1.0' in exposition
+    assert 'nudgeflow_collector_requests_total{route="/v1/track",status="401"} 1.0' in exposition
