@@ -313,7 +313,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=50.0, help="messages per second in each timed phase")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each timed phase")
-    parser.add_argument("--people", type=int, default=100, help="distinct people the events rotate through")
+    parser.add_argument(
+        "--people",
+        type=int,
+        default=1000,
+        # Each event opens a new cart and open carts stay in the state: few people would mean huge states.
+        help="distinct people the events rotate through",
+    )
     parser.add_argument("--partitions", type=int, default=8, help="partitions of the topics")
     parser.add_argument("--load", action="store_true", help="also time the worker at half its measured ceiling")
     parser.add_argument("--load-events", type=int, default=10_000, help="backlog that measures the ceiling")
