@@ -8,6 +8,9 @@ from schemas.events import Event, EventName, OrderProperties, ProductProperties
 from schemas.triggers import CartItem
 
 DEFAULT_CART = "default"
+# Carts kept per person, most recently touched first out last: an abandoned cart that is never bought or
+# emptied must not grow the state for ever.
+MAX_CARTS = 5
 
 Carts = Mapping[str, Mapping[str, CartItem]]
 
@@ -23,7 +26,11 @@ def carts_after_event(carts: Carts, event: Event) -> dict[str, dict[str, CartIte
         return updated
     if event.event == EventName.PRODUCT_ADDED:
         product = event.typed_properties(ProductProperties)
-        cart = updated.setdefault(cart_id_of(event.properties), {})
+        cart_id = cart_id_of(event.properties)
+        cart = updated.pop(cart_id, {})
+        updated[cart_id] = cart  # now the most recently touched
+        while len(updated) > MAX_CARTS:
+            del updated[next(iter(updated))]
         existing = cart.get(product.product_id)
         cart[product.product_id] = CartItem(
             product_id=product.product_id,

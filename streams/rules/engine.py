@@ -155,10 +155,12 @@ def _fire(
             del pending[follow_up.slot]  # the series resumes after this step has gone out
         pending[waiting.slot] = waiting.model_copy(update={"fire_at": verdict.until, "deferred": True})
         return state.model_copy(update={"pending": pending})
-    fired = {**state.fired, rule.name: waiting.due_at, waiting.slot: waiting.due_at}
+    # Per-key history older than the policy's memory is dropped; per-rule entries (for `once`) are kept.
+    horizon = decided_at - rules.policy.remember_sent_for
+    fired = {slot: at for slot, at in state.fired.items() if "|" not in slot or at > horizon}
+    fired.update({rule.name: waiting.due_at, waiting.slot: waiting.due_at})
     if isinstance(verdict, Send):
         outcome.triggers.append(verdict.trigger)
-        horizon = decided_at - rules.policy.remember_sent_for
         sent = [r for r in state.sent if r.at > horizon]
         sent.append(SentRecord(trigger_id=trigger.trigger_id, channel=trigger.channel, at=decided_at))
         return state.model_copy(update={"pending": pending, "fired": fired, "sent": sent})

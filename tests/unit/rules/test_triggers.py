@@ -250,3 +250,13 @@ def test_every_shipped_rule_is_covered_above(rule: str) -> None:
         "win_back", "birthday", "cooling_sms", "post_purchase",
     }  # fmt: skip
     assert rule in covered
+
+
+def test_state_stays_bounded_for_someone_who_abandons_cart_after_cart() -> None:
+    feed = known_person()
+    for number in range(40):
+        feed.event(added(days(number), cart=f"c{number}"))
+        feed.tick(days(number) + 40)
+    assert len(feed.state.carts) <= 5
+    assert len([slot for slot in feed.state.fired if slot.startswith("cart_abandonment|")]) <= 31
+    assert len(feed.fired("cart_abandonment")) == 40
