@@ -24,6 +24,7 @@ from sinks.web import build_web_app, start_web
 from sinks.writer import ClickHouseSink
 from tests.integration.conftest import free_port
 from tests.integration.sinks.scenario import Scenario, shop, track
+from tests.integration.sinks.sink_runner import sink_while
 
 pytestmark = pytest.mark.integration
 
@@ -45,20 +46,6 @@ def clickhouse(sink_settings: Settings) -> Iterator[Any]:
 
 def final_counts(client: Any, tables: list[str]) -> dict[str, int]:
     return {t: int(client.query(f"SELECT count() FROM {t} FINAL").result_rows[0][0]) for t in tables}
-
-
-async def sink_while(sink: ClickHouseSink, done: Callable[[], bool], within: float = 60) -> None:
-    task = asyncio.create_task(sink.run())
-    deadline = time.monotonic() + within
-    try:
-        while time.monotonic() < deadline and not task.done():
-            await asyncio.sleep(0.3)
-            if await asyncio.to_thread(done):
-                return
-        raise AssertionError(f"sink did not finish in {within}s; stats {sink.stats}")
-    finally:
-        sink.stop()
-        await task
 
 
 async def load(scenario: Scenario, settings: Settings, client: Any, producer: KafkaProducer) -> ClickHouseSink:

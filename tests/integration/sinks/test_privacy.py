@@ -4,10 +4,8 @@ audit topic with a hash. Contacts are stored hashed."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from sinks.schema import apply_migrations
 from sinks.web import build_web_app, start_web
 from sinks.writer import ClickHouseSink
 from tests.integration.conftest import free_port, read_topic
+from tests.integration.sinks.sink_runner import sink_while
 
 pytestmark = pytest.mark.integration
 
@@ -141,21 +140,6 @@ def produce_person(producer: KafkaProducer, settings: Settings, person: str, mom
     )
     producer.send(settings.dead_letter_topic, key=key, value=letter.model_dump_json().encode())
     producer.flush()
-
-
-async def sink_while(sink: ClickHouseSink, done: Callable[[], bool], within: float = 60) -> None:
-    """Run the sink until `done()` holds (checked in a thread: it may query chDB)."""
-    task = asyncio.create_task(sink.run())
-    deadline = time.monotonic() + within
-    try:
-        while time.monotonic() < deadline and not task.done():
-            await asyncio.sleep(0.3)
-            if await asyncio.to_thread(done):
-                return
-        raise AssertionError(f"sink did not finish in {within}s; stats {sink.stats}")
-    finally:
-        sink.stop()
-        await task
 
 
 def rows_of(client: Any, person: str) -> dict[str, int]:
