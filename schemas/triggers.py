@@ -77,6 +77,7 @@ class SuppressionReason(StrEnum):
     DUPLICATE = "duplicate"
     EXPIRED = "expired"
     HOLDOUT = "holdout"
+    REENTRY = "reentry"
 
 
 class Suppression(WireModel):

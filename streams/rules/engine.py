@@ -15,7 +15,7 @@ from datetime import datetime
 from schemas.events import Event
 from schemas.rules import RulesConfig
 from schemas.segments import SegmentChange
-from schemas.triggers import Suppression, Trigger
+from schemas.triggers import Suppression, SuppressionReason, Trigger
 from streams.rules.carts import carts_after_event
 from streams.rules.facts import profile_facts
 from streams.rules.identity import anonymous_ids_to_link, merge_states
@@ -29,6 +29,7 @@ from streams.rules.triggers import (
     pending_after_event,
     pending_after_segment_changes,
     pending_with_birthdays,
+    reentry_allows_firing,
 )
 
 # Firing can schedule more work due at once (a series step with no delay, a segment entry); bounded.
@@ -149,6 +150,12 @@ def _fire(
     if trigger is None:
         return state.model_copy(update={"pending": pending})
     decided_at = waiting.fire_at if waiting.deferred else waiting.due_at
+    if not reentry_allows_firing(state, rule, waiting):
+        detail = f"re-entry {rule.reentry.value}: the rule already sent this person one"
+        outcome.suppressed.append(
+            Suppression(trigger=trigger, reason=SuppressionReason.REENTRY, detail=detail, decided_at=now)
+        )
+        return state.model_copy(update={"pending": pending})
     verdict = gate(state, trigger, rule, rules.policy, decided_at, now)
     if isinstance(verdict, Defer):
         if follow_up is not None:

@@ -60,6 +60,20 @@ def _may_enter(state: PersonState, pending: Pending, rule: TriggerRule, key: str
     return last is None or moment - last >= rule.reentry_period
 
 
+def reentry_allows_firing(state: PersonState, rule: TriggerRule, waiting: PendingTrigger) -> bool:
+    """Re-entry is checked again when a nudge comes due: several keys can enter before the first one fires
+    (three products viewed in a minute), and a rule allowed once a week must still send one."""
+    if waiting.step > 0 or rule.reentry is Reentry.EVERY_TIME:
+        return True
+    if rule.reentry is Reentry.ONCE:
+        return rule.name not in state.fired
+    if rule.reentry is Reentry.ONCE_PER_KEY:
+        return waiting.slot not in state.fired
+    last = state.fired.get(rule.name)
+    assert rule.reentry_period is not None
+    return last is None or waiting.due_at - last >= rule.reentry_period
+
+
 def _schedule(
     rule: TriggerRule, key: str, step: int, entered_at: datetime, rules: RulesConfig, **extra: Any
 ) -> PendingTrigger:

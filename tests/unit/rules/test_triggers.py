@@ -260,3 +260,12 @@ def test_state_stays_bounded_for_someone_who_abandons_cart_after_cart() -> None:
     assert len(feed.state.carts) <= 5
     assert len([slot for slot in feed.state.fired if slot.startswith("cart_abandonment|")]) <= 31
     assert len(feed.fired("cart_abandonment")) == 40
+
+
+def test_products_viewed_together_give_one_browse_sms_a_week() -> None:
+    feed = known_person()
+    for minute, product in ((1, "sku-1"), (2, "sku-2"), (3, "sku-3")):
+        feed.event(track("Product Viewed", minute, product_id=product))
+    feed.tick(40)
+    assert [t.context["key"] for t in feed.fired("browse_abandonment")] == ["sku-1"]
+    assert feed.reasons("browse_abandonment") == ["reentry", "reentry"]
