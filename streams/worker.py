@@ -159,7 +159,7 @@ def build_app(settings: Settings, rules: RulesConfig, clock: PartitionClock | No
     def save(state: PersonState, partition: int) -> None:
         key = state.person_id.encode()
         previous = cache.get(key)
-        persons[key] = state.model_dump_json().encode()
+        persons[key] = state.model_dump_json(exclude_defaults=True).encode()  # defaults come back on reading
         if len(cache) >= CACHED_STATES:
             cache.clear()
         cache[key] = state

@@ -112,11 +112,24 @@ def _enter(
         pending[slot] = _schedule(rule, key, 0, moment, rules, cause_event_id=cause, context=context)
 
 
+# What a sender needs to show a product; the rest of the tracker's properties stays out of the state.
+PRODUCT_FIELDS = ("product_id", "name", "price", "url", "image_url", "category")
+ORDER_FIELDS = ("order_id", "cart_id", "revenue", "total", "currency")
+
+
+def _picked(document: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    return {name: document[name] for name in fields if document.get(name) is not None}
+
+
 def _entry_context(rule: TriggerRule, event: Event) -> dict[str, Any]:
     if rule.context == "product":
-        return {"product": event.properties}
+        return {"product": _picked(event.properties, PRODUCT_FIELDS)}
     if rule.context == "order":
-        return {"order": event.properties}
+        products = event.properties.get("products")
+        order = _picked(event.properties, ORDER_FIELDS)
+        if isinstance(products, list):
+            order["products"] = [_picked(p, PRODUCT_FIELDS) for p in products if isinstance(p, dict)]
+        return {"order": order}
     return {}
 
 
