@@ -20,6 +20,7 @@ from kafka.errors import KafkaError
 from schemas.settings import Settings
 from streams.rules.timers import utc_now
 from tests.integration.conftest import Broker, WorkerProcess, free_port, read_topic
+from tests.integration.test_profiles import profile_when
 from tests.integration.test_worker import event, identify, send, triggers_of, with_rules
 
 pytestmark = pytest.mark.integration
@@ -121,6 +122,11 @@ def test_two_workers_share_the_group_and_one_leaving_loses_nothing(
         for number, person in enumerate(people[: PEOPLE // 2]):
             expected[person] = shop(producer, settings, person, views=number % 3)
         time.sleep(2)  # the first half's deadlines are pending on both workers when one of them leaves
+        # Either worker answers for anyone: a person owned by the other worker is forwarded there.
+        for asked in (settings, other):
+            for person in people[:6]:
+                document = profile_when(asked, person, lambda d: True)
+                assert document["profile"]["person_id"] == person
         second.stop(signal.SIGTERM)
         assert second.process is not None and second.process.returncode is not None
         for number, person in enumerate(people[PEOPLE // 2 :]):
