@@ -289,26 +289,26 @@ class Collector:
             raise RequestFailed(401, "missing or invalid X-Twilio-Signature")
         return dict(pairs), dict(request.query)
 
-    async def twilio_status(self, request: web.Request) -> web.Response:
+    async def twilio_documents(
+        self, request: web.Request, mapping: Callable[[dict[str, str], dict[str, str], datetime], list[dict[str, Any]]]
+    ) -> Delivery:
+        """Verify a Twilio callback, map it to event documents and deliver them."""
         received_at = self.clock()
         form, params = await self.twilio_form(request)
         try:
-            documents = twilio.map_status(form, params, received_at)
+            documents = mapping(form, params, received_at)
         except ValueError as error:
             raise RequestFailed(400, str(error)) from None
         delivery = self.prepare_documents(list(enumerate(documents)), "twilio", received_at)
         await self.deliver(delivery, "twilio", received_at)
+        return delivery
+
+    async def twilio_status(self, request: web.Request) -> web.Response:
+        delivery = await self.twilio_documents(request, twilio.map_status)
         return json_response(200, {"success": True, "accepted": len(delivery.events)})
 
     async def twilio_inbound(self, request: web.Request) -> web.Response:
-        received_at = self.clock()
-        form, params = await self.twilio_form(request)
-        try:
-            documents = twilio.map_inbound(form, params, received_at)
-        except ValueError as error:
-            raise RequestFailed(400, str(error)) from None
-        delivery = self.prepare_documents(list(enumerate(documents)), "twilio", received_at)
-        await self.deliver(delivery, "twilio", received_at)
+        await self.twilio_documents(request, twilio.map_inbound)
         # An empty TwiML answer: acknowledge without sending an automatic reply.
         return web.Response(status=200, text=EMPTY_TWIML, content_type="text/xml")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,9 +17,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from schemas.settings import Settings
 from sinks import queries
 from sinks.attribution import Model
-from sinks.client import connect
 from sinks.rows import EVENTS, SEGMENT_CHANGES, SUPPRESSIONS, TRIGGERS
-from sinks.schema import apply_migrations
 from sinks.web import build_web_app, start_web
 from sinks.writer import ClickHouseSink
 from tests.integration.conftest import free_port
@@ -29,19 +27,6 @@ from tests.integration.sinks.sink_runner import sink_while
 pytestmark = pytest.mark.integration
 
 CHROMIUM = "/usr/bin/chromium"
-
-
-@pytest.fixture
-def sink_settings(settings: Settings, chdb_path: Path) -> Settings:
-    return settings.model_copy(update={"clickhouse_path": chdb_path})
-
-
-@pytest.fixture
-def clickhouse(sink_settings: Settings) -> Iterator[Any]:
-    client = connect(sink_settings)
-    apply_migrations(client)
-    yield client
-    client.close()
 
 
 def final_counts(client: Any, tables: list[str]) -> dict[str, int]:

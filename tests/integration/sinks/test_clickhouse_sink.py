@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +11,7 @@ import pytest
 from kafka import KafkaProducer
 
 from schemas.settings import Settings
-from sinks.client import connect
 from sinks.queries import table_counts, triggers_by_rule
-from sinks.schema import apply_migrations
 from sinks.writer import ClickHouseSink
 from streams.rules.timers import utc_now
 from tests.integration.conftest import WorkerProcess
@@ -26,14 +23,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def sink_settings(settings: Settings, tmp_path: Path, chdb_path: Path) -> Settings:
     return with_rules(settings, tmp_path, delay="3s").model_copy(update={"clickhouse_path": chdb_path})
-
-
-@pytest.fixture
-def clickhouse(sink_settings: Settings) -> Iterator[Any]:
-    client = connect(sink_settings)
-    apply_migrations(client)
-    yield client
-    client.close()
 
 
 async def sink_until(sink: ClickHouseSink, client: Any, expected: dict[str, int], within: float = 90) -> dict[str, int]:

@@ -5,9 +5,7 @@ audit topic with a hash. Contacts are stored hashed."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -21,9 +19,7 @@ from schemas.segments import SegmentChange
 from schemas.settings import Settings
 from schemas.triggers import Channel, DeadLetter, Suppression, SuppressionReason, Trigger, make_trigger_id
 from sinks import queries
-from sinks.client import connect
 from sinks.contacts import hash_email, hash_phone
-from sinks.schema import apply_migrations
 from sinks.web import build_web_app, start_web
 from sinks.writer import ClickHouseSink
 from tests.integration.conftest import free_port, read_topic
@@ -37,19 +33,6 @@ CONTACTS = {
     ANA: ("ana.lopez@example.com", "+15557770101"),
     BEN: ("ben.okafor@example.com", "+15557770202"),
 }
-
-
-@pytest.fixture
-def sink_settings(settings: Settings, chdb_path: Path) -> Settings:
-    return settings.model_copy(update={"clickhouse_path": chdb_path})
-
-
-@pytest.fixture
-def clickhouse(sink_settings: Settings) -> Iterator[Any]:
-    client = connect(sink_settings)
-    apply_migrations(client)
-    yield client
-    client.close()
 
 
 def event(person: str, name: str, moment: datetime, anonymous: str | None = None, **properties: Any) -> bytes:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,6 @@ from kafka import KafkaProducer
 
 from schemas.privacy import ErasureRequest
 from schemas.settings import Settings
-from sinks.client import connect
-from sinks.schema import apply_migrations
 from sinks.web import build_web_app, start_web
 from sinks.writer import ClickHouseSink
 from tests.integration.conftest import REPO, free_port, read_topic, settings_environment
@@ -29,14 +26,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def sink_settings(settings: Settings, chdb_path: Path) -> Settings:
     return settings.model_copy(update={"clickhouse_path": chdb_path, "sink_web_port": free_port()})
-
-
-@pytest.fixture
-def clickhouse(sink_settings: Settings) -> Iterator[Any]:
-    client = connect(sink_settings)
-    apply_migrations(client)
-    yield client
-    client.close()
 
 
 async def nudgeflow(settings: Settings, *arguments: str) -> subprocess.CompletedProcess[str]:
