@@ -8,22 +8,43 @@ import orjson
 from pydantic import BaseModel
 
 from schemas.events import PROPERTIES_BY_EVENT, Event
-from schemas.triggers import DeadLetter, Trigger
+from schemas.privacy import AuditRecord, ErasureRequest
+from schemas.profile import Profile
+from schemas.segments import SegmentChange
+from schemas.triggers import DeadLetter, Suppression, Trigger
+
+# Where the exported files are kept in the repository, for producers and senders to vendor.
+SHIPPED_DIRECTORY = Path(__file__).resolve().parent / "jsonschema"
 
 EXPORTED: dict[str, type[BaseModel]] = {
     "event": Event,
     "trigger": Trigger,
+    "suppression": Suppression,
+    "segment_change": SegmentChange,
+    "profile": Profile,
     "dead_letter": DeadLetter,
+    "erasure_request": ErasureRequest,
+    "audit_record": AuditRecord,
     **{f"properties.{name.value.lower().replace(' ', '_')}": model for name, model in PROPERTIES_BY_EVENT.items()},
 }
+
+
+def rendered_schemas() -> dict[str, bytes]:
+    """File name -> JSON Schema document of every wire format."""
+    return {
+        f"{name}.json": orjson.dumps(
+            model.model_json_schema(by_alias=True, mode="validation"), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
+        )
+        + b"\n"
+        for name, model in EXPORTED.items()
+    }
 
 
 def export_json_schemas(directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, model in EXPORTED.items():
-        path = directory / f"{name}.json"
-        schema = model.model_json_schema(by_alias=True, mode="validation")
-        path.write_bytes(orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+    for name, document in rendered_schemas().items():
+        path = directory / name
+        path.write_bytes(document)
         written.append(path)
     return written
