@@ -18,6 +18,7 @@ import random
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -165,7 +166,15 @@ def committed_total(admin: KafkaAdminClient, group: str, topic: str, ends: dict[
 
 
 def run_workers(
-    settings: Settings, scratch: Path, children: Children, count: int, ends: dict[int, int], timeout: float
+    settings: Settings,
+    scratch: Path,
+    children: Children,
+    count: int,
+    ends: dict[int, int],
+    timeout: float,
+    command: Sequence[str] | None = None,
+    group: str | None = None,
+    label: str = "worker",
 ) -> WorkerRun:
     expected = sum(ends.values())
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="bench-monitor")
@@ -173,7 +182,7 @@ def run_workers(
     try:
         started = time.perf_counter()
         for number in range(count):
-            data_dir = scratch / f"worker-{number}"
+            data_dir = scratch / f"{label}-{number}"
             data_dir.mkdir()
             environment = {
                 **os.environ,
@@ -189,7 +198,10 @@ def run_workers(
             }
             run.workers.append(
                 children.start(
-                    f"worker-{number}", nudgeflow_command("worker"), environment, scratch / f"worker-{number}.log"
+                    f"{label}-{number}",
+                    command or nudgeflow_command("worker"),
+                    environment,
+                    scratch / f"{label}-{number}.log",
                 )
             )
         deadline = started + timeout
@@ -200,7 +212,7 @@ def run_workers(
             if not any(worker.running() for worker in run.workers):
                 print("every worker exited; last lines of its log:\n" + run.workers[0].tail(), file=sys.stderr)
                 break
-            total, done = committed_total(admin, settings.app_id, settings.events_topic, ends)
+            total, done = committed_total(admin, group or settings.app_id, settings.events_topic, ends)
             now = time.perf_counter()
             run.processed = total
             if total > 0 and run.first_commit_seconds != run.first_commit_seconds:
@@ -212,7 +224,7 @@ def run_workers(
                 break
             if now - last_report >= 10:
                 last_report = now
-                print(f"  worker: {total:,}/{expected:,} committed after {now - started:.0f}s", file=sys.stderr)
+                print(f"  {label}: {total:,}/{expected:,} committed after {now - started:.0f}s", file=sys.stderr)
             time.sleep(POLL_SECONDS)
         if not run.finished:
             run.seconds = time.perf_counter() - started
@@ -221,6 +233,15 @@ def run_workers(
         return run
     finally:
         admin.close()
+
+
+def steady_rate(run: WorkerRun) -> float:
+    """Events/s from the first commit to the last: start-up left out."""
+    steady_seconds = run.seconds - run.first_commit_seconds
+    # Undefined when everything was done by the first commit (a backlog smaller than a commit interval).
+    if run.finished and steady_seconds > 0:
+        return (run.processed - run.committed_at_first) / steady_seconds
+    return float("nan")
 
 
 def topic_sizes(bootstrap: str, topics: dict[str, str]) -> dict[str, int]:
@@ -237,6 +258,9 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=600.0, help="give the worker at most this many seconds")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (broker data, worker logs)")
+    parser.add_argument(
+        "--faust-baseline", action="store_true", help="also time a Faust agent that does nothing (Faust's ceiling)"
+    )
     arguments = parser.parse_args()
     install_signal_handlers()
     shoppers = arguments.shoppers or max(10, arguments.events // 50)
@@ -269,19 +293,23 @@ def main() -> int:
         # Stop the workers before the second baseline so it does not share the two cores with them.
         for worker in run.workers:
             worker.stop()
+        noop: WorkerRun | None = None
+        if arguments.faust_baseline:
+            print("bare Faust agent (reads, does nothing)", file=sys.stderr, flush=True)
+            noop_command = [sys.executable, str(Path(__file__).with_name("faust_noop_worker.py"))]
+            noop = run_workers(
+                settings, scratch, children, 1, ends, arguments.timeout, noop_command,
+                f"{settings.app_id}-faust-noop", "faust-noop",
+            )  # fmt: skip
+            for child in noop.workers:
+                child.stop()
         print("raw aiokafka consumer (after the worker)", file=sys.stderr, flush=True)
         raw_after = raw()
 
         raw_rates = [count / seconds for count, seconds in (raw_before, raw_after) if count == events]
         raw_rate = sum(raw_rates) / len(raw_rates) if raw_rates else float("nan")
         with_startup = run.processed / run.seconds if run.finished else float("nan")
-        steady_seconds = run.seconds - run.first_commit_seconds
-        # Undefined when everything was done by the first commit (a backlog smaller than a commit interval).
-        steady = (
-            (run.processed - run.committed_at_first) / steady_seconds
-            if run.finished and steady_seconds > 0
-            else float("nan")
-        )
+        steady = steady_rate(run)
         outputs = topic_sizes(
             broker.bootstrap,
             {
@@ -309,6 +337,11 @@ def main() -> int:
             ("ratio worker/raw, incl. start-up", with_startup / raw_rate),
             ("ratio worker/raw, excl. start-up", steady / raw_rate),
         ]
+        if noop is not None:
+            noop_steady = steady_rate(noop)
+            rows.append(("bare Faust agent events/s excl. start-up", noop_steady))
+            rows.append(("ratio bare Faust/raw", noop_steady / raw_rate))
+            rows.append(("ratio worker/bare Faust", steady / noop_steady))
         for worker in run.workers:
             rows.append((f"{worker.name} peak RSS MiB (VmHWM)", worker.peak_rss_kib / 1024))
         for label, size in outputs.items():
