@@ -20,6 +20,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
+from schemas.settings import Settings
+
 REPO = Path(__file__).resolve().parents[1]
 KAFKA_SCRIPT = REPO / "deploy" / "kafka" / "kafka.sh"
 LOOPBACK = "127.0.0.1"
@@ -226,3 +228,20 @@ def _cell(value: object) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+def worker_environment(settings: Settings, data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a `nudgeflow worker` child: the bench pipeline's settings, its own RocksDB
+    directory and web port (as a second host would have), and any extra NUDGEFLOW_* variables."""
+    return {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "NUDGEFLOW_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "NUDGEFLOW_NAMESPACE": settings.namespace,
+        "NUDGEFLOW_PARTITIONS": str(settings.partitions),
+        "NUDGEFLOW_DATA_DIR": str(data_dir),
+        "NUDGEFLOW_WORKER_WEB_PORT": str(free_port()),
+        "NUDGEFLOW_TABLE_STORE": "rocksdb",
+        "NUDGEFLOW_LOG_LEVEL": "warning",
+        **extra,
+    }

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import time
 import uuid
@@ -28,13 +27,13 @@ import orjson
 from _harness import (
     Child,
     Children,
-    free_port,
     install_signal_handlers,
     nudgeflow_command,
     percentile,
     print_table,
     running_broker,
     scratch_directory,
+    worker_environment,
 )
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -281,18 +280,7 @@ async def worker_ceiling(settings: Settings, people: list[str], events: int, lim
 def start_worker(settings: Settings, scratch: Path, children: Children, rules_file: Path) -> Child:
     data_dir = scratch / "worker"
     data_dir.mkdir()
-    environment = {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
-        "NUDGEFLOW_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "NUDGEFLOW_NAMESPACE": settings.namespace,
-        "NUDGEFLOW_PARTITIONS": str(settings.partitions),
-        "NUDGEFLOW_DATA_DIR": str(data_dir),
-        "NUDGEFLOW_WORKER_WEB_PORT": str(free_port()),
-        "NUDGEFLOW_TABLE_STORE": "rocksdb",
-        "NUDGEFLOW_RULES_FILE": str(rules_file),
-        "NUDGEFLOW_LOG_LEVEL": "warning",
-    }
+    environment = worker_environment(settings, data_dir, NUDGEFLOW_RULES_FILE=str(rules_file))
     return children.start("worker", nudgeflow_command("worker"), environment, scratch / "worker.log")
 
 

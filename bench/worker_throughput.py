@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import sys
 import time
@@ -28,12 +27,12 @@ import orjson
 from _harness import (
     Child,
     Children,
-    free_port,
     install_signal_handlers,
     nudgeflow_command,
     print_table,
     running_broker,
     scratch_directory,
+    worker_environment,
 )
 from aiokafka import AIOKafkaConsumer
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -184,18 +183,7 @@ def run_workers(
         for number in range(count):
             data_dir = scratch / f"{label}-{number}"
             data_dir.mkdir()
-            environment = {
-                **os.environ,
-                "PYTHONUNBUFFERED": "1",
-                "NUDGEFLOW_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-                "NUDGEFLOW_NAMESPACE": settings.namespace,
-                "NUDGEFLOW_PARTITIONS": str(settings.partitions),
-                # Each worker its own RocksDB directory and web port, as two hosts would have.
-                "NUDGEFLOW_DATA_DIR": str(data_dir),
-                "NUDGEFLOW_WORKER_WEB_PORT": str(free_port()),
-                "NUDGEFLOW_TABLE_STORE": "rocksdb",
-                "NUDGEFLOW_LOG_LEVEL": "warning",
-            }
+            environment = worker_environment(settings, data_dir)
             run.workers.append(
                 children.start(
                     f"{label}-{number}",

@@ -21,24 +21,11 @@ import pytest
 from schemas.settings import Settings
 from streams.rules.timers import utc_now
 from tests.integration.conftest import REPO, free_port, read_topic, settings_environment
+from tests.integration.test_worker import with_rules
 
 pytestmark = pytest.mark.integration
 
 AUTH = "Basic " + base64.b64encode(b"e2e-key:").decode()
-RULES = """
-timers: {grace: 1s}
-triggers:
-  - name: cart_abandonment
-    entry: {event: Product Added}
-    key: cart_id
-    delay: 3s
-    restart_on_repeat: true
-    exit: [{event: Order Completed, match: true}]
-    channel: email
-    template_id: cart_abandonment
-    context: cart
-policy: {caps: {}, quiet_hours: {}}
-"""
 
 
 def call(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
@@ -71,9 +58,7 @@ def eventually(check: Callable[[], Any], what: str, within: float = 60) -> Any:
 
 @pytest.fixture
 def pipeline(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, dict[str, int]]]:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES)
-    configured = settings.model_copy(update={"rules_file": rules})
+    configured = with_rules(settings, tmp_path, delay="3s")  # the cart reminder alone, 3 s after the last add
     ports = {"collector": free_port(), "sink": free_port()}
     environment = {
         **settings_environment(configured),
