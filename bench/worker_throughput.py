@@ -303,7 +303,6 @@ def main() -> int:
             {
                 "triggers": settings.triggers_topic,
                 "triggers.suppressed": settings.suppressed_topic,
-                "timer-checks": settings.timer_checks_topic,
                 "events.dlq": settings.dead_letter_topic,
                 "profiles": settings.profiles_topic,
             },

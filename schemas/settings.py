@@ -42,7 +42,12 @@ class Settings(BaseSettings):
         description="store email addresses and phone numbers in ClickHouse as written; default sha256 hex digests",
     )
     rules_file: Path | None = Field(default=None, description="YAML rules file; unset means the built-in defaults")
-    table_store: str = Field(default="rocksdb", description="Faust table store: rocksdb or memory")
+    table_store: Literal["rocksdb", "memory"] = Field(
+        default="rocksdb", description="where the worker keeps its tables between batches: rocksdb or memory"
+    )
+    worker_batch_size: int = Field(
+        default=2000, ge=1, description="messages the worker applies before storing states and committing, at most"
+    )
     worker_web_host: str = Field(default="127.0.0.1", description="interface of the worker's HTTP API")
     worker_web_port: int = Field(default=6066, description="HTTP port of the worker (profiles, segments, metrics)")
     timer_interval_seconds: float = Field(default=0.5, gt=0, description="how often due deadlines are scanned")
@@ -96,10 +101,6 @@ class Settings(BaseSettings):
         return self.topic("triggers")
 
     @property
-    def timer_checks_topic(self) -> str:
-        return self.topic("timer-checks")
-
-    @property
     def suppressed_topic(self) -> str:
         return self.topic("triggers.suppressed")
 
@@ -126,19 +127,21 @@ class Settings(BaseSettings):
         """What was done about each privacy request; the person appears only as a hash."""
         return self.topic("audit")
 
+    def changelog_topic(self, table: str) -> str:
+        """The compacted topic that keeps one of the worker's tables durable."""
+        return f"{self.app_id}-{table}-changelog"
+
     @property
     def table_changelog_topics(self) -> list[str]:
-        """The worker's table changelogs, named as Faust names them (app id, table, "changelog")."""
-        return [f"{self.app_id}-{table}-changelog" for table in ("persons", "deadlines", "erased")]
+        return [self.changelog_topic(table) for table in ("persons", "erased")]
 
     @property
     def source_topics(self) -> list[str]:
-        """Topics nudgeflow creates itself with its own partition count (Faust does not)."""
+        """Topics nudgeflow creates itself with its own partition count."""
         return [
             self.events_topic,
             self.dead_letter_topic,
             self.triggers_topic,
-            self.timer_checks_topic,
             self.suppressed_topic,
             self.segments_topic,
             self.profiles_topic,

@@ -46,17 +46,27 @@ def command_topics(settings: Settings, arguments: argparse.Namespace) -> int:
 
 
 def command_worker(settings: Settings, arguments: argparse.Namespace) -> int:
-    import faust
-
+    from sinks.web import start_web
+    from streams.api import build_api
     from streams.topics import ensure_topics
-    from streams.worker import build_app
+    from streams.worker import Worker
 
     rules = load_rules(settings.rules_file)
     ensure_topics(settings)
-    app = build_app(settings, rules)
-    # override_logging=False: Faust would replace our handler with its coloured one and drop NUDGEFLOW_LOG_FORMAT.
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False, override_logging=False)
-    worker.execute_from_commandline()
+
+    async def main() -> None:
+        worker = Worker(settings, rules)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, worker.stop)
+        web = await start_web(build_api(worker), settings.worker_web_host, settings.worker_web_port)
+        log.info("worker API on %s (/profiles/{id}, /segments/{name}/members, /metrics)", worker.url)
+        try:
+            await worker.run()
+        finally:
+            await web.cleanup()
+
+    asyncio.run(main())
     return 0
 
 

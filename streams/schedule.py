@@ -1,14 +1,16 @@
 """The pending deadlines of the partitions a worker owns, soonest first, so the timer never scans a table.
 
-The `deadlines` table is the durable truth; this index is rebuilt from it after every rebalance and kept
-current as the agent saves states. Heaps use lazy deletion: an entry counts only while it matches the
-person's current deadline.
+Each person's deadline is part of their stored state, the durable truth; this index is rebuilt from the
+stored states after every rebalance and kept current as the worker saves states. Heaps use lazy deletion:
+an entry counts only while it matches the person's current deadline.
 """
 
 from __future__ import annotations
 
 import heapq
 from datetime import datetime
+
+import orjson
 
 
 class DeadlineIndex:
@@ -45,3 +47,14 @@ class DeadlineIndex:
                 del self._current[key]
                 due_keys.append(key)
         return due_keys
+
+
+def stored_deadline(stored: bytes) -> datetime | None:
+    """The deadline of a stored person state, read without building the model (a rebalance reads them all).
+
+    Must agree with `PersonState.next_deadline`: the earliest pending trigger or segment check."""
+    document = orjson.loads(stored)
+    moments = [datetime.fromisoformat(pending["fire_at"]) for pending in document.get("pending", {}).values()]
+    if document.get("segment_check_at"):
+        moments.append(datetime.fromisoformat(document["segment_check_at"]))
+    return min(moments, default=None)

@@ -1,4 +1,4 @@
-"""Create nudgeflow's topics with its own partition count: Faust does not create source topics itself."""
+"""Create nudgeflow's topics with its own partition count, before any process produces to them."""
 
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ def admin_client(settings: Settings, wait_seconds: float = 60.0) -> KafkaAdminCl
 def ensure_topics(settings: Settings, topics: list[str] | None = None) -> list[str]:
     """Create the missing topics; returns the names created. Existing topics are left as they are.
 
-    The table changelogs are created here too, compacted and with the same partition count: left to Faust,
-    a worker can see its first events before the changelog topic's metadata and refuse them."""
+    The table changelogs are created here too, compacted and with the same partition count as the source
+    topics: a person's state goes to the changelog partition numbered like their events' partition."""
     wanted = topics if topics is not None else settings.source_topics + settings.table_changelog_topics
     compacted = set(settings.table_changelog_topics)
     admin = admin_client(settings)

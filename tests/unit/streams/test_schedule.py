@@ -1,5 +1,5 @@
-from streams.schedule import DeadlineIndex
-from tests.unit.factories import at
+from streams.schedule import DeadlineIndex, stored_deadline
+from tests.unit.factories import Feed, added, at, days, identify, shipped_rules, track
 
 
 def test_due_keys_come_out_soonest_first_per_partition_once() -> None:
@@ -22,3 +22,17 @@ def test_a_moved_or_cleared_deadline_replaces_the_old_one() -> None:
     index.set(b"b", None, 0)  # and this one has nothing pending any more
     assert index.pop_due(0, at(10)) == []
     assert index.pop_due(0, at(20)) == [b"a"]
+
+
+def test_a_stored_state_gives_the_deadline_the_state_itself_gives() -> None:
+    feed = Feed(shipped_rules())
+    assert stored_deadline(feed.state.model_dump_json(exclude_defaults=True).encode()) is None
+    feed.event(identify(0, email="p1@example.com"))
+    feed.event(added(1))
+    feed.event(track("Product Viewed", 2, product_id="sku-2"))
+    stored = feed.state.model_dump_json(exclude_defaults=True).encode()
+    assert feed.state.pending  # the cart and the browse reminders wait
+    assert stored_deadline(stored) == feed.state.next_deadline()
+    feed.tick(days(2))  # everything has fired; only segment checks may remain
+    stored = feed.state.model_dump_json(exclude_defaults=True).encode()
+    assert stored_deadline(stored) == feed.state.next_deadline()

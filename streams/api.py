@@ -1,0 +1,123 @@
+"""The worker's HTTP API: a person's live profile, a segment's members, Prometheus metrics.
+
+A person's state lives on the worker that holds their partition. Asked about someone else's person, a
+worker looks up the owner in the consumer group and redirects there (307), or answers 503 while the
+group is rebalancing and nobody holds the partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import web
+from aiokafka.partitioner import murmur2
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError
+
+from schemas.settings import Settings
+from streams.rules.timers import utc_now
+from streams.views import profile_document, segment_page
+from streams.worker import Worker
+
+log = logging.getLogger(__name__)
+
+CLIENT_PREFIX = "nudgeflow-worker "
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives a key (murmur2, as every producer here uses)."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def owner_url(settings: Settings, partition: int) -> str | None:
+    """The URL of the worker whose consumer holds `partition` of the events topic, from the group's
+    description (workers put their URL in their client id); None while nobody holds it."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap.split(","), client_id="nudgeflow-api")
+    try:
+        description: dict[str, Any] = admin.describe_groups([settings.app_id])[settings.app_id]
+    finally:
+        admin.close()
+    for member in description.get("members") or []:
+        client_id = str(member.get("client_id", ""))
+        if not client_id.startswith(CLIENT_PREFIX):
+            continue
+        for topic, numbers in _assigned(member.get("member_assignment")):
+            if topic == settings.events_topic and partition in numbers:
+                return client_id.removeprefix(CLIENT_PREFIX)
+    return None
+
+
+def _assigned(assignment: Any) -> list[tuple[str, list[int]]]:
+    """(topic, partitions) pairs of a member's decoded assignment, as a dict or as a protocol object."""
+    if assignment is None:
+        return []
+    if isinstance(assignment, dict):
+        pairs = assignment.get("assigned_partitions") or assignment.get("assignment") or []
+    else:
+        pairs = getattr(assignment, "assigned_partitions", None) or getattr(assignment, "assignment", [])
+    result = []
+    for pair in pairs:
+        if isinstance(pair, dict):
+            result.append((str(pair.get("topic")), list(pair.get("partitions") or [])))
+        else:
+            topic, numbers = pair[0], pair[1]
+            result.append((str(topic), list(numbers)))
+    return result
+
+
+def build_api(worker: Worker) -> web.Application:
+    settings = worker.settings
+    routes = web.RouteTableDef()
+
+    @routes.get("/profiles/{person_id}")
+    async def profile_view(request: web.Request) -> web.StreamResponse:
+        person_id = request.match_info["person_id"]
+        key = person_id.encode()
+        partition = partition_of(key, settings.partitions)
+        if partition not in worker.owned:
+            return await _elsewhere(request, partition)
+        state = worker.stored_state(partition, key)
+        if state is None:
+            return web.json_response({"error": f"no profile for {person_id}"}, status=404)
+        if state.merged_into is not None:
+            return web.json_response({"person_id": person_id, "merged_into": state.merged_into}, status=404)
+        return web.json_response(profile_document(state, utc_now(), worker.rules))
+
+    async def _elsewhere(request: web.Request, partition: int) -> web.StreamResponse:
+        try:
+            owner = await asyncio.to_thread(owner_url, settings, partition)
+        except KafkaError as error:
+            owner = None
+            log.warning("cannot describe the worker group: %s", error)
+        if owner is None or owner == worker.url:
+            return web.json_response(
+                {"error": f"partition {partition} is being handed over between workers; retry shortly"},
+                status=503,
+                headers={"Retry-After": "1"},
+            )
+        raise web.HTTPTemporaryRedirect(f"{owner}{request.path_qs}")
+
+    @routes.get("/segments/{name}/members")
+    async def segment_members(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if name not in {segment.name for segment in worker.rules.segments}:
+            return web.json_response({"error": f"no segment named {name}"}, status=404)
+        try:
+            limit = max(1, min(1000, int(request.query.get("limit", "100"))))
+        except ValueError:
+            return web.json_response({"error": "limit must be a whole number"}, status=400)
+        # Each worker knows the partitions it holds; with several workers, ask each and merge.
+        page = segment_page(worker.segment_members(name), request.query.get("after"), limit)
+        return web.json_response({**page, "segment": name, "partitions": sorted(worker.owned)})
+
+    @routes.get("/metrics")
+    async def metrics_view(request: web.Request) -> web.StreamResponse:
+        worker.metrics.pending_timers.set(len(worker.schedule))
+        worker.metrics.profiles.set(len(worker.persons))
+        return web.Response(body=worker.metrics.exposition(), content_type="text/plain", charset="utf-8")
+
+    app = web.Application()
+    app.add_routes(routes)
+    return app

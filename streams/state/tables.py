@@ -1,0 +1,178 @@
+"""Tables: key-value state per partition, kept durable by a compacted changelog topic.
+
+A table belongs to the worker that owns the matching partition of the source topics. Writes are staged
+while a batch is processed and leave in one go at its end: one changelog record per key per batch, and
+the local store is only updated once the broker has acknowledged them. The changelog is the truth: on
+assignment, a partition's store catches up from the changelog offset it last recorded (all of it for an
+in-memory store), so a worker that died at any moment comes back with exactly what the broker holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from rocksdict import Rdict
+
+log = logging.getLogger(__name__)
+
+OFFSETS_FILE = "changelog-offsets.json"
+
+
+class Table:
+    def __init__(self, name: str, changelog_topic: str, directory: Path | None) -> None:
+        """`directory` None keeps every partition in memory; otherwise one RocksDB store per partition."""
+        self.name = name
+        self.changelog_topic = changelog_topic
+        self.directory = directory
+        self._stores: dict[int, MutableMapping[bytes, bytes]] = {}
+        self._staged: dict[int, dict[bytes, bytes | None]] = {}
+        # The changelog offset each partition's store reflects; recorded on disk now and then (a crash
+        # only means reading a little more of the changelog on restart).
+        self._applied: dict[int, int] = {}
+
+    # Reading ----------------------------------------------------------------------------------------
+
+    @property
+    def partitions(self) -> set[int]:
+        return set(self._stores)
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        staged = self._staged.get(partition)
+        if staged is not None and key in staged:
+            return staged[key]
+        store = self._stores.get(partition)
+        if store is None:
+            raise KeyError(f"table {self.name}: partition {partition} is not held by this worker")
+        return store.get(key)
+
+    def items(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
+        """Stored items of one partition (staged writes not included)."""
+        yield from self._stores[partition].items()
+
+    def __len__(self) -> int:
+        return sum(sum(1 for _ in store) for store in self._stores.values())
+
+    # Writing ----------------------------------------------------------------------------------------
+
+    def put(self, partition: int, key: bytes, value: bytes | None) -> None:
+        """Stage a write (None deletes); it reaches the changelog and the store at the next `flush`."""
+        if partition not in self._stores:
+            raise KeyError(f"table {self.name}: partition {partition} is not held by this worker")
+        self._staged.setdefault(partition, {})[key] = value
+
+    def staged(self) -> int:
+        return sum(len(writes) for writes in self._staged.values())
+
+    async def flush(self, producer: AIOKafkaProducer) -> None:
+        """Send the staged writes to the changelog, wait for the broker, then apply them locally."""
+        staged, self._staged = self._staged, {}
+        sends = []
+        for partition, writes in staged.items():
+            for key, value in writes.items():
+                sends.append((partition, key, value, await producer.send(self.changelog_topic, value, key, partition)))
+        for partition, key, value, delivery in sends:
+            metadata = await delivery
+            store = self._stores.get(partition)
+            if store is None:
+                continue  # revoked meanwhile: the next owner reads it from the changelog
+            if value is None:
+                if key in store:
+                    del store[key]
+            else:
+                store[key] = value
+            self._applied[partition] = max(self._applied.get(partition, -1), metadata.offset)
+
+    def discard_staged(self) -> None:
+        self._staged.clear()
+
+    # Ownership ---------------------------------------------------------------------------------------
+
+    async def assign(self, partitions: set[int], bootstrap: str) -> None:
+        """Open the partitions' stores and bring them up to the end of the changelog."""
+        new = sorted(partitions - set(self._stores))
+        for partition in new:
+            self._stores[partition] = self._open(partition)
+            self._applied[partition] = self._recorded_offsets().get(partition, -1) if self.directory else -1
+        await self.catch_up(partitions, bootstrap)
+
+    async def catch_up(self, partitions: set[int], bootstrap: str) -> None:
+        """Apply what the changelog holds beyond each store's recorded offset."""
+        wanted = {TopicPartition(self.changelog_topic, p) for p in partitions if p in self._stores}
+        if not wanted:
+            return
+        started = time.monotonic()
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, client_id="nudgeflow-restore"
+        )
+        await consumer.start()
+        restored = 0
+        try:
+            consumer.assign(list(wanted))
+            ends = await consumer.end_offsets(list(wanted))
+            for tp in wanted:
+                consumer.seek(tp, self._applied[tp.partition] + 1)
+            remaining = {tp for tp in wanted if ends[tp] > self._applied[tp.partition] + 1}
+            while remaining:
+                batch = await consumer.getmany(*remaining, timeout_ms=500, max_records=10_000)
+                for tp, messages in batch.items():
+                    store = self._stores[tp.partition]
+                    for message in messages:
+                        if message.value is None:
+                            if message.key in store:
+                                del store[message.key]
+                        else:
+                            store[message.key] = message.value
+                        self._applied[tp.partition] = message.offset
+                    restored += len(messages)
+                remaining = {tp for tp in remaining if await consumer.position(tp) < ends[tp]}
+        finally:
+            await consumer.stop()
+        self.record_offsets()
+        log.info(
+            "table %s: partitions %s caught up (%d changelog records in %.1fs)",
+            self.name, sorted(p.partition for p in wanted), restored, time.monotonic() - started,
+        )  # fmt: skip
+
+    def revoke(self, partitions: set[int]) -> None:
+        self.record_offsets()
+        for partition in partitions:
+            store = self._stores.pop(partition, None)
+            self._staged.pop(partition, None)
+            if isinstance(store, Rdict):
+                store.close()
+
+    def close(self) -> None:
+        self.revoke(set(self._stores))
+
+    def record_offsets(self) -> None:
+        """Write down how far each local store has applied its changelog."""
+        if self.directory is None:
+            return
+        recorded = {**self._recorded_offsets(), **{p: self._applied[p] for p in self._stores}}
+        for store in self._stores.values():
+            if isinstance(store, Rdict):
+                store.flush()  # the offsets must never run ahead of what the store has on disk
+        self.directory.mkdir(parents=True, exist_ok=True)
+        temporary = self.directory / f"{OFFSETS_FILE}.tmp"
+        temporary.write_bytes(orjson.dumps({str(p): offset for p, offset in recorded.items()}))
+        temporary.replace(self.directory / OFFSETS_FILE)
+
+    def _recorded_offsets(self) -> dict[int, int]:
+        assert self.directory is not None
+        path = self.directory / OFFSETS_FILE
+        if not path.exists():
+            return {}
+        return {int(p): int(offset) for p, offset in orjson.loads(path.read_bytes()).items()}
+
+    def _open(self, partition: int) -> MutableMapping[bytes, bytes]:
+        if self.directory is None:
+            return {}
+        self.directory.mkdir(parents=True, exist_ok=True)
+        store: Any = Rdict(str(self.directory / f"partition-{partition}.rocksdb"))
+        return store  # type: ignore[no-any-return]
