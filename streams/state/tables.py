@@ -56,7 +56,8 @@ class Table:
         yield from self._stores[partition].items()
 
     def __len__(self) -> int:
-        return sum(sum(1 for _ in store) for store in self._stores.values())
+        # keys(): a RocksDB store cannot be iterated directly.
+        return sum(sum(1 for _ in store.keys()) for store in self._stores.values())  # noqa: SIM118
 
     # Writing ----------------------------------------------------------------------------------------
 
