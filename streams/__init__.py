@@ -1,1 +1,2 @@
-"""The Faust side of nudgeflow: topics, tables, agents and timers wired around the pure core in streams.rules."""
+"""The streaming side of nudgeflow: the batched worker, its tables, timers and HTTP API, wired around the
+pure core in streams.rules."""
