@@ -231,8 +231,8 @@ def _cell(value: object) -> str:
 
 
 def worker_environment(settings: Settings, data_dir: Path, **extra: str) -> dict[str, str]:
-    """The environment of a `nudgeflow worker` child: the bench pipeline's settings, its own RocksDB
-    directory and web port (as a second host would have), and any extra NUDGEFLOW_* variables."""
+    """The environment of a `nudgeflow worker` (or `nudgeflow sink`) child: the bench pipeline's settings, its
+    own data directory and web port (as a second host would have), and any extra NUDGEFLOW_* variables."""
     return {
         **os.environ,
         "PYTHONUNBUFFERED": "1",
@@ -241,6 +241,8 @@ def worker_environment(settings: Settings, data_dir: Path, **extra: str) -> dict
         "NUDGEFLOW_PARTITIONS": str(settings.partitions),
         "NUDGEFLOW_DATA_DIR": str(data_dir),
         "NUDGEFLOW_WORKER_WEB_PORT": str(free_port()),
+        # Never the default 6067: a sink started with this environment must not meet one already running.
+        "NUDGEFLOW_SINK_WEB_PORT": str(free_port()),
         "NUDGEFLOW_TABLE_STORE": "rocksdb",
         "NUDGEFLOW_LOG_LEVEL": "warning",
         **extra,
