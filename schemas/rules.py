@@ -6,6 +6,7 @@ reason (`nudgeflow rules check FILE`).
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import time, timedelta
 from enum import StrEnum
@@ -204,7 +205,13 @@ class TriggerRule(RuleModel):
 
     @property
     def schedule(self) -> list[Step]:
-        return self.steps or [Step(delay=self.delay, template_id=self.template_id)]
+        return self.steps or [_single_step(self.delay, self.template_id)]
+
+
+@functools.lru_cache(maxsize=256)
+def _single_step(delay: timedelta, template_id: str) -> Step:
+    # The schedule of a rule without `steps`, asked for on every entry and firing: built once, not each time.
+    return Step(delay=delay, template_id=template_id)
 
 
 class Cap(RuleModel):

@@ -17,7 +17,7 @@ from schemas.rules import RulesConfig
 from schemas.segments import SegmentChange
 from schemas.triggers import Suppression, SuppressionReason, Trigger
 from streams.rules.carts import carts_after_event
-from streams.rules.facts import profile_facts
+from streams.rules.facts import ProfileFacts
 from streams.rules.identity import anonymous_ids_to_link, merge_states
 from streams.rules.policy import Defer, Send, gate
 from streams.rules.profiles import update_profile
@@ -64,16 +64,17 @@ def apply_event(state: PersonState, event: Event, position: SourcePosition, rule
     moment = event.timestamp
     links = anonymous_ids_to_link(state, event)
     current = _run_due(state, moment, moment, rules, outcome)
+    # One copy for everything the event changes; nothing below reads the applied offsets, so they go in too.
     current = current.model_copy(
         update={
             "profile": update_profile(current.profile, event, rules.profile),
             "carts": carts_after_event(current.carts, event),
             "pending": pending_after_event(current, event, rules),
+            "applied_offsets": current.record(position),
         }
     )
     current = _reevaluate_segments(current, moment, rules, outcome)
     current = _run_due(current, moment, moment, rules, outcome)  # rules with no delay fire now
-    current = current.model_copy(update={"applied_offsets": current.record(position)})
     return Step(current, outcome.triggers, outcome.suppressed, outcome.segment_changes, links=links)
 
 
@@ -96,32 +97,35 @@ def advance_time(state: PersonState, now: datetime, position: SourcePosition, ru
 
 
 def _reevaluate_segments(state: PersonState, now: datetime, rules: RulesConfig, outcome: _Outcome) -> PersonState:
-    facts = profile_facts(state.profile, now, rules.profile)
+    facts = ProfileFacts(state.profile, now, rules.profile)
     membership, changes = membership_changes(state.person_id, state.segments, facts, rules, now)
     outcome.segment_changes.extend(changes)
-    return state.model_copy(
-        update={
-            "segments": membership,
-            "segment_check_at": next_segment_check(state.profile, now, rules),
-            "pending": pending_with_birthdays(
-                state, pending_after_segment_changes(state, state.pending, changes, rules), now, rules
-            ),
-        }
+    check_at = next_segment_check(state.profile, now, rules)
+    pending = pending_with_birthdays(
+        state, pending_after_segment_changes(state, state.pending, changes, rules), now, rules
     )
+    if membership == state.segments and _same_moment(check_at, state.segment_check_at) and pending is state.pending:
+        return state  # the usual outcome after an event: nothing to copy
+    return state.model_copy(update={"segments": membership, "segment_check_at": check_at, "pending": pending})
+
+
+def _same_moment(first: datetime | None, second: datetime | None) -> bool:
+    """Equal and in the same zone (equal aware datetimes in two zones would serialise differently)."""
+    if first is None or second is None:
+        return first is second
+    return first == second and first.tzinfo is second.tzinfo
 
 
 def _run_due(state: PersonState, up_to: datetime, now: datetime, rules: RulesConfig, outcome: _Outcome) -> PersonState:
     """Fire everything due at or before `up_to`, in time order, checking segments at their moments."""
     current = state
     for _ in range(MAX_ROUNDS):
-        due = sorted(
-            (p for p in current.pending.values() if p.fire_at <= up_to),
-            key=lambda p: (p.fire_at, -_priority(rules, p.rule), p.rule, p.key, p.step),
-        )
+        due = [p for p in current.pending.values() if p.fire_at <= up_to]
         check_at = current.segment_check_at
         segment_due = check_at is not None and check_at <= up_to
         if not due and not segment_due:
             return current
+        due.sort(key=lambda p: (p.fire_at, -_priority(rules, p.rule), p.rule, p.key, p.step))
         if segment_due and (not due or check_at <= due[0].fire_at):  # type: ignore[operator]
             assert check_at is not None
             current = _reevaluate_segments(current, check_at, rules, outcome)

@@ -6,6 +6,7 @@ Segments are conditions on these facts; the HTTP profile view shows them. Every 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 
 from schemas.profile import Profile
@@ -15,6 +16,8 @@ from streams.rules.profiles import decayed
 Fact = float | int | str | bool | None
 
 WINDOWS = (7, 30, 90)
+ONE_DAY = timedelta(days=1)
+MEASURES = ("views", "adds", "orders", "revenue")
 
 # Days since the last order -> recency score; order count and lifetime revenue -> frequency and
 # monetary scores. Fixed thresholds keep the score a pure function of one profile.
@@ -35,15 +38,16 @@ DAYS_SINCE = {
 
 
 def days_between(earlier: datetime | None, later: datetime) -> float | None:
-    return None if earlier is None else round((later - earlier) / timedelta(days=1), 6)
+    return None if earlier is None else round((later - earlier) / ONE_DAY, 6)
 
 
 def window_sums(profile: Profile, now: datetime, days: int) -> dict[str, float]:
     """Sums of the day buckets within the last `days` days, today included."""
     first_day = now.date() - timedelta(days=days - 1)
+    today = now.date()
     totals = {"views": 0.0, "adds": 0.0, "orders": 0.0, "revenue": 0.0}
     for day, counts in profile.days.items():
-        if first_day <= date.fromisoformat(day) <= now.date():
+        if first_day <= date.fromisoformat(day) <= today:
             totals["views"] += counts.views
             totals["adds"] += counts.adds
             totals["orders"] += counts.orders
@@ -77,26 +81,81 @@ def lifecycle_stage(profile: Profile, now: datetime, config: ProfileConfig) -> s
     return "active"
 
 
+class ProfileFacts:
+    """The facts of one profile at one moment, each worked out only when read.
+
+    Segments are re-checked after every event and their conditions usually name a handful of the thirty
+    facts, so a check pays for those alone. A window's sums and the RFM scores are kept once worked out,
+    as several facts share each of them.
+    """
+
+    __slots__ = ("_rfm", "_windows", "config", "now", "profile")
+
+    def __init__(self, profile: Profile, now: datetime, config: ProfileConfig) -> None:
+        self.profile = profile
+        self.now = now
+        self.config = config
+        self._windows: dict[int, dict[str, float]] = {}
+        self._rfm: tuple[int, int, int] | None = None
+
+    def get(self, name: str, /) -> Fact:
+        compute = _FACTS.get(name)
+        return None if compute is None else compute(self)  # like a dict of the facts would
+
+    def as_dict(self) -> dict[str, Fact]:
+        return {name: compute(self) for name, compute in _FACTS.items()}
+
+    def window_sum(self, measure: str, window: int) -> float:
+        sums = self._windows.get(window)
+        if sums is None:
+            sums = self._windows[window] = window_sums(self.profile, self.now, window)
+        return round(sums[measure], 2)
+
+    def rfm_scores(self) -> tuple[int, int, int]:
+        if self._rfm is None:
+            self._rfm = rfm(self.profile, self.now)
+        return self._rfm
+
+    def engagement(self) -> float:
+        profile = self.profile
+        return round(decayed(profile.engagement, profile.engagement_at, self.now, self.config.engagement_half_life), 4)
+
+
+def _window_fact(measure: str, window: int) -> Callable[[ProfileFacts], Fact]:
+    return lambda facts: facts.window_sum(measure, window)
+
+
+def _days_since_fact(field: str) -> Callable[[ProfileFacts], Fact]:
+    return lambda facts: days_between(getattr(facts.profile, field), facts.now)
+
+
+def _rfm_score(facts: ProfileFacts) -> str:
+    recency, frequency, monetary = facts.rfm_scores()
+    return f"{recency}{frequency}{monetary}"
+
+
+# Every fact: name -> how to work it out. This order is the order the profile view lists them in.
+_FACTS: dict[str, Callable[[ProfileFacts], Fact]] = {
+    "event_count": lambda facts: facts.profile.event_count,
+    "order_count": lambda facts: facts.profile.order_count,
+    "lifetime_revenue": lambda facts: facts.profile.revenue,
+    "unopened_emails": lambda facts: facts.profile.unopened_emails,
+    "identified": lambda facts: facts.profile.identified,
+    "has_email": lambda facts: facts.profile.email is not None,
+    "has_phone": lambda facts: facts.profile.phone is not None,
+    "email_consent": lambda facts: facts.profile.consent.get("email"),
+    "sms_consent": lambda facts: facts.profile.consent.get("sms"),
+    "engagement": ProfileFacts.engagement,
+    "lifecycle_stage": lambda facts: lifecycle_stage(facts.profile, facts.now, facts.config),
+    **{f"{measure}_{window}d": _window_fact(measure, window) for window in WINDOWS for measure in MEASURES},
+    **{fact: _days_since_fact(field) for fact, field in DAYS_SINCE.items()},
+    "rfm_recency": lambda facts: facts.rfm_scores()[0],
+    "rfm_frequency": lambda facts: facts.rfm_scores()[1],
+    "rfm_monetary": lambda facts: facts.rfm_scores()[2],
+    "rfm_score": _rfm_score,
+}
+
+
 def profile_facts(profile: Profile, now: datetime, config: ProfileConfig) -> dict[str, Fact]:
-    facts: dict[str, Fact] = {
-        "event_count": profile.event_count,
-        "order_count": profile.order_count,
-        "lifetime_revenue": profile.revenue,
-        "unopened_emails": profile.unopened_emails,
-        "identified": profile.identified,
-        "has_email": profile.email is not None,
-        "has_phone": profile.phone is not None,
-        "email_consent": profile.consent.get("email"),
-        "sms_consent": profile.consent.get("sms"),
-        "engagement": round(decayed(profile.engagement, profile.engagement_at, now, config.engagement_half_life), 4),
-        "lifecycle_stage": lifecycle_stage(profile, now, config),
-    }
-    for window in WINDOWS:
-        for measure, total in window_sums(profile, now, window).items():
-            facts[f"{measure}_{window}d"] = round(total, 2)
-    for fact, field in DAYS_SINCE.items():
-        facts[fact] = days_between(getattr(profile, field), now)
-    recency, frequency, monetary = rfm(profile, now)
-    facts.update(rfm_recency=recency, rfm_frequency=frequency, rfm_monetary=monetary)
-    facts["rfm_score"] = f"{recency}{frequency}{monetary}"
-    return facts
+    """Every fact of `profile` at `now`."""
+    return ProfileFacts(profile, now, config).as_dict()

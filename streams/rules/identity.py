@@ -23,6 +23,8 @@ def anonymous_ids_to_link(state: PersonState, event: Event) -> list[str]:
         candidates.append(event.anonymous_id)
     if event.type == "alias" and event.previous_id and event.user_id:
         candidates.append(event.previous_id)
+    if not candidates:
+        return []  # most events: nothing to link
     known = set(state.profile.anonymous_ids)
     return [
         anonymous for anonymous in dict.fromkeys(candidates) if anonymous != state.person_id and anonymous not in known

@@ -58,15 +58,19 @@ def _earlier(current: datetime | None, moment: datetime) -> datetime:
     return moment if current is None else min(current, moment)
 
 
+EMPTY_DAY = DayCounts()
+
+
 def _add_to_day(days: dict[str, DayCounts], moment: datetime, **increments: float) -> dict[str, DayCounts]:
     key = moment.date().isoformat()
-    current = days.get(key, DayCounts())
-    updated = current.model_copy(
-        update={field: round(getattr(current, field) + amount, 2) for field, amount in increments.items()}
-    )
-    latest = max([date.fromisoformat(day) for day in days] + [moment.date()])
+    current = days.get(key, EMPTY_DAY)
+    totals = {"views": current.views, "adds": current.adds, "orders": current.orders, "revenue": current.revenue}
+    totals.update({field: round(totals[field] + amount, 2) for field, amount in increments.items()})
+    updated = DayCounts(**totals)  # four plain numbers: validating them is cheaper than model_copy
+    dates = {day: date.fromisoformat(day) for day in days}
+    latest = max([*dates.values(), moment.date()])
     oldest_kept = latest - timedelta(days=WINDOW_DAYS - 1)
-    kept = {day: counts for day, counts in days.items() if date.fromisoformat(day) >= oldest_kept}
+    kept = {day: counts for day, counts in days.items() if dates[day] >= oldest_kept}
     if moment.date() >= oldest_kept:
         kept[key] = updated
     return kept

@@ -2,56 +2,120 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, time, timedelta
+from typing import Any, Protocol
 
 from schemas.profile import Profile
-from schemas.rules import Condition, Operator, RulesConfig, SegmentRule
+from schemas.rules import Condition, Operator, RulesConfig
 from schemas.segments import SegmentChange
 from streams.rules.facts import DAYS_SINCE, WINDOWS, Fact
+from streams.rules.per_rules import per_rules
+
+
+class Facts(Protocol):
+    """Where a condition reads facts: a ProfileFacts, which works out only those read, or a plain dict."""
+
+    def get(self, name: str, /) -> Fact: ...
+
+
+Test = Callable[[Facts], bool]
+
+_COMPARISONS: dict[Operator, Callable[[Any, Any], Any]] = {
+    Operator.GT: operator.gt,
+    Operator.GE: operator.ge,
+    Operator.LT: operator.lt,
+    Operator.LE: operator.le,
+}
+
+
+def compile_condition(condition: Condition) -> Test:
+    """The condition as a test on facts, its operator and value looked at once rather than on every check."""
+    fact, expected = condition.fact, condition.value
+    if condition.op is Operator.IN:
+        if not isinstance(expected, list):
+            return lambda facts: False
+        return lambda facts: str(facts.get(fact)) in expected
+    if condition.op is Operator.EQ:
+        return lambda facts: facts.get(fact) == expected
+    if condition.op is Operator.NE:
+        return lambda facts: facts.get(fact) != expected
+    if expected is None or isinstance(expected, list):
+        return lambda facts: False  # nothing is above or below no threshold
+    compare = _COMPARISONS[condition.op]
+
+    def holds(facts: Facts) -> bool:
+        actual = facts.get(fact)
+        if actual is None:
+            return False  # an unknown fact is neither above nor below a threshold
+        try:
+            return bool(compare(actual, expected))
+        except TypeError:
+            return False
+
+    return holds
 
 
 def condition_holds(condition: Condition, facts: Mapping[str, Fact]) -> bool:
-    actual = facts.get(condition.fact)
-    expected = condition.value
-    if condition.op is Operator.IN:
-        return isinstance(expected, list) and str(actual) in expected
-    if condition.op is Operator.EQ:
-        return actual == expected
-    if condition.op is Operator.NE:
-        return actual != expected
-    if actual is None or expected is None or isinstance(expected, list):
-        return False  # an unknown fact is neither above nor below a threshold
-    try:
-        if condition.op is Operator.GT:
-            return actual > expected  # type: ignore[operator]
-        if condition.op is Operator.GE:
-            return actual >= expected  # type: ignore[operator]
-        if condition.op is Operator.LT:
-            return actual < expected  # type: ignore[operator]
-        return actual <= expected  # type: ignore[operator]
-    except TypeError:
-        return False
+    return compile_condition(condition)(facts)
 
 
-def is_member(segment: SegmentRule, facts: Mapping[str, Fact]) -> bool:
-    return all(condition_holds(c, facts) for c in segment.all) and (
-        not segment.any or any(condition_holds(c, facts) for c in segment.any)
+@dataclass(frozen=True)
+class CompiledSegment:
+    """A segment rule as tests: members pass every test in `all` and, when `any` has some, one of those."""
+
+    name: str
+    all: tuple[Test, ...]
+    any: tuple[Test, ...]
+
+    def admits(self, facts: Facts) -> bool:
+        return all(test(facts) for test in self.all) and (not self.any or any(test(facts) for test in self.any))
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """What segment checks need from the rules, worked out once per rules object."""
+
+    segments: tuple[CompiledSegment, ...]
+    # (profile field, how long after it) for every numeric days-since condition: membership may change at
+    # that moment with no new event. Just past the threshold, so `>` as well as `>=` holds when checked.
+    crossings: tuple[tuple[str, timedelta], ...]
+
+
+@per_rules
+def segment_plan(rules: RulesConfig) -> SegmentPlan:
+    crossings = []
+    for segment in rules.segments:
+        for condition in [*segment.all, *segment.any]:
+            field = DAYS_SINCE.get(condition.fact)
+            if field is None or not isinstance(condition.value, int | float) or isinstance(condition.value, bool):
+                continue
+            crossings.append((field, timedelta(days=condition.value, microseconds=1)))
+    compiled = tuple(
+        CompiledSegment(
+            name=segment.name,
+            all=tuple(compile_condition(condition) for condition in segment.all),
+            any=tuple(compile_condition(condition) for condition in segment.any),
+        )
+        for segment in rules.segments
     )
+    return SegmentPlan(segments=compiled, crossings=tuple(crossings))
 
 
 def membership_changes(
     person_id: str,
     current: Mapping[str, datetime],
-    facts: Mapping[str, Fact],
+    facts: Facts,
     rules: RulesConfig,
     now: datetime,
 ) -> tuple[dict[str, datetime], list[SegmentChange]]:
     """New membership (segment -> entered at) and the enter/exit changes, in the rules' segment order."""
     updated: dict[str, datetime] = {}
     changes: list[SegmentChange] = []
-    for segment in rules.segments:
-        member = is_member(segment, facts)
+    for segment in segment_plan(rules).segments:
+        member = segment.admits(facts)
         was = segment.name in current
         if member:
             updated[segment.name] = current[segment.name] if was else now
@@ -62,27 +126,28 @@ def membership_changes(
     return updated, changes
 
 
+LONGEST_WINDOW = timedelta(days=max(WINDOWS))
+ONE_DAY = timedelta(days=1)
+MIDNIGHT = time(0)
+
+
 def next_segment_check(profile: Profile, now: datetime, rules: RulesConfig) -> datetime | None:
     """When membership may next change with no new event: a days-since threshold being crossed, or a
     day bucket leaving a rolling window (at midnight UTC). None once nothing can change any more."""
-    if not rules.segments or profile.last_seen is None:
+    last_seen = profile.last_seen
+    if not rules.segments or last_seen is None:
         return None
     candidates: list[datetime] = []
-    longest = timedelta(days=max(WINDOWS))
-    for segment in rules.segments:
-        for condition in [*segment.all, *segment.any]:
-            field = DAYS_SINCE.get(condition.fact)
-            if field is None or not isinstance(condition.value, int | float) or isinstance(condition.value, bool):
-                continue
-            base: datetime | None = getattr(profile, field)
-            if base is None:
-                continue
-            # Just past the threshold, so `>` as well as `>=` holds when the check runs.
-            crossing = base + timedelta(days=condition.value, microseconds=1)
-            longest = max(longest, crossing - profile.last_seen)
-            if crossing > now:
-                candidates.append(crossing)
-    if now <= profile.last_seen + longest + timedelta(days=1):
-        midnight = datetime.combine(now.date() + timedelta(days=1), time(0), tzinfo=now.tzinfo)
+    longest = LONGEST_WINDOW
+    for field, after in segment_plan(rules).crossings:
+        base: datetime | None = getattr(profile, field)
+        if base is None:
+            continue
+        crossing = base + after
+        longest = max(longest, crossing - last_seen)
+        if crossing > now:
+            candidates.append(crossing)
+    if now <= last_seen + longest + ONE_DAY:
+        midnight = datetime.combine(now.date() + ONE_DAY, MIDNIGHT, tzinfo=now.tzinfo)
         candidates.append(midnight)
     return min(candidates, default=None)

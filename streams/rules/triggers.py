@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
 from schemas.events import Event
-from schemas.rules import Reentry, RulesConfig, TriggerRule
+from schemas.rules import Exit, Reentry, RulesConfig, TriggerRule
 from schemas.segments import SegmentChange
 from schemas.triggers import Channel, Trigger, make_trigger_id
 from streams.rules.carts import DEFAULT_CART, cart_context
+from streams.rules.per_rules import per_rules
 from streams.rules.policy import HOLDOUT_VARIANT, person_zone
 from streams.rules.state import PendingTrigger, PersonState
 
@@ -133,23 +135,47 @@ def _entry_context(rule: TriggerRule, event: Event) -> dict[str, Any]:
     return {}
 
 
+@dataclass(frozen=True)
+class EventRules:
+    """The trigger rules an event name concerns, in the rules' order."""
+
+    exits: tuple[tuple[TriggerRule, Exit], ...] = ()  # every rule with an exit on it, enabled or not
+    entries: tuple[TriggerRule, ...] = ()  # enabled rules it enters
+
+
+@per_rules
+def rules_by_event(rules: RulesConfig) -> dict[str, EventRules]:
+    """Event name -> the rules it exits and enters; most events concern one rule or none."""
+    names = {exit_rule.event for rule in rules.triggers for exit_rule in rule.exit}
+    names.update(rule.entry.event for rule in rules.triggers if rule.entry.event is not None)
+    return {
+        name: EventRules(
+            exits=tuple(
+                (rule, exit_rule) for rule in rules.triggers for exit_rule in rule.exit if exit_rule.event == name
+            ),
+            entries=tuple(rule for rule in rules.triggers if rule.enabled and rule.entry.event == name),
+        )
+        for name in names
+    }
+
+
 def pending_after_event(state: PersonState, event: Event, rules: RulesConfig) -> Pending:
     """Exits first (an order cancels the reminders it settles), then entries for this event."""
     pending = dict(state.pending)
     if event.type != "track" or not event.event:
         return pending
+    concerned = rules_by_event(rules).get(event.event)
+    if concerned is None:
+        return pending
     moment = event.timestamp
-    for rule in rules.triggers:
-        for exit_rule in rule.exit:
-            if exit_rule.event != event.event:
-                continue
-            key = event.properties.get(rule.key) if (exit_rule.match and rule.key) else None
-            for slot, waiting in list(pending.items()):
-                settles = waiting.rule == rule.name and (key is None or waiting.key == str(key))
-                if settles and waiting.entered_at <= moment:
-                    del pending[slot]
-    for rule in rules.triggers:
-        if rule.enabled and rule.entry.event == event.event and _matches(rule.entry.where, event.properties):
+    for rule, exit_rule in concerned.exits:
+        key = event.properties.get(rule.key) if (exit_rule.match and rule.key) else None
+        for slot, waiting in list(pending.items()):
+            settles = waiting.rule == rule.name and (key is None or waiting.key == str(key))
+            if settles and waiting.entered_at <= moment:
+                del pending[slot]
+    for rule in concerned.entries:
+        if _matches(rule.entry.where, event.properties):
             key = _key_of(rule, event.properties)
             _enter(state, pending, rule, key, moment, rules, event.message_id, _entry_context(rule, event))
     return pending
@@ -162,10 +188,11 @@ def _matches(where: Mapping[str, Any], properties: Mapping[str, Any]) -> bool:
 def pending_after_segment_changes(
     state: PersonState, pending: Pending, changes: Iterable[SegmentChange], rules: RulesConfig
 ) -> Pending:
+    entered = [change for change in changes if change.change == "enter"]
+    if not entered:
+        return pending  # the usual case; callers never change a pending mapping in place
     updated = dict(pending)
-    for change in changes:
-        if change.change != "enter":
-            continue
+    for change in entered:
         for rule in rules.triggers:
             if rule.enabled and rule.entry.segment == change.segment:
                 _enter(state, updated, rule, change.segment, change.at, rules, None, {"segment": change.segment})
@@ -211,7 +238,8 @@ def pending_with_birthdays(state: PersonState, pending: Pending, now: datetime, 
         updated[f"{rule.name}|{key}"] = PendingTrigger(
             rule=rule.name, key=key, entered_at=now, due_at=moment, fire_at=fire_at
         )
-    return updated
+    # Only ever added to: the same size means nothing new, and the caller can tell by identity.
+    return updated if len(updated) > len(pending) else pending
 
 
 def build_trigger(state: PersonState, waiting: PendingTrigger, rule: TriggerRule, now: datetime) -> Trigger | None:

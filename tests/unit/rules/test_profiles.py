@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from schemas.events import Event
 from schemas.profile import Profile
-from schemas.rules import ProfileConfig
+from schemas.rules import FACT_NAMES, ProfileConfig
 from streams.rules.facts import lifecycle_stage, profile_facts, rfm
 from streams.rules.profiles import update_profile
 from tests.unit.factories import added, at, days, identify, ordered, track
@@ -132,3 +132,8 @@ def test_days_since_facts() -> None:
     assert facts["days_since_last_order"] == 7
     assert facts["days_since_last_email_open"] is None
     assert timedelta(days=1) == at(days(1)) - at(0)
+
+
+def test_every_fact_a_segment_may_name_is_worked_out() -> None:
+    # Conditions are validated against FACT_NAMES; reading a fact the core does not know would give None.
+    assert set(profile_facts(Profile(person_id="p1"), at(0), CONFIG)) == FACT_NAMES
