@@ -12,11 +12,11 @@ import logging
 from typing import Any
 
 from aiohttp import web
-from aiokafka.partitioner import murmur2
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from schemas.settings import Settings
+from streams.outbox import partition_of
 from streams.rules.timers import utc_now
 from streams.views import profile_document, segment_page
 from streams.worker import Worker
@@ -24,11 +24,6 @@ from streams.worker import Worker
 log = logging.getLogger(__name__)
 
 CLIENT_PREFIX = "nudgeflow-worker "
-
-
-def partition_of(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner gives a key (murmur2, as every producer here uses)."""
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def owner_url(settings: Settings, partition: int) -> str | None:

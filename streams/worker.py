@@ -37,11 +37,13 @@ from schemas.rules import RulesConfig
 from schemas.settings import Settings
 from schemas.triggers import DeadLetter
 from streams.metrics import WorkerMetrics
+from streams.outbox import Outbox
 from streams.rules.engine import Step, absorb, advance_time, apply_event
 from streams.rules.state import PersonState, SourcePosition
 from streams.rules.timers import PartitionClock, utc_now
 from streams.schedule import DeadlineIndex, stored_deadline
 from streams.state.tables import Table
+from streams.state.tables import flush as flush_tables
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,7 @@ class Worker:
         self._cache: dict[bytes, PersonState] = {}
         self._dirty: dict[bytes, tuple[int, PersonState]] = {}  # changed in this batch: key -> (partition, state)
         self._changed_profiles: dict[bytes, PersonState] = {}  # for the next profile snapshots
-        self._deliveries: list[asyncio.Future[Any]] = []
+        self._outbox: Outbox | None = None  # what this batch publishes
         self._applied_events: Counter[tuple[str, str]] = Counter()  # (type, event name) -> count, this batch
         self._lock = asyncio.Lock()  # one batch or one rebalance at a time
         self._stopping = asyncio.Event()
@@ -115,6 +117,7 @@ class Worker:
             max_partition_fetch_bytes=4_194_304,
         )
         await self._producer.start()
+        self._outbox = Outbox(self._producer)
         await self._consumer.start()
         self._consumer.subscribe(self.source_topics, listener=_Rebalance(self))
         try:
@@ -156,15 +159,13 @@ class Worker:
 
     async def _flush(self, offsets: dict[TopicPartition, int]) -> None:
         """Outputs acknowledged, then states, then offsets: see the module's docstring for why."""
-        assert self._consumer is not None and self._producer is not None
-        deliveries, self._deliveries = self._deliveries, []
-        await _all_delivered(deliveries)
+        assert self._consumer is not None and self._producer is not None and self._outbox is not None
+        await self._outbox.send()
         dirty, self._dirty = self._dirty, {}
         for key, (partition, state) in dirty.items():
             # Defaults are left out: they come back on reading, and most fields of most people are defaults.
             self.persons.put(partition, key, state.model_dump_json(exclude_defaults=True).encode())
-        await self.persons.flush(self._producer)
-        await self.erased.flush(self._producer)
+        await flush_tables([self.persons, self.erased], self._outbox)
         # Counted per batch: a labelled Prometheus counter costs microseconds per increment.
         applied, self._applied_events = self._applied_events, Counter()
         for (kind, name), count in applied.items():
@@ -188,7 +189,8 @@ class Worker:
             await asyncio.sleep(RECOVERY_BACKOFF_SECONDS)
             self._cache.clear()
             self._dirty.clear()
-            self._deliveries.clear()
+            if self._outbox is not None:
+                self._outbox.clear()
             self._applied_events.clear()
             self.persons.discard_staged()
             self.erased.discard_staged()
@@ -355,9 +357,9 @@ class Worker:
 
     # Output --------------------------------------------------------------------------------------------------
 
-    async def _send(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> None:
-        assert self._producer is not None
-        self._deliveries.append(await self._producer.send(topic, value, key, partition))
+    async def _send(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None) -> None:
+        assert self._outbox is not None
+        self._outbox.add(topic, key, value, partition)
 
     async def _publish(self, step: Step, partition: int) -> None:
         if not step.applied:
@@ -431,14 +433,6 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self.worker.on_assigned(assigned)
-
-
-async def _all_delivered(deliveries: list[asyncio.Future[Any]]) -> None:
-    """Wait for every send to be acknowledged; the first failure is raised once all have settled."""
-    results = await asyncio.gather(*deliveries, return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
 
 
 def _microseconds(moment: datetime) -> int:

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from rocksdict import Rdict
+
+from streams.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -70,24 +72,29 @@ class Table:
     def staged(self) -> int:
         return sum(len(writes) for writes in self._staged.values())
 
-    async def flush(self, producer: AIOKafkaProducer) -> None:
-        """Send the staged writes to the changelog, wait for the broker, then apply them locally."""
+    def _queue_staged(self, outbox: Outbox) -> dict[int, dict[bytes, bytes | None]]:
         staged, self._staged = self._staged, {}
-        sends = []
         for partition, writes in staged.items():
             for key, value in writes.items():
-                sends.append((partition, key, value, await producer.send(self.changelog_topic, value, key, partition)))
-        for partition, key, value, delivery in sends:
-            metadata = await delivery
+                outbox.add(self.changelog_topic, key, value, partition)
+        return staged
+
+    def _apply(self, staged: dict[int, dict[bytes, bytes | None]], offsets: dict[tuple[str, int], int]) -> None:
+        for partition, writes in staged.items():
             store = self._stores.get(partition)
             if store is None:
                 continue  # revoked meanwhile: the next owner reads it from the changelog
-            if value is None:
-                if key in store:
-                    del store[key]
-            else:
-                store[key] = value
-            self._applied[partition] = max(self._applied.get(partition, -1), metadata.offset)
+            for key, value in writes.items():
+                if value is None:
+                    if key in store:
+                        del store[key]
+                else:
+                    store[key] = value
+            # The first offset of the last record batch: never past what the store holds, so a restart
+            # may re-read a few records, which is harmless, and never skips one.
+            written = offsets.get((self.changelog_topic, partition))
+            if written is not None:
+                self._applied[partition] = max(self._applied.get(partition, -1), written)
 
     def discard_staged(self) -> None:
         self._staged.clear()
@@ -177,3 +184,13 @@ class Table:
         self.directory.mkdir(parents=True, exist_ok=True)
         store: Any = Rdict(str(self.directory / f"partition-{partition}.rocksdb"))
         return store  # type: ignore[no-any-return]
+
+
+async def flush(tables: Sequence[Table], outbox: Outbox) -> None:
+    """Send the tables' staged writes to their changelogs in one go, wait for the broker, then apply them
+    to the local stores. `outbox` must hold nothing else: all of it is sent."""
+    staged = [(table, table._queue_staged(outbox)) for table in tables]
+    written = await outbox.send()
+    offsets = {(topic, partition): offset for topic, partition, offset in written}
+    for table, writes in staged:
+        table._apply(writes, offsets)

@@ -8,7 +8,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from schemas.settings import Settings
-from streams.state.tables import Table
+from streams.outbox import Outbox
+from streams.state.tables import Table, flush
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +20,7 @@ async def write(settings: Settings, table: Table, writes: dict[bytes, bytes | No
     try:
         for key, value in writes.items():
             table.put(partition, key, value)
-        await table.flush(producer)
+        await flush([table], Outbox(producer))
     finally:
         await producer.stop()
 
