@@ -7,7 +7,7 @@ three steps, and the order is what makes a crash harmless (DESIGN principle 4):
    (triggers, suppressions, segment changes, identity links, dead letters) is handed to the producer;
 2. once the broker has acknowledged all of it, each changed person's state is written to the persons
    changelog, one record per person per batch;
-3. once those are acknowledged, the batch's offsets are committed.
+3. once those are acknowledged, the batch's offsets may be committed (at most every COMMIT_EVERY_SECONDS).
 
 A crash before 2 replays the batch and may publish a trigger again under the same trigger_id (senders
 drop it); a crash after 2 replays messages the stored states already count, which the core skips. The
@@ -53,6 +53,9 @@ CACHED_STATES = 50_000
 # A person whose deadline is still due after the clock reached it is looked at again after this long.
 CHECK_RETRY_SECONDS = 5.0
 
+# Offsets are committed at most this often (and on every rebalance and at shutdown).
+COMMIT_EVERY_SECONDS = 0.2
+
 # After a failed flush (broker away longer than the producer's own retries), wait this long and rewind.
 RECOVERY_BACKOFF_SECONDS = 1.0
 
@@ -82,6 +85,8 @@ class Worker:
         self._lock = asyncio.Lock()  # one batch or one rebalance at a time
         self._stopping = asyncio.Event()
         self._snapshot_at = 0.0
+        self._uncommitted: dict[TopicPartition, int] = {}  # next offsets to commit, stored but not committed
+        self._committed_at = 0.0
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
 
@@ -101,7 +106,7 @@ class Worker:
             bootstrap_servers=settings.kafka_bootstrap,
             client_id=f"nudgeflow-worker {self.url}",
             acks="all",
-            linger_ms=5,
+            linger_ms=0,  # the outbox already sends a whole batch at once: waiting longer only adds latency
             max_batch_size=1_048_576,
             max_request_size=4_194_304,
         )
@@ -132,6 +137,7 @@ class Worker:
                         await self._recover(error)
         finally:
             async with self._lock:
+                await self._commit()
                 self.persons.close()
                 self.erased.close()
             await self._consumer.stop()
@@ -170,6 +176,16 @@ class Worker:
         applied, self._applied_events = self._applied_events, Counter()
         for (kind, name), count in applied.items():
             self.metrics.events.labels(type=kind, event=name).inc(count)
+        self._uncommitted.update(offsets)
+        # Committing is a round trip of its own; under load, once every COMMIT_EVERY_SECONDS is enough, since
+        # the stored states already say what was applied: a crash replays a little more, which changes nothing.
+        if time.monotonic() - self._committed_at >= COMMIT_EVERY_SECONDS:
+            await self._commit()
+
+    async def _commit(self) -> None:
+        assert self._consumer is not None
+        offsets, self._uncommitted = self._uncommitted, {}
+        self._committed_at = time.monotonic()
         if not offsets:
             return
         try:
@@ -177,6 +193,9 @@ class Worker:
         except (CommitFailedError, IllegalStateError) as error:
             # A rebalance took a partition meanwhile: its new owner skips what the stored states count.
             log.info("offsets not committed (%s); the partitions' next owner resumes from the states", error)
+        except KafkaError as error:
+            # The next commit carries later offsets; until then a restart replays what the states already count.
+            log.warning("offsets not committed (%s: %s); the next commit covers them", type(error).__name__, error)
 
     async def _recover(self, error: Exception) -> None:
         """The broker failed us mid-batch: forget the batch and rewind to the last committed offsets.
@@ -189,6 +208,7 @@ class Worker:
             await asyncio.sleep(RECOVERY_BACKOFF_SECONDS)
             self._cache.clear()
             self._dirty.clear()
+            self._uncommitted.clear()
             if self._outbox is not None:
                 self._outbox.clear()
             self._applied_events.clear()
@@ -214,14 +234,22 @@ class Worker:
         async with self._lock:
             for table in (self.persons, self.erased):
                 table.revoke(table.partitions - partitions)
-                await table.assign(partitions, self.settings.kafka_bootstrap)
+                # Until the tables are restored the partitions cannot be processed: keep trying.
+                while True:
+                    try:
+                        await table.assign(partitions, self.settings.kafka_bootstrap)
+                        break
+                    except KafkaError as error:
+                        log.warning("restoring table %s failed (%s); retrying", table.name, error)
+                        await asyncio.sleep(RECOVERY_BACKOFF_SECONDS)
             self.owned = partitions
             self._cache.clear()
             self._rebuild_schedule()
         log.info("worker holds partitions %s; %d pending deadlines", sorted(partitions), len(self.schedule))
 
     async def on_revoked(self) -> None:
-        async with self._lock:  # waits for the batch in hand to be stored and committed
+        async with self._lock:  # waits for the batch in hand to be stored
+            await self._commit()
             self.owned = set()
             self._cache.clear()
 
