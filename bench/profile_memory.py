@@ -68,7 +68,7 @@ def person_states(
                 offsets[partition] += 1
                 state = apply_event(state, parse_event(orjson.dumps(document)), position, rules).state
         # What a live worker's timers would have done since: due reminders fire (or are suppressed by caps).
-        check = SourcePosition(topic="timer-checks", partition=partition, offset=number)
+        check = SourcePosition(topic="clock", partition=partition, offset=int(now.timestamp() * 1_000_000))
         state = advance_time(state, now, check, rules).state
         yield person, state
 
