@@ -11,8 +11,9 @@ another:
   c. `nudgeflow sink` reads the events into chDB, progress read from its group's committed offsets;
   b. `nudgeflow worker` on the default rules, progress read from group `settings.app_id`'s committed offsets
      on the events topic: once with 1 worker, once with 2 in one group (each its own data dir and web port);
-  and the event-to-trigger latency of a fresh worker with trigger_latency's zero-delay rule, at half the
-  1-worker rate, beside the broker's own produce-to-consume round trip at the same rate.
+  and the event-to-trigger latency of a fresh worker on the default rules plus a zero-delay probe rule:
+  probes (one per identified person) at --probe-rate amid shopper traffic at half the 1-worker rate, beside
+  the broker's own produce-to-consume round trip at the probe rate.
 
 Rates leave start-up out (first commit to last). Each worker or sink phase gets at most --phase-timeout
 seconds and whatever is left of --budget; a phase that runs out reports its partial rate, a phase with no
@@ -26,11 +27,12 @@ import asyncio
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+import yaml
 from _harness import (
     Child,
     Children,
@@ -41,8 +43,8 @@ from _harness import (
     running_broker,
     scratch_directory,
 )
+from aiokafka import AIOKafkaProducer
 from trigger_latency import (
-    RULES_YAML,
     MatchReader,
     MessageFactory,
     Phase,
@@ -65,6 +67,7 @@ from worker_throughput import (
     topic_sizes,
 )
 
+from schemas.rules import DEFAULT_RULES_FILE
 from schemas.settings import Settings
 from streams.topics import ensure_topics
 
@@ -179,56 +182,93 @@ def dead_letters(settings: Settings, label: str) -> list[str]:
     return notes
 
 
+# The latency probe: a zero-delay rule added to the default rules. Its people are identified with an email
+# and consent and receive one probe each, so caps, consent and quiet hours let every probe through.
+PROBE_RULE: dict[str, object] = {
+    "name": "latency_probe",
+    "entry": {"event": "Product Added"},
+    "key": "cart_id",
+    "delay": "0s",
+    "channel": "email",
+    "template_id": "probe",
+    "reentry": "every_time",
+}
+
+
+def probe_rules() -> str:
+    rules = yaml.safe_load(DEFAULT_RULES_FILE.read_text())
+    rules["triggers"].append(PROBE_RULE)
+    return str(yaml.safe_dump(rules, sort_keys=False))
+
+
+async def with_background(
+    bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]], rate: float, measured: Awaitable[Phase]
+) -> Phase:
+    """Run `measured` while `messages` go to `topic` at `rate`/s (sent in small bursts on a fixed schedule)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+
+    async def background() -> None:
+        started = time.perf_counter()
+        burst = max(1, round(rate / 100))
+        for first in range(0, len(messages), burst):
+            delay = started + first / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            for key, value in messages[first : first + burst]:
+                await producer.send(topic, value=value, key=key)
+
+    sending = asyncio.create_task(background())
+    try:
+        return await measured
+    finally:
+        sending.cancel()
+        await producer.stop()
+
+
 def latency_rows(
     settings: Settings, scratch: Path, children: Children, rate: float, arguments: argparse.Namespace
 ) -> tuple[list[Row], bool]:
-    """trigger_latency's measure at `rate`: the broker's round trip on a plain topic, then a fresh worker on
-    the zero-delay rule, each event timed from its send to its trigger's arrival. Also whether every message
-    was matched."""
+    """Event-to-trigger latency of a fresh worker on the default rules plus a zero-delay probe rule, while
+    shopper traffic flows at `rate`/s: probes at --probe-rate, each timed from its send to its trigger's
+    arrival. Beside it, the broker's own round trip at the probe rate on a plain topic. Also whether every
+    message was matched."""
     ensure_topics(settings)
     plain_topic = settings.topic("roundtrip")
     ensure_topics(settings, [plain_topic])
     rules_file = scratch / "latency-rules.yaml"
-    rules_file.write_text(RULES_YAML)
-    count = max(1, round(rate * arguments.latency_seconds))
-    # Every event opens a cart that stays in its person's state: spread them so no state grows huge.
-    people = [f"latency-{number:06d}" for number in range(max(arguments.latency_people, count // 20))]
+    rules_file.write_text(probe_rules())
+    probe_rate = arguments.probe_rate
+    count = max(1, round(probe_rate * arguments.latency_seconds))
+    people = [f"latency-{number:06d}" for number in range(count)]  # one probe each
+    background_events = round(rate * (arguments.latency_seconds + 30))  # outlasts the phase and its drain
+    background = shopper_traffic(background_events, max(10, background_events // 50), timedelta(hours=2), 11)
     tag = uuid.uuid4().hex[:6]
 
-    def timed(
-        label: str, produce_topic: str, consume_topic: str, make: MessageFactory, read: MatchReader, count: int = count
-    ) -> Phase:
-        print(f"{label}: {count:,} messages at {rate:,.0f}/s", file=sys.stderr, flush=True)
-        return asyncio.run(
-            timed_phase(
-                settings.kafka_bootstrap,
-                label,
-                produce_topic,
-                consume_topic,
-                make,
-                read,
-                rate,
-                count,
-                settings.partitions,
-            )
+    def timed(label: str, produce_topic: str, consume_topic: str, make: MessageFactory, read: MatchReader) -> Phase:
+        return timed_phase(
+            settings.kafka_bootstrap,
+            label,
+            produce_topic,
+            consume_topic,
+            make,
+            read,
+            probe_rate,
+            count,
+            settings.partitions,
         )
 
-    # The topic is seconds old (its metadata and leaders still settling): unrecorded traffic first.
-    warm = max(1, round(rate * min(arguments.latency_seconds, 3.0)))
-    timed("warming up the round-trip topic", plain_topic, plain_topic, plain_message(people, tag + "x"), plain_id, warm)
-    broker = timed(
-        f"broker round trip at {rate:,.0f}/s", plain_topic, plain_topic, plain_message(people, tag + "r"), plain_id
-    )
+    broker_label = f"broker round trip at {probe_rate:,.0f}/s"
+    print(broker_label, file=sys.stderr, flush=True)
+    asyncio.run(timed("warming up", plain_topic, plain_topic, plain_message(people, tag + "x"), plain_id))
+    broker = asyncio.run(timed(broker_label, plain_topic, plain_topic, plain_message(people, tag + "r"), plain_id))
     worker = start_worker(settings, scratch, children, rules_file)
     print(f"latency worker starting; identifying {len(people):,} people", file=sys.stderr, flush=True)
     startup = asyncio.run(identify_everyone(settings, people, arguments.phase_timeout, worker))
-    live = timed(
-        f"worker event -> trigger at {rate:,.0f}/s",
-        settings.events_topic,
-        settings.triggers_topic,
-        product_added(people, tag + "w"),
-        trigger_cart,
-    )
+    live_label = f"worker event -> trigger, {probe_rate:,.0f} probes/s in {rate:,.0f} events/s"
+    print(live_label, file=sys.stderr, flush=True)
+    probes = timed(live_label, settings.events_topic, settings.triggers_topic, product_added(people, tag), trigger_cart)
+    live = asyncio.run(with_background(settings.kafka_bootstrap, settings.events_topic, background, rate, probes))
     worker.sample_rss()
     worker.stop()
     rows = []
@@ -247,8 +287,8 @@ def latency_rows(
         )
         if phase.matched != phase.sent:
             row.notes.append(f"only {phase.matched:,} of {phase.sent:,} matched")
-        if phase.sent and row.rate < 0.95 * rate:
-            row.notes.append(f"sent at {row.rate:,.0f}/s, below the {rate:,.0f}/s asked for")
+        if phase.sent and row.rate < 0.95 * probe_rate:
+            row.notes.append(f"sent at {row.rate:,.0f}/s, below the {probe_rate:,.0f}/s asked for")
         row.notes.extend(drift(phase))
         if process:
             row.notes.extend(log_notes([process]))
@@ -314,7 +354,7 @@ def main() -> int:
     parser.add_argument("--phase-timeout", type=float, default=900.0, help="at most this long for each phase")
     parser.add_argument("--latency-seconds", type=float, default=15.0, help="length of each latency phase")
     parser.add_argument("--latency-rate", type=float, default=None, help="events/s (default half the 1-worker rate)")
-    parser.add_argument("--latency-people", type=int, default=1000, help="fewest people the latency events rotate")
+    parser.add_argument("--probe-rate", type=float, default=50.0, help="latency probes per second amid the traffic")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (broker data, logs, chDB)")
     arguments = parser.parse_args()

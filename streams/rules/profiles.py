@@ -59,19 +59,31 @@ def _earlier(current: datetime | None, moment: datetime) -> datetime:
 
 
 EMPTY_DAY = DayCounts()
+DAYS_KEPT_BEFORE_LATEST = timedelta(days=WINDOW_DAYS - 1)
 
 
-def _add_to_day(days: dict[str, DayCounts], moment: datetime, **increments: float) -> dict[str, DayCounts]:
-    key = moment.date().isoformat()
+def _add_to_day(
+    days: dict[str, DayCounts],
+    moment: datetime,
+    *,
+    views: int = 0,
+    adds: int = 0,
+    orders: int = 0,
+    revenue: float | None = None,
+) -> dict[str, DayCounts]:
+    day = moment.date()
+    key = day.isoformat()
     current = days.get(key, EMPTY_DAY)
-    totals = {"views": current.views, "adds": current.adds, "orders": current.orders, "revenue": current.revenue}
-    totals.update({field: round(totals[field] + amount, 2) for field, amount in increments.items()})
-    updated = DayCounts(**totals)  # four plain numbers: validating them is cheaper than model_copy
-    dates = {day: date.fromisoformat(day) for day in days}
-    latest = max([*dates.values(), moment.date()])
-    oldest_kept = latest - timedelta(days=WINDOW_DAYS - 1)
-    kept = {day: counts for day, counts in days.items() if dates[day] >= oldest_kept}
-    if moment.date() >= oldest_kept:
+    updated = DayCounts(  # four plain numbers: validating them is cheaper than model_copy
+        views=current.views + views,
+        adds=current.adds + adds,
+        orders=current.orders + orders,
+        revenue=current.revenue if revenue is None else round(current.revenue + revenue, 2),
+    )
+    dates = {existing: date.fromisoformat(existing) for existing in days}
+    oldest_kept = max([*dates.values(), day]) - DAYS_KEPT_BEFORE_LATEST
+    kept = {existing: counts for existing, counts in days.items() if dates[existing] >= oldest_kept}
+    if day >= oldest_kept:
         kept[key] = updated
     return kept
 

@@ -76,11 +76,17 @@ def reentry_allows_firing(state: PersonState, rule: TriggerRule, waiting: Pendin
     return last is None or waiting.due_at - last >= rule.reentry_period
 
 
+def _deadlines(rule: TriggerRule, step: int, entered_at: datetime, rules: RulesConfig) -> tuple[datetime, datetime]:
+    """When a step entered at `entered_at` is due, and when it fires (after the grace for late events)."""
+    due = entered_at + rule.schedule[step].delay
+    fire_at = due + rules.timers.grace if due > entered_at else due  # nothing can cancel a zero delay
+    return due, fire_at
+
+
 def _schedule(
     rule: TriggerRule, key: str, step: int, entered_at: datetime, rules: RulesConfig, **extra: Any
 ) -> PendingTrigger:
-    due = entered_at + rule.schedule[step].delay
-    fire_at = due + rules.timers.grace if due > entered_at else due  # nothing can cancel a zero delay
+    due, fire_at = _deadlines(rule, step, entered_at, rules)
     return PendingTrigger(
         rule=rule.name, key=key, step=step, entered_at=entered_at, due_at=due, fire_at=fire_at, **extra
     )
@@ -100,12 +106,11 @@ def _enter(
     current = pending.get(slot)
     if current is not None:
         if rule.restart_on_repeat and not current.deferred:
-            moved = _schedule(rule, key, current.step, moment, rules)
-            later_due = max(current.due_at, moved.due_at)
+            due, fire_at = _deadlines(rule, current.step, moment, rules)
             pending[slot] = current.model_copy(
                 update={
-                    "due_at": later_due,
-                    "fire_at": max(current.fire_at, moved.fire_at),
+                    "due_at": max(current.due_at, due),
+                    "fire_at": max(current.fire_at, fire_at),
                     "context": context or current.context,
                 }
             )

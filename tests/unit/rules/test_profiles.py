@@ -60,6 +60,13 @@ def test_a_late_event_lands_in_its_own_day() -> None:
     assert profile.last_seen == at(days(10))
 
 
+def test_a_day_s_revenue_is_kept_to_the_cent() -> None:
+    profile = build(ordered(0, cart=None, revenue=0.1), ordered(1, cart=None, revenue=0.2))
+    [counts] = profile.days.values()
+    assert (counts.orders, counts.revenue, counts.views) == (2, 0.3, 0)
+    assert profile_facts(profile, at(2), CONFIG)["revenue_7d"] == 0.3
+
+
 def test_orders_revenue_and_rfm() -> None:
     profile = build(*[ordered(days(day), cart=None, revenue=150) for day in (1, 10, 20)])
     assert (profile.order_count, profile.revenue) == (3, 450)

@@ -40,6 +40,16 @@ class TestCartAbandonment:
         assert trigger.template_id == f"cart_abandonment_{trigger.variant}"
         assert trigger.expires_at == at(32 + 24 * 60)
 
+    def test_a_late_add_does_not_bring_the_reminder_forward(self) -> None:
+        feed = known_person()
+        feed.event(added(10, "sku-1"))
+        feed.event(added(1, "sku-2"))  # arrives after the first, stamped before it
+        feed.tick(40.05)  # 30 minutes after the later add, within the 5s grace
+        assert feed.fired("cart_abandonment") == []
+        feed.tick(40.1)
+        [trigger] = feed.fired("cart_abandonment")
+        assert trigger.due_at == at(40)
+
     def test_an_order_for_the_cart_cancels_it(self) -> None:
         feed = known_person()
         feed.event(added(1))
