@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     table_store: Literal["rocksdb", "memory"] = Field(
         default="rocksdb", description="where the worker keeps its tables between batches: rocksdb or memory"
     )
+    worker_linger_ms: float = Field(
+        default=20.0,
+        ge=0,
+        description="once messages arrive, how long the worker gathers more before applying them as one batch",
+    )
     worker_batch_size: int = Field(
         default=2000, ge=1, description="messages the worker applies before storing states and committing, at most"
     )

@@ -127,9 +127,7 @@ class Worker:
         self._consumer.subscribe(self.source_topics, listener=_Rebalance(self))
         try:
             while not self._stopping.is_set():
-                batch = await self._consumer.getmany(
-                    timeout_ms=int(settings.timer_interval_seconds * 1000), max_records=settings.worker_batch_size
-                )
+                batch = await self._next_batch()
                 async with self._lock:
                     try:
                         await self._process(batch)
@@ -142,6 +140,26 @@ class Worker:
                 self.erased.close()
             await self._consumer.stop()
             await self._producer.stop()
+
+    async def _next_batch(self) -> dict[TopicPartition, list[Any]]:
+        """Wait for messages (at most a timer interval), then gather more for up to worker_linger_ms.
+
+        Under live traffic a fetch brings a handful of messages; every batch costs a few sends and round
+        trips and a state write per person, so a few milliseconds of gathering buys a lot of throughput."""
+        assert self._consumer is not None
+        settings = self.settings
+        limit = settings.worker_batch_size
+        batch: dict[TopicPartition, list[Any]] = await self._consumer.getmany(
+            timeout_ms=int(settings.timer_interval_seconds * 1000), max_records=limit
+        )
+        gathered = sum(len(messages) for messages in batch.values())
+        until = time.monotonic() + settings.worker_linger_ms / 1000
+        while batch and gathered < limit and (left := until - time.monotonic()) > 0:
+            more = await self._consumer.getmany(timeout_ms=max(1, int(left * 1000)), max_records=limit - gathered)
+            for tp, messages in more.items():
+                batch.setdefault(tp, []).extend(messages)
+                gathered += len(messages)
+        return batch
 
     async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
         assert self._consumer is not None
