@@ -6,12 +6,15 @@ three steps, and the order is what makes a crash harmless (DESIGN principle 4):
 1. every message of the batch is applied to the person's state in memory, and what the core returns
    (triggers, suppressions, segment changes, identity links, dead letters) is handed to the producer;
 2. once the broker has acknowledged all of it, each changed person's state is written to the persons
-   changelog, one record per person per batch;
-3. once those are acknowledged, the batch's offsets may be committed (at most every COMMIT_EVERY_SECONDS).
+   changelog, one record per person;
+3. once those are acknowledged, the offsets are committed.
 
-A crash before 2 replays the batch and may publish a trigger again under the same trigger_id (senders
-drop it); a crash after 2 replays messages the stored states already count, which the core skips. The
-deadlines a person waits for are part of their state, so timers cannot be lost apart from it.
+Steps 2 and 3 run every STORE_EVERY_SECONDS rather than after every batch, so a busy person's state is
+encoded and written once for many batches.
+
+A crash before 2 replays the batches since the last store and may publish a trigger again under the same
+trigger_id (senders drop it); a crash after 2 replays messages the stored states already count, which the
+core skips. The deadlines a person waits for are part of their state, so timers cannot be lost apart from it.
 
 Batches replaced a Faust agent: Faust's per-message machinery capped a worker at about 2.6k events/s
 on this project's machine before any of our code ran (bench/worker_throughput.py --faust-baseline).
@@ -53,8 +56,10 @@ CACHED_STATES = 50_000
 # A person whose deadline is still due after the clock reached it is looked at again after this long.
 CHECK_RETRY_SECONDS = 5.0
 
-# Offsets are committed at most this often (and on every rebalance and at shutdown).
-COMMIT_EVERY_SECONDS = 0.2
+# Changed states are stored, and then offsets committed, at most this often (and on every rebalance and at
+# shutdown), or sooner once this many states wait.
+STORE_EVERY_SECONDS = 0.5
+MOST_UNSTORED_STATES = 20_000
 
 # After a failed flush (broker away longer than the producer's own retries), wait this long and rewind.
 RECOVERY_BACKOFF_SECONDS = 1.0
@@ -78,15 +83,15 @@ class Worker:
         self.owned: set[int] = set()  # partitions of the source topics (co-partitioned) this worker holds
         self.url = f"http://{settings.worker_web_host}:{settings.worker_web_port}"
         self._cache: dict[bytes, PersonState] = {}
-        self._dirty: dict[bytes, tuple[int, PersonState]] = {}  # changed in this batch: key -> (partition, state)
+        self._dirty: dict[bytes, tuple[int, PersonState]] = {}  # changed, not yet stored: key -> (partition, state)
         self._changed_profiles: dict[bytes, PersonState] = {}  # for the next profile snapshots
         self._outbox: Outbox | None = None  # what this batch publishes
         self._applied_events: Counter[tuple[str, str]] = Counter()  # (type, event name) -> count, this batch
         self._lock = asyncio.Lock()  # one batch or one rebalance at a time
         self._stopping = asyncio.Event()
         self._snapshot_at = 0.0
-        self._uncommitted: dict[TopicPartition, int] = {}  # next offsets to commit, stored but not committed
-        self._committed_at = 0.0
+        self._uncommitted: dict[TopicPartition, int] = {}  # next offsets to commit once the states are stored
+        self._stored_at = 0.0
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
 
@@ -135,7 +140,7 @@ class Worker:
                         await self._recover(error)
         finally:
             async with self._lock:
-                await self._commit()
+                await self._store_and_commit()
                 self.persons.close()
                 self.erased.close()
             await self._consumer.stop()
@@ -183,27 +188,28 @@ class Worker:
 
     async def _flush(self, offsets: dict[TopicPartition, int]) -> None:
         """Outputs acknowledged, then states, then offsets: see the module's docstring for why."""
-        assert self._consumer is not None and self._producer is not None and self._outbox is not None
+        assert self._outbox is not None
         await self._outbox.send()
-        dirty, self._dirty = self._dirty, {}
-        for key, (partition, state) in dirty.items():
-            # Defaults are left out: they come back on reading, and most fields of most people are defaults.
-            self.persons.put(partition, key, state.model_dump_json(exclude_defaults=True).encode())
-        await flush_tables([self.persons, self.erased], self._outbox)
         # Counted per batch: a labelled Prometheus counter costs microseconds per increment.
         applied, self._applied_events = self._applied_events, Counter()
         for (kind, name), count in applied.items():
             self.metrics.events.labels(type=kind, event=name).inc(count)
         self._uncommitted.update(offsets)
-        # Committing is a round trip of its own; under load, once every COMMIT_EVERY_SECONDS is enough, since
-        # the stored states already say what was applied: a crash replays a little more, which changes nothing.
-        if time.monotonic() - self._committed_at >= COMMIT_EVERY_SECONDS:
-            await self._commit()
+        # A busy person changes in many batches: storing every STORE_EVERY_SECONDS encodes and writes their
+        # state once for all of them. A crash replays what was not stored, publishing the same trigger ids.
+        if time.monotonic() - self._stored_at >= STORE_EVERY_SECONDS or len(self._dirty) >= MOST_UNSTORED_STATES:
+            await self._store_and_commit()
 
-    async def _commit(self) -> None:
-        assert self._consumer is not None
+    async def _store_and_commit(self) -> None:
+        """Write each changed state once, wait for the broker, then commit the offsets they account for."""
+        assert self._consumer is not None and self._outbox is not None
+        self._stored_at = time.monotonic()
+        dirty, self._dirty = self._dirty, {}
+        for key, (partition, state) in dirty.items():
+            # Defaults are left out: they come back on reading, and most fields of most people are defaults.
+            self.persons.put(partition, key, state.model_dump_json(exclude_defaults=True).encode())
+        await flush_tables([self.persons, self.erased], self._outbox)
         offsets, self._uncommitted = self._uncommitted, {}
-        self._committed_at = time.monotonic()
         if not offsets:
             return
         try:
@@ -267,7 +273,7 @@ class Worker:
 
     async def on_revoked(self) -> None:
         async with self._lock:  # waits for the batch in hand to be stored
-            await self._commit()
+            await self._store_and_commit()
             self.owned = set()
             self._cache.clear()
 
@@ -385,6 +391,9 @@ class Worker:
     # State -------------------------------------------------------------------------------------------------
 
     def _load(self, key: bytes, partition: int) -> PersonState:
+        unstored = self._dirty.get(key)
+        if unstored is not None:
+            return unstored[1]
         cached = self._cache.get(key)
         if cached is not None:
             return cached
@@ -455,6 +464,10 @@ class Worker:
     # Reads for the HTTP API -----------------------------------------------------------------------------------
 
     def stored_state(self, partition: int, key: bytes) -> PersonState | None:
+        """The person's latest state (changes not yet stored included), or None for nobody."""
+        unstored = self._dirty.get(key)
+        if unstored is not None:
+            return unstored[1]
         cached = self._cache.get(key)
         if cached is not None:
             return cached
@@ -462,12 +475,15 @@ class Worker:
         return None if stored is None else PersonState.model_validate_json(stored)
 
     def segment_members(self, name: str) -> list[str]:
-        return [
-            key.decode()
+        """Members among the people this worker holds, changes not yet stored included."""
+        members = {
+            key
             for partition in sorted(self.owned)
             for key, stored in self.persons.items(partition)
-            if name in orjson.loads(stored).get("segments", {})
-        ]
+            if key not in self._dirty and name in orjson.loads(stored).get("segments", {})
+        }
+        members.update(key for key, (_, state) in self._dirty.items() if name in state.segments)
+        return [key.decode() for key in members]
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -34,8 +34,8 @@ class Table:
         self.directory = directory
         self._stores: dict[int, MutableMapping[bytes, bytes]] = {}
         self._staged: dict[int, dict[bytes, bytes | None]] = {}
-        # The changelog offset each partition's store reflects; recorded on disk now and then (a crash
-        # only means reading a little more of the changelog on restart).
+        # The changelog offset each partition's store reflects; written to disk on every assignment, revocation
+        # and shutdown (after a crash the store reads a little more of the changelog, which is harmless).
         self._applied: dict[int, int] = {}
 
     # Reading ----------------------------------------------------------------------------------------
@@ -54,8 +54,14 @@ class Table:
         return store.get(key)
 
     def items(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
-        """Stored items of one partition (staged writes not included)."""
-        yield from self._stores[partition].items()
+        """Items of one partition as `get` sees them: staged writes included."""
+        staged = self._staged.get(partition, {})
+        for key, value in self._stores[partition].items():
+            if key not in staged:
+                yield key, value
+        for key, staged_value in staged.items():
+            if staged_value is not None:
+                yield key, staged_value
 
     def __len__(self) -> int:
         # keys(): a RocksDB store cannot be iterated directly.
@@ -68,9 +74,6 @@ class Table:
         if partition not in self._stores:
             raise KeyError(f"table {self.name}: partition {partition} is not held by this worker")
         self._staged.setdefault(partition, {})[key] = value
-
-    def staged(self) -> int:
-        return sum(len(writes) for writes in self._staged.values())
 
     def _queue_staged(self, outbox: Outbox) -> dict[int, dict[bytes, bytes | None]]:
         staged, self._staged = self._staged, {}
