@@ -73,7 +73,7 @@ def build_api(worker: Worker) -> web.Application:
         partition = partition_of(key, settings.partitions)
         if partition not in worker.owned:
             return await _elsewhere(request, partition)
-        state = worker.stored_state(partition, key)
+        state = worker.latest_state(partition, key)
         if state is None:
             return web.json_response({"error": f"no profile for {person_id}"}, status=404)
         if state.merged_into is not None:

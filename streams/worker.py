@@ -353,7 +353,7 @@ class Worker:
         partition = position.partition
         if self.erased.get(partition, hashed.encode()) is not None:
             return  # already done: a redelivered request
-        state = self.stored_state(partition, key)
+        state = self.latest_state(partition, key)
         self._cache.pop(key, None)
         self._dirty.pop(key, None)
         self._changed_profiles.pop(key, None)
@@ -391,17 +391,13 @@ class Worker:
     # State -------------------------------------------------------------------------------------------------
 
     def _load(self, key: bytes, partition: int) -> PersonState:
-        unstored = self._dirty.get(key)
-        if unstored is not None:
-            return unstored[1]
-        cached = self._cache.get(key)
-        if cached is not None:
-            return cached
-        stored = self.persons.get(partition, key)
-        state = PersonState.new(key.decode()) if stored is None else PersonState.model_validate_json(stored)
-        if len(self._cache) >= CACHED_STATES:
-            self._cache.clear()  # crude, and cheap: the hot people come back within a batch or two
-        self._cache[key] = state
+        """The person's latest state, a new one for someone never seen; kept decoded for the next event."""
+        held = key in self._dirty or key in self._cache
+        state = self.latest_state(partition, key) or PersonState.new(key.decode())
+        if not held:
+            if len(self._cache) >= CACHED_STATES:
+                self._cache.clear()  # crude, and cheap: the hot people come back within a batch or two
+            self._cache[key] = state
         return state
 
     def _save(self, state: PersonState, partition: int) -> None:
@@ -461,9 +457,9 @@ class Worker:
         self.metrics.invalid.labels(reason=reason.split(":", 1)[0]).inc()
         await self._send(self.settings.dead_letter_topic, message.key, letter.model_dump_json().encode())
 
-    # Reads for the HTTP API -----------------------------------------------------------------------------------
+    # Reads (the HTTP API uses them too) ------------------------------------------------------------------------
 
-    def stored_state(self, partition: int, key: bytes) -> PersonState | None:
+    def latest_state(self, partition: int, key: bytes) -> PersonState | None:
         """The person's latest state (changes not yet stored included), or None for nobody."""
         unstored = self._dirty.get(key)
         if unstored is not None:
