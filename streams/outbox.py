@@ -32,9 +32,6 @@ class Outbox:
         """Queue one message; without a partition, the key's partition is chosen when it is sent."""
         self._messages.setdefault((topic, partition), []).append((key, value))
 
-    def __len__(self) -> int:
-        return sum(len(messages) for messages in self._messages.values())
-
     def clear(self) -> None:
         self._messages.clear()
 
