@@ -206,8 +206,7 @@ class Worker:
         self._stored_at = time.monotonic()
         dirty, self._dirty = self._dirty, {}
         for key, (partition, state) in dirty.items():
-            # Defaults are left out: they come back on reading, and most fields of most people are defaults.
-            self.persons.put(partition, key, state.model_dump_json(exclude_defaults=True).encode())
+            self.persons.put(partition, key, state.to_json())
         await flush_tables([self.persons, self.erased], self._outbox)
         offsets, self._uncommitted = self._uncommitted, {}
         if not offsets:
@@ -308,7 +307,8 @@ class Worker:
             # Produced under another key: move it to the partition that owns the person.
             await self._send(settings.events_topic, key, message.value)
             return
-        if self.erased.get(message.partition, person_hash(person_id).encode()) is not None:
+        # A person held in memory passed this check already, and erasing someone drops them from memory.
+        if key not in self._cache and key not in self._dirty and self._is_erased(message.partition, person_id):
             self.metrics.dropped_erased.inc()
             return
         caught_up = highwater is None or message.offset + 1 >= highwater
@@ -329,6 +329,10 @@ class Worker:
     async def _handle_identity(self, document: dict[str, Any], position: SourcePosition) -> None:
         """link (keyed by the anonymous id): hand its state over; merge (keyed by the person): absorb it."""
         person_id = str(document["person_id"])
+        # Nobody erased comes back through an identity message either (the cache relies on it, see _handle).
+        concerned = str(document["anonymous_id"]) if document["kind"] == "link" else person_id
+        if self._is_erased(position.partition, concerned):
+            return
         if document["kind"] == "link":
             anonymous = self._load(str(document["anonymous_id"]).encode(), position.partition)
             if anonymous.already_applied(position) or anonymous.merged_into is not None:
@@ -351,7 +355,7 @@ class Worker:
         hashed = person_hash(request.person_id)
         key = request.person_id.encode()
         partition = position.partition
-        if self.erased.get(partition, hashed.encode()) is not None:
+        if self._is_erased(partition, request.person_id):
             return  # already done: a redelivered request
         state = self.latest_state(partition, key)
         self._cache.pop(key, None)
@@ -400,6 +404,9 @@ class Worker:
             self._cache[key] = state
         return state
 
+    def _is_erased(self, partition: int, person_id: str) -> bool:
+        return self.erased.get(partition, person_hash(person_id).encode()) is not None
+
     def _save(self, state: PersonState, partition: int) -> None:
         key = state.person_id.encode()
         self._cache[key] = state
@@ -418,11 +425,12 @@ class Worker:
         settings = self.settings
         state = step.state
         key = state.person_id.encode()
-        wall = utc_now()
-        for trigger in step.triggers:
-            await self._send(settings.triggers_topic, key, trigger.to_json())
-            self.metrics.triggers.labels(rule=trigger.rule, channel=trigger.channel.value).inc()
-            self.metrics.trigger_latency.observe(max(0.0, (wall - trigger.due_at).total_seconds()))
+        if step.triggers:
+            wall = utc_now()
+            for trigger in step.triggers:
+                await self._send(settings.triggers_topic, key, trigger.to_json())
+                self.metrics.triggers.labels(rule=trigger.rule, channel=trigger.channel.value).inc()
+                self.metrics.trigger_latency.observe(max(0.0, (wall - trigger.due_at).total_seconds()))
         for suppression in step.suppressed:
             await self._send(settings.suppressed_topic, key, suppression.to_json())
             self.metrics.suppressed.labels(rule=suppression.trigger.rule, reason=suppression.reason.value).inc()
@@ -468,7 +476,7 @@ class Worker:
         if cached is not None:
             return cached
         stored = self.persons.get(partition, key)
-        return None if stored is None else PersonState.model_validate_json(stored)
+        return None if stored is None else PersonState.from_json(stored)
 
     def segment_members(self, name: str) -> list[str]:
         """Members among the people this worker holds, changes not yet stored included."""

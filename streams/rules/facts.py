@@ -7,7 +7,7 @@ Segments are conditions on these facts; the HTTP profile view shows them. Every 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 
 from schemas.profile import Profile
 from schemas.rules import ProfileConfig
@@ -43,11 +43,12 @@ def days_between(earlier: datetime | None, later: datetime) -> float | None:
 
 def window_sums(profile: Profile, now: datetime, days: int) -> dict[str, float]:
     """Sums of the day buckets within the last `days` days, today included."""
-    first_day = now.date() - timedelta(days=days - 1)
     today = now.date()
+    # ISO dates order as strings do: the bucket keys are compared without parsing them.
+    first_day, last_day = (today - timedelta(days=days - 1)).isoformat(), today.isoformat()
     totals = {"views": 0.0, "adds": 0.0, "orders": 0.0, "revenue": 0.0}
     for day, counts in profile.days.items():
-        if first_day <= date.fromisoformat(day) <= today:
+        if first_day <= day <= last_day:
             totals["views"] += counts.views
             totals["adds"] += counts.adds
             totals["orders"] += counts.orders

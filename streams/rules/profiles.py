@@ -80,10 +80,10 @@ def _add_to_day(
         orders=current.orders + orders,
         revenue=current.revenue if revenue is None else round(current.revenue + revenue, 2),
     )
-    dates = {existing: date.fromisoformat(existing) for existing in days}
-    oldest_kept = max([*dates.values(), day]) - DAYS_KEPT_BEFORE_LATEST
-    kept = {existing: counts for existing, counts in days.items() if dates[existing] >= oldest_kept}
-    if day >= oldest_kept:
+    # ISO dates order as strings do: the keys are compared without parsing each of them.
+    oldest_kept = (date.fromisoformat(max([key, *days])) - DAYS_KEPT_BEFORE_LATEST).isoformat()
+    kept = {existing: counts for existing, counts in days.items() if existing >= oldest_kept}
+    if key >= oldest_kept:
         kept[key] = updated
     return kept
 

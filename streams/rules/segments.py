@@ -71,7 +71,11 @@ class CompiledSegment:
     any: tuple[Test, ...]
 
     def admits(self, facts: Facts) -> bool:
-        return all(test(facts) for test in self.all) and (not self.any or any(test(facts) for test in self.any))
+        # Plain loops: this runs for every segment after every event, and generators cost more here.
+        for test in self.all:
+            if not test(facts):
+                return False
+        return not self.any or any(test(facts) for test in self.any)
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,31 @@ def test_redelivery_after_a_crash_changes_nothing(events: list[Event], crash_aft
     assert redelivered == state
 
 
+@settings(max_examples=80, deadline=None)
+@given(shopper_stream())
+def test_a_state_stored_and_read_back_after_every_event_decides_as_the_one_kept_in_memory(
+    events: list[Event],
+) -> None:
+    kept = stored = PersonState.new("p1")
+    for offset, event in enumerate(events):
+        position = SourcePosition(topic="events", partition=0, offset=offset)
+        kept_step = apply_event(kept, event, position, RULES)
+        stored_step = apply_event(PersonState.from_json(stored.to_json()), event, position, RULES)
+        assert decisions(stored_step.triggers, stored_step.suppressed) == decisions(
+            kept_step.triggers, kept_step.suppressed
+        )
+        kept, stored = kept_step.state, stored_step.state
+        assert PersonState.from_json(stored.to_json()) == kept
+
+
+def test_a_cart_item_keeps_fields_nudgeflow_does_not_know_through_storing() -> None:
+    state = run([identify(0), added(1, "sku-1", cart="c1")])[0]
+    item = state.carts["c1"]["sku-1"]
+    with_extra = item.model_validate({**item.model_dump(), "colour": "teal"})
+    state = state.model_copy(update={"carts": {"c1": {"sku-1": with_extra}}})
+    assert PersonState.from_json(state.to_json()).carts["c1"]["sku-1"].model_extra == {"colour": "teal"}
+
+
 def consent_timeline(events: list[Event]) -> list[tuple[datetime, Channel, bool]]:
     """(moment, channel, opted_out) for every consent change in the stream."""
     changes = []
