@@ -34,6 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
+from schemas.encoding import model_json
 from schemas.events import InvalidEvent, parse_event
 from schemas.privacy import AuditRecord, ErasureRequest, person_hash
 from schemas.rules import RulesConfig
@@ -449,7 +450,7 @@ class Worker:
         self._snapshot_at = time.monotonic()
         pending, self._changed_profiles = self._changed_profiles, {}
         for key, state in pending.items():
-            await self._send(self.settings.profiles_topic, key, state.profile.model_dump_json().encode())
+            await self._send(self.settings.profiles_topic, key, model_json(state.profile))
 
     async def _dead_letter(self, message: Any, reason: str) -> None:
         letter = DeadLetter(
