@@ -49,10 +49,11 @@ def command_worker(settings: Settings, arguments: argparse.Namespace) -> int:
     from sinks.web import start_web
     from streams.api import build_api
     from streams.topics import ensure_topics
-    from streams.worker import Worker
+    from streams.worker import Worker, tune_garbage_collector
 
     rules = load_rules(settings.rules_file)
     ensure_topics(settings)
+    tune_garbage_collector()
 
     async def main() -> None:
         worker = Worker(settings, rules)

@@ -23,6 +23,7 @@ on this project's machine before any of our code ran (bench/worker_throughput.py
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections import Counter
@@ -67,6 +68,21 @@ RECOVERY_BACKOFF_SECONDS = 1.0
 
 # The clock's moments enter a person's applied offsets as microseconds: a moment already applied is skipped.
 CLOCK_STREAM = "clock"
+
+
+# CPython's full (oldest-generation) collections walk every live object. A worker holds hundreds of thousands
+# of state objects that never form cycles, and replacing states on every event keeps triggering full passes:
+# pauses of 50 to 340 ms within 15 s of live traffic, growing with the heap (measured with gc.callbacks).
+# Young collections still run (a little less often); a full one only after this many middle-generation ones.
+YOUNG_COLLECTION_ALLOCATIONS = 10_000
+MIDDLE_COLLECTIONS_BEFORE_FULL = 1_000
+
+
+def tune_garbage_collector() -> None:
+    """For the worker's process: what is alive at start (code, rules) is never scanned again, and full
+    collections become rare. Reference counting still frees each state as soon as it is replaced."""
+    gc.freeze()
+    gc.set_threshold(YOUNG_COLLECTION_ALLOCATIONS, 10, MIDDLE_COLLECTIONS_BEFORE_FULL)
 
 
 class Worker:

@@ -13,6 +13,7 @@ from kafka import KafkaProducer
 
 from schemas.privacy import ErasureRequest, person_hash
 from schemas.settings import Settings
+from streams.rules.state import PersonState
 from streams.rules.timers import utc_now
 from tests.integration.conftest import WorkerProcess, read_topic
 from tests.integration.test_profiles import get, profile_when
@@ -43,8 +44,14 @@ def test_erased_person_cannot_be_read_back_and_late_events_are_dropped(
         assert all(b"eve" not in message.value.replace(person_hash("eve").encode(), b"") for message in audits)
 
         send(producer, settings, "eve", event("Product Viewed", "eve", utc_now(), product_id="sku-2"))
+        # Identity messages from before the erasure, arriving late, bring nobody back either.
+        link = {"kind": "link", "anonymous_id": "anon-eve", "person_id": "eve"}
+        merge = {**link, "kind": "merge", "state": PersonState.new("anon-eve").model_dump(mode="json")}
+        producer.send(settings.identity_topic, key=b"anon-eve", value=orjson.dumps(link)).get(timeout=30)
+        producer.send(settings.identity_topic, key=b"eve", value=orjson.dumps(merge)).get(timeout=30)
         time.sleep(3)
         assert get(settings, "/profiles/eve")[0] == 404
+        assert get(settings, "/profiles/anon-eve")[0] == 404
         assert get(settings, "/profiles/kim")[0] == 200
         changelog = read_topic(settings.kafka_bootstrap, f"{settings.app_id}-persons-changelog", lambda _: False, 5)
         latest = {message.key: message.value for message in changelog}
