@@ -30,7 +30,7 @@ class WireModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json", by_alias=True, exclude_none=True))
+        return self.model_dump_json(by_alias=True, exclude_none=True).encode()
 
 
 class Properties(BaseModel):

@@ -267,9 +267,6 @@ class RulesConfig(RuleModel):
                 raise ValueError(f"policy.email_paused_in_segments names unknown segment {name}")
         return self
 
-    def trigger(self, name: str) -> TriggerRule | None:
-        return next((rule for rule in self.triggers if rule.name == name), None)
-
 
 class InvalidRules(ValueError):
     """A rules file that cannot be used, with the line and the reason."""

@@ -30,6 +30,7 @@ from streams.rules.triggers import (
     pending_after_segment_changes,
     pending_with_birthdays,
     reentry_allows_firing,
+    trigger_rules_by_name,
 )
 
 # Firing can schedule more work due at once (a series step with no delay, a segment entry); bounded.
@@ -136,7 +137,7 @@ def _run_due(state: PersonState, up_to: datetime, now: datetime, rules: RulesCon
 
 
 def _priority(rules: RulesConfig, name: str) -> int:
-    rule = rules.trigger(name)
+    rule = trigger_rules_by_name(rules).get(name)
     return rule.priority if rule else 0
 
 
@@ -144,7 +145,7 @@ def _fire(
     state: PersonState, waiting: PendingTrigger, now: datetime, rules: RulesConfig, outcome: _Outcome
 ) -> PersonState:
     pending = {slot: p for slot, p in state.pending.items() if slot != waiting.slot}
-    rule = rules.trigger(waiting.rule)
+    rule = trigger_rules_by_name(rules).get(waiting.rule)
     if rule is None or not rule.enabled:
         return state.model_copy(update={"pending": pending})  # the rule was removed from the file
     follow_up = next_step(waiting, rule, rules)

@@ -164,6 +164,12 @@ def rules_by_event(rules: RulesConfig) -> dict[str, EventRules]:
     }
 
 
+@per_rules
+def trigger_rules_by_name(rules: RulesConfig) -> dict[str, TriggerRule]:
+    """Rule name -> rule, for every trigger that waits or fires."""
+    return {rule.name: rule for rule in rules.triggers}
+
+
 def pending_after_event(state: PersonState, event: Event, rules: RulesConfig) -> Pending:
     """Exits first (an order cancels the reminders it settles), then entries for this event."""
     pending = dict(state.pending)
