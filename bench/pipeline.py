@@ -12,8 +12,9 @@ another:
   b. `nudgeflow worker` on the default rules, progress read from group `settings.app_id`'s committed offsets
      on the events topic: once with 1 worker, once with 2 in one group (each its own data dir and web port);
   and the event-to-trigger latency of a fresh worker on the default rules plus a zero-delay probe rule:
-  probes (one per identified person) at --probe-rate amid shopper traffic at half the 1-worker rate, beside
-  the broker's own produce-to-consume round trip at the probe rate.
+  probes (one per identified person) at --probe-rate amid shopper traffic (stamped as it is sent) at half the
+  1-worker rate, once that traffic has flowed for --warm-up-seconds, beside the broker's own produce-to-consume
+  round trip at the probe rate.
 
 Rates leave start-up out (first commit to last). Each worker or sink phase gets at most --phase-timeout
 seconds and whatever is left of --budget; a phase that runs out reports its partial rate, a phase with no
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+import orjson
 import yaml
 from _harness import (
     Child,
@@ -69,6 +71,7 @@ from worker_throughput import (
 
 from schemas.rules import DEFAULT_RULES_FILE
 from schemas.settings import Settings
+from streams.rules.timers import utc_now
 from streams.topics import ensure_topics
 
 NAN = float("nan")
@@ -202,9 +205,19 @@ def probe_rules() -> str:
 
 
 async def with_background(
-    bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]], rate: float, measured: Awaitable[Phase]
+    bootstrap: str,
+    topic: str,
+    messages: list[tuple[bytes, bytes]],
+    rate: float,
+    measured: Awaitable[Phase],
+    warm_up_seconds: float,
 ) -> Phase:
-    """Run `measured` while `messages` go to `topic` at `rate`/s (sent in small bursts on a fixed schedule)."""
+    """Run `measured` while `messages` go to `topic` at `rate`/s (sent in small bursts on a fixed schedule),
+    starting it once the traffic has flowed for `warm_up_seconds`: the latency at a load, not of its onset.
+
+    Each message is stamped with its send time, as live traffic is: sent with the two hours of history the
+    traffic was generated over, every reminder would be long overdue by the wall clock and fire at once, a
+    storm of nudges real shoppers never cause (runs before this change measured that)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     await producer.start()
 
@@ -215,11 +228,14 @@ async def with_background(
             delay = started + first / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
+            sent_at = utc_now().isoformat()
             for key, value in messages[first : first + burst]:
-                await producer.send(topic, value=value, key=key)
+                live = {**orjson.loads(value), "timestamp": sent_at}
+                await producer.send(topic, value=orjson.dumps(live), key=key)
 
     sending = asyncio.create_task(background())
     try:
+        await asyncio.sleep(warm_up_seconds)
         return await measured
     finally:
         sending.cancel()
@@ -241,7 +257,8 @@ def latency_rows(
     probe_rate = arguments.probe_rate
     count = max(1, round(probe_rate * arguments.latency_seconds))
     people = [f"latency-{number:06d}" for number in range(count)]  # one probe each
-    background_events = round(rate * (arguments.latency_seconds + 30))  # outlasts the phase and its drain
+    # Outlasts the warm-up, the phase and its drain.
+    background_events = round(rate * (arguments.warm_up_seconds + arguments.latency_seconds + 30))
     background = shopper_traffic(background_events, max(10, background_events // 50), timedelta(hours=2), 11)
     tag = uuid.uuid4().hex[:6]
 
@@ -268,7 +285,11 @@ def latency_rows(
     live_label = f"worker event -> trigger, {probe_rate:,.0f} probes/s in {rate:,.0f} events/s"
     print(live_label, file=sys.stderr, flush=True)
     probes = timed(live_label, settings.events_topic, settings.triggers_topic, product_added(people, tag), trigger_cart)
-    live = asyncio.run(with_background(settings.kafka_bootstrap, settings.events_topic, background, rate, probes))
+    live = asyncio.run(
+        with_background(
+            settings.kafka_bootstrap, settings.events_topic, background, rate, probes, arguments.warm_up_seconds
+        )
+    )
     worker.sample_rss()
     worker.stop()
     rows = []
@@ -353,6 +374,7 @@ def main() -> int:
     parser.add_argument("--budget", type=float, default=2400.0, help="seconds for the whole run, clean-up aside")
     parser.add_argument("--phase-timeout", type=float, default=900.0, help="at most this long for each phase")
     parser.add_argument("--latency-seconds", type=float, default=15.0, help="length of each latency phase")
+    parser.add_argument("--warm-up-seconds", type=float, default=5.0, help="shopper traffic before the probes start")
     parser.add_argument("--latency-rate", type=float, default=None, help="events/s (default half the 1-worker rate)")
     parser.add_argument("--probe-rate", type=float, default=50.0, help="latency probes per second amid the traffic")
     parser.add_argument("--seed", type=int, default=7)
