@@ -7,7 +7,8 @@ opens with an identify carrying email and phone) at random moments of the last 3
 pure core's `apply_event` with the default rules, then `advance_time` to now so their abandonment reminders
 fire and land in the state as they would have. Then, per person:
 
-- bytes of `state.model_dump_json()` (what the worker writes to its `persons` table) and of the profile alone;
+- bytes of `state.to_json()` (what the worker writes to its `persons` table) and of the profile alone (as the worker
+  publishes it, `model_json(profile)`);
 - Python heap of a dict of decoded `PersonState`s (the worker's state cache) and of a dict of serialized
   bytes (the memory table store), each built in a fresh child process and measured twice: tracemalloc's
   count of live allocations, and the growth of the resident set (VmRSS), which adds allocator overhead;
@@ -36,6 +37,7 @@ from statistics import fmean
 import orjson
 from _harness import percentile, print_table, scratch_directory
 
+from schemas.encoding import model_json
 from schemas.events import parse_event
 from schemas.rules import RulesConfig, load_rules
 from streams.rules.engine import advance_time, apply_event
@@ -87,7 +89,7 @@ def read_table(path: Path, decode: bool) -> dict[bytes, object]:
     with path.open("rb") as dump:
         for line in dump:
             key, _, value = line.rstrip(b"\n").partition(b"\t")
-            table[key] = PersonState.model_validate_json(value) if decode else value
+            table[key] = PersonState.from_json(value) if decode else value
     return table
 
 
@@ -96,7 +98,7 @@ def measure_child(path: Path, decode: bool) -> dict[str, float]:
     with path.open("rb") as dump:
         first = dump.readline().rstrip(b"\n").partition(b"\t")[2]
     # Pydantic builds validators lazily; one decode first keeps that one-off cost out of the per-person figure.
-    PersonState.model_validate_json(first)
+    PersonState.from_json(first)
     gc.collect()
     before = rss_bytes()
     table = read_table(path, decode)
@@ -174,9 +176,9 @@ def main() -> int:
         started = time.perf_counter()
         with dump.open("wb") as out:
             for person, state in person_states(arguments.people, arguments.sessions, rules, utc_now(), arguments.seed):
-                stored = state.model_dump_json().encode()
+                stored = state.to_json()
                 state_sizes.append(len(stored))
-                profile_sizes.append(len(state.profile.model_dump_json().encode()))
+                profile_sizes.append(len(model_json(state.profile)))
                 pending += len(state.pending)
                 fired += len(state.fired)
                 sent += len(state.sent)
@@ -197,11 +199,11 @@ def main() -> int:
             return (label, per_person, per_person / baseline, "yes" if per_person <= TARGET_BYTES else "no", how)
 
         rows = [
-            row("stored state JSON, mean (baseline)", baseline, "len(model_dump_json())"),
-            row("stored state JSON, p99", float(percentile(states_sorted, 0.99)), "len(model_dump_json())"),
-            row("stored state JSON, max", float(states_sorted[-1]), "len(model_dump_json())"),
-            row("profile JSON alone, mean", fmean(profile_sizes), "len(profile.model_dump_json())"),
-            row("profile JSON alone, p99", float(percentile(profiles_sorted, 0.99)), "len(profile.model_dump_json())"),
+            row("stored state JSON, mean (baseline)", baseline, "len(to_json())"),
+            row("stored state JSON, p99", float(percentile(states_sorted, 0.99)), "len(to_json())"),
+            row("stored state JSON, max", float(states_sorted[-1]), "len(to_json())"),
+            row("profile JSON alone, mean", fmean(profile_sizes), "len(model_json(profile))"),
+            row("profile JSON alone, p99", float(percentile(profiles_sorted, 0.99)), "len(model_json(profile))"),
             row("decoded PersonState in a dict", decoded["traced"] / decoded["people"], "tracemalloc, live"),
             row("decoded PersonState in a dict", decoded["rss_growth"] / decoded["people"], "VmRSS growth"),
             row("memory store: dict of bytes", raw["traced"] / raw["people"], "tracemalloc, live"),
