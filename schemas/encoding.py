@@ -1,8 +1,8 @@
 """Models as JSON on the worker's hot path: orjson over their fields rather than pydantic's serialiser.
 
-orjson writes datetimes, enums, dicts and lists itself and is handed each nested model as its fields, about
-twice as fast as `model_dump_json` on a person's state. Datetimes come out in ISO 8601 with their offset
-(`+00:00`), which the models read back as they read `Z`.
+orjson writes datetimes, enums, dicts and lists itself and is handed each nested model as its fields: 34 µs
+against `model_dump_json`'s 51 µs on a person's state of 4.7 KB (bench/core_throughput.py). Datetimes come
+out in ISO 8601 with their offset (`+00:00`), which the models read back as they read `Z`.
 """
 
 from __future__ import annotations

@@ -325,7 +325,7 @@ class Worker:
             await self._send(settings.events_topic, key, message.value)
             return
         # A person held in memory passed this check already, and erasing someone drops them from memory.
-        if key not in self._cache and key not in self._dirty and self._is_erased(message.partition, person_id):
+        if not self._holds(key) and self._is_erased(message.partition, person_id):
             self.metrics.dropped_erased.inc()
             return
         caught_up = highwater is None or message.offset + 1 >= highwater
@@ -346,12 +346,13 @@ class Worker:
     async def _handle_identity(self, document: dict[str, Any], position: SourcePosition) -> None:
         """link (keyed by the anonymous id): hand its state over; merge (keyed by the person): absorb it."""
         person_id = str(document["person_id"])
+        linking = document["kind"] == "link"
+        concerned = str(document["anonymous_id"]) if linking else person_id
         # Nobody erased comes back through an identity message either (the cache relies on it, see _handle).
-        concerned = str(document["anonymous_id"]) if document["kind"] == "link" else person_id
         if self._is_erased(position.partition, concerned):
             return
-        if document["kind"] == "link":
-            anonymous = self._load(str(document["anonymous_id"]).encode(), position.partition)
+        if linking:
+            anonymous = self._load(concerned.encode(), position.partition)
             if anonymous.already_applied(position) or anonymous.merged_into is not None:
                 return
             merge = {**document, "kind": "merge", "state": anonymous.model_dump(mode="json")}
@@ -413,13 +414,17 @@ class Worker:
 
     def _load(self, key: bytes, partition: int) -> PersonState:
         """The person's latest state, a new one for someone never seen; kept decoded for the next event."""
-        held = key in self._dirty or key in self._cache
+        held = self._holds(key)
         state = self.latest_state(partition, key) or PersonState.new(key.decode())
         if not held:
             if len(self._cache) >= CACHED_STATES:
                 self._cache.clear()  # crude, and cheap: the hot people come back within a batch or two
             self._cache[key] = state
         return state
+
+    def _holds(self, key: bytes) -> bool:
+        """Whether the person's state is in memory (changed and not yet stored, or cached)."""
+        return key in self._dirty or key in self._cache
 
     def _is_erased(self, partition: int, person_id: str) -> bool:
         return self.erased.get(partition, person_hash(person_id).encode()) is not None
