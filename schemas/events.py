@@ -15,6 +15,8 @@ import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
+from schemas.limits import DEFAULT_LIMITS, LimitExceeded, Limits, check_document, check_timestamp
+
 
 def _as_utc(moment: datetime) -> datetime:
     # A timestamp without a zone is taken as UTC, as Segment does; every time inside nudgeflow is aware.
@@ -201,10 +203,13 @@ class InvalidEvent(ValueError):
     """Raised with a message a producer can act on; the raw bytes go to the dead-letter topic."""
 
 
-def parse_event(raw: bytes | None) -> Event:
-    """Decode and validate one message of the events topic, or raise InvalidEvent saying why."""
+def decode_document(raw: bytes | None, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """One JSON object within the limits, or InvalidEvent saying why (invalid UTF-8, NaN and numbers
+    beyond a double are refused by the decoder itself)."""
     if not raw:
         raise InvalidEvent("empty message")
+    if len(raw) > limits.event_bytes:
+        raise InvalidEvent(f"over a limit: event is {len(raw)} bytes; at most {limits.event_bytes}")
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
@@ -212,6 +217,23 @@ def parse_event(raw: bytes | None) -> Event:
     if not isinstance(document, dict):
         raise InvalidEvent(f"not a JSON object but {type(document).__name__}")
     try:
-        return Event.model_validate(document)
+        check_document(document, limits)
+    except LimitExceeded as error:
+        raise InvalidEvent(f"over a limit: {error}") from None
+    return document
+
+
+def parse_event(raw: bytes | None, limits: Limits = DEFAULT_LIMITS, received_at: datetime | None = None) -> Event:
+    """Decode and validate one message of the events topic, or raise InvalidEvent saying why.
+
+    With `received_at` (the reader's clock) a timestamp too far ahead of it is refused as well."""
+    document = decode_document(raw, limits)
+    try:
+        event = Event.model_validate(document)
     except ValidationError as error:
         raise InvalidEvent(f"invalid event: {describe_validation_error(error)}") from None
+    try:
+        check_timestamp(event.timestamp, received_at or event.timestamp, limits)
+    except LimitExceeded as error:
+        raise InvalidEvent(f"over a limit: {error}") from None
+    return event

@@ -3,14 +3,52 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 from typing import Literal
 
 from schemas.events import UtcDatetime, WireModel
 
+# Person ids the collector gives a message that names only an address or a number (an SMS STOP, an
+# unsubscribe): "contact:email:<digest>" or "contact:phone:<digest>". The worker hands such a message to
+# every person who has that contact; no tracker may send an id of this form.
+CONTACT_PREFIX = "contact:"
+ContactKind = Literal["email", "phone"]
 
-def person_hash(person_id: str) -> str:
+
+def keyed_digest(key: bytes, text: str) -> str:
+    """HMAC-SHA256 hex: without the key a digest cannot be checked against guesses (phone numbers are few)."""
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+
+
+def person_hash(person_id: str, key: bytes) -> str:
     """How an erased person is remembered: enough to drop their late events, nothing to read back."""
-    return hashlib.sha256(f"nudgeflow-erased\x1f{person_id}".encode()).hexdigest()
+    return keyed_digest(key, f"erased\x1f{person_id}")
+
+
+def normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def normalise_phone(phone: str) -> str:
+    # "+1 (555) 123-0000" and "+15551230000" are one number; the collector already writes E.164.
+    stripped = phone.strip()
+    digits = "".join(character for character in stripped if character.isdigit())
+    return f"+{digits}" if stripped.startswith("+") else digits
+
+
+def contact_digest(kind: ContactKind, value: str, key: bytes) -> str:
+    """The keyed digest of an email address or a phone number, normalised first so spellings match."""
+    normalised = normalise_email(value) if kind == "email" else normalise_phone(value)
+    return keyed_digest(key, f"{kind}\x1f{normalised}")
+
+
+def contact_person_id(kind: ContactKind, value: str, key: bytes) -> str:
+    """The person id of a message that names only this contact (see CONTACT_PREFIX)."""
+    return f"{CONTACT_PREFIX}{kind}:{contact_digest(kind, value, key)}"
+
+
+def is_contact_id(person_id: str) -> bool:
+    return person_id.startswith(CONTACT_PREFIX)
 
 
 class ErasureRequest(WireModel):

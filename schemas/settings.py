@@ -8,9 +8,25 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.limits import Limits
+
+# The development write key: accepted only in demo mode, and any other process refuses to start with it.
+DEMO_WRITE_KEY = "dev-write-key"
+# Keys contacts and erased people are hashed with in demo mode only; anywhere else a secret must be set.
+DEMO_HASH_SECRET = "nudgeflow-demo-hash-secret"
+
+
+class UnsafeSettings(ValueError):
+    """Settings that would leave a process open outside demo mode; the message says what to set."""
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="NUDGEFLOW_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="NUDGEFLOW_", extra="ignore", env_nested_delimiter="__")
+
+    demo: bool = Field(
+        default=False,
+        description="the local demo: accepts the development write key, unsigned webhooks and a built-in hash secret",
+    )
 
     kafka_bootstrap: str = Field(
         default="127.0.0.1:9092",
@@ -25,6 +41,11 @@ class Settings(BaseSettings):
     partitions: int = Field(default=8, ge=1, description="partition count of the topics nudgeflow creates")
     replication_factor: int = Field(
         default=1, ge=1, description="replicas of every topic nudgeflow creates (3 on a three-broker cluster)"
+    )
+    personal_data_retention_hours: float = Field(
+        default=168.0,
+        gt=0,
+        description="retention of the topics that carry personal data: how long a raw copy can outlive an erasure",
     )
     data_dir: Path = Field(default=Path(".data"), description="local state: Kafka, RocksDB tables, chDB")
     clickhouse_url: str | None = Field(
@@ -72,19 +93,68 @@ class Settings(BaseSettings):
     collector_host: str = Field(default="127.0.0.1", description="interface the HTTP collector listens on")
     collector_port: int = Field(default=8088, ge=0, le=65535, description="port of the HTTP collector")
     collector_write_keys: dict[str, str] = Field(
-        default_factory=lambda: {"dev-write-key": "web"},
-        description="write keys the collector accepts, each mapped to the name of its source (JSON object)",
+        default_factory=dict,
+        description="write keys the collector accepts, each mapped to the name of its source (JSON object); "
+        f"demo mode adds {DEMO_WRITE_KEY}",
+    )
+    api_tokens: list[SecretStr] = Field(
+        default_factory=list,
+        description="bearer tokens that may read personal data and change state over HTTP (JSON list)",
+    )
+    hash_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC key for hashed contacts and erased people; required outside demo mode",
     )
     sendgrid_public_key: str | None = Field(
         default=None,
-        description="SendGrid signed event webhook verification key (PEM or base64 DER); unset accepts unsigned posts",
+        description="SendGrid signed event webhook verification key (PEM or base64 DER)",
+    )
+    sendgrid_max_age_seconds: float = Field(
+        default=300.0, gt=0, description="oldest signed SendGrid post accepted, against replays"
     )
     twilio_auth_token: SecretStr | None = Field(
-        default=None, description="Twilio auth token to verify X-Twilio-Signature; unset accepts unsigned posts"
+        default=None, description="Twilio auth token to verify X-Twilio-Signature"
     )
+    webhook_public_url: str | None = Field(
+        default=None,
+        description="the collector's URL as Twilio calls it (https://host[:port]), for signatures behind a proxy",
+    )
+    allow_unsigned_webhooks: bool = Field(
+        default=False,
+        description="accept webhooks whose provider has no verification key set; only for the local demo",
+    )
+    limits: Limits = Field(default_factory=Limits, description="bounds on every input; see the limits table")
     default_phone_region: str = Field(
         default="US", description="ISO region for phone numbers written without a country code"
     )
+
+    @property
+    def write_keys(self) -> dict[str, str]:
+        """The write keys in force: the configured ones, plus the development key in demo mode."""
+        return {DEMO_WRITE_KEY: "web", **self.collector_write_keys} if self.demo else dict(self.collector_write_keys)
+
+    @property
+    def hash_key(self) -> bytes:
+        """The HMAC key of hashed contacts and erased people (see `check_closed`)."""
+        if self.hash_secret is not None:
+            return self.hash_secret.get_secret_value().encode()
+        if self.demo:
+            return DEMO_HASH_SECRET.encode()
+        raise UnsafeSettings("NUDGEFLOW_HASH_SECRET is not set (only NUDGEFLOW_DEMO=true has a built-in one)")
+
+    def check_closed(self, component: str) -> None:
+        """Refuse to start a process left open by development defaults outside demo mode."""
+        if self.demo:
+            return
+        problems = []
+        if self.hash_secret is None:
+            problems.append("set NUDGEFLOW_HASH_SECRET (the HMAC key of hashed contacts and erased people)")
+        if component == "collector" and DEMO_WRITE_KEY in self.collector_write_keys:
+            problems.append(f"remove {DEMO_WRITE_KEY} from NUDGEFLOW_COLLECTOR_WRITE_KEYS: it works only in demo mode")
+        if self.allow_unsigned_webhooks and component == "collector":
+            problems.append("NUDGEFLOW_ALLOW_UNSIGNED_WEBHOOKS=true is for the local demo (NUDGEFLOW_DEMO=true) only")
+        if problems:
+            raise UnsafeSettings(f"nudgeflow {component} will not start: " + "; ".join(problems))
 
     @property
     def app_id(self) -> str:

@@ -149,7 +149,7 @@ class ClickHouseSink:
 
     def _of_erased(self, tp: TopicPartition, row: list[Any]) -> bool:
         person = row[PERSON_COLUMN[self.routes[tp.topic].spec.table]]
-        if not self._erased or not person or person_hash(person) not in self._erased:
+        if not self._erased or not person or person_hash(person, self.settings.hash_key) not in self._erased:
             return False
         self.stats.rows_dropped_as_erased += 1
         return True
@@ -172,7 +172,7 @@ class ClickHouseSink:
             # Nothing can be erased without a person; saying so in the log is all that is left to do.
             log.error("privacy message %s/%d/%d ignored: %s", message.topic, message.partition, message.offset, error)
             return
-        hashed = person_hash(request.person_id)
+        hashed = person_hash(request.person_id, self.settings.hash_key)
         self._erased.add(hashed)  # from now on this sink drops the person's rows, even mid-erasure
         deleted = await self._until_done("erase", lambda: self._erase_in_clickhouse(request, hashed))
         self.stats.erasures += 1

@@ -219,8 +219,12 @@ def command_schemas_export(settings: Settings, arguments: argparse.Namespace) ->
 
 
 def command_settings(settings: Settings, arguments: argparse.Namespace) -> int:
-    from streams.settings_docs import settings_table
+    from streams.settings_docs import settings_table, update_readme
 
+    if arguments.write_readme is not None:
+        changed = update_readme(Path(arguments.write_readme))
+        print(f"{arguments.write_readme}: {'updated' if changed else 'already up to date'}")
+        return 0
     print(settings_table(), end="")
     return 0
 
@@ -506,9 +510,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("topics", help="create nudgeflow's topics").set_defaults(handler=command_topics)
 
-    commands.add_parser(
+    settings_command = commands.add_parser(
         "settings", help="print the configuration reference (every NUDGEFLOW_* variable) as a markdown table"
-    ).set_defaults(handler=command_settings)
+    )
+    settings_command.add_argument("--write-readme", metavar="README", help="replace the table in this README instead")
+    settings_command.set_defaults(handler=command_settings)
 
     rules = commands.add_parser("rules", help="rules files")
     rules_commands = rules.add_subparsers(dest="rules_command", required=True)

@@ -5,11 +5,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
-from pydantic import AliasChoices
+from pydantic import AliasChoices, BaseModel
 from pydantic.fields import FieldInfo
 
 from schemas.settings import Settings
@@ -46,6 +47,8 @@ def describe_default(value: Any) -> str:
         return orjson.dumps(value).decode()
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
     return str(value)
 
 
@@ -61,10 +64,36 @@ def _code(text: str) -> str:
 def settings_table() -> str:
     """The markdown table of every setting: name, environment variables, default and description."""
     lines = ["| setting | environment | default | description |", "|---|---|---|---|"]
+    nested: list[tuple[str, FieldInfo]] = []
     for name, field in Settings.model_fields.items():
-        variables = ", ".join(_code(variable) for variable in environment_variables(name, field))
         value = _default_of(field)
-        # "unset" and "empty" are words, not values to type, so they are not set in code font.
-        default = describe_default(value) if value in (None, "") else _code(describe_default(value))
-        lines.append(f"| {name} | {variables} | {default} | {_cell(field.description or '')} |")
+        if isinstance(value, BaseModel):
+            nested.extend((f"{name}.{inner}", inner_field) for inner, inner_field in type(value).model_fields.items())
+            continue
+        lines.append(_row(name, environment_variables(name, field), value, field.description))
+    # Groups (the limits) come last, one row per member: NUDGEFLOW_<GROUP>__<MEMBER>.
+    prefix = str(Settings.model_config.get("env_prefix", ""))
+    delimiter = str(Settings.model_config.get("env_nested_delimiter") or "__")
+    for dotted, field in nested:
+        variable = f"{prefix}{dotted.replace('.', delimiter)}".upper()
+        lines.append(_row(dotted, [variable], _default_of(field), field.description))
     return "\n".join(lines) + "\n"
+
+
+def _row(name: str, variables: list[str], value: Any, description: str | None) -> str:
+    # "unset" and "empty" are words, not values to type, so they are not set in code font.
+    default = describe_default(value) if value in (None, "") else _code(describe_default(value))
+    names = ", ".join(_code(variable) for variable in variables)
+    return f"| {name} | {names} | {default} | {_cell(description or '')} |"
+
+
+def update_readme(readme: Path) -> bool:
+    """Replace the settings table in README.md with the generated one; True if it changed."""
+    text = readme.read_text()
+    start = text.index("| setting | environment | default | description |")
+    end = text.index("\n\n", start) + 1
+    updated = text[:start] + settings_table() + text[end:]
+    if updated == text:
+        return False
+    readme.write_text(updated)
+    return True

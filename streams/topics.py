@@ -32,13 +32,31 @@ def admin_client(settings: Settings, wait_seconds: float = 60.0) -> KafkaAdminCl
             time.sleep(0.5)
 
 
+def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
+    """Kafka configs of each topic nudgeflow creates (docs/architecture.md, "Erasure reaches every copy").
+
+    State that is replaced (table changelogs, profile snapshots) is compacted, so an erasure's tombstone
+    removes every earlier copy. Every other topic carrying personal data keeps it for at most
+    `personal_data_retention_hours`, the bound on how long a raw copy outlives an erasure. The audit topic
+    names people only by hash and is kept for a year."""
+    retention = str(int(settings.personal_data_retention_hours * 3_600_000))
+    configs: dict[str, dict[str, str]] = {name: {"retention.ms": retention} for name in settings.source_topics}
+    configs[settings.audit_topic] = {"retention.ms": str(365 * 24 * 3_600_000)}
+    for name in (*settings.table_changelog_topics, settings.profiles_topic):
+        configs[name] = {"cleanup.policy": "compact"}
+    return configs
+
+
 def ensure_topics(settings: Settings, topics: list[str] | None = None) -> list[str]:
-    """Create the missing topics; returns the names created. Existing topics are left as they are.
+    """Create the missing topics and wait until the broker's metadata lists every wanted one with all its
+    partitions; returns the names created. Existing topics are left as they are.
 
     The table changelogs are created here too, compacted and with the same partition count as the source
-    topics: a person's state goes to the changelog partition numbered like their events' partition."""
+    topics: a person's state goes to the changelog partition numbered like their events' partition.
+    Waiting matters: a consumer that subscribes before a topic is in the metadata holds none of its
+    partitions until its next metadata refresh, minutes later."""
     wanted = topics if topics is not None else settings.source_topics + settings.table_changelog_topics
-    compacted = set(settings.table_changelog_topics)
+    configs = topic_configs(settings)
     admin = admin_client(settings)
     created: list[str] = []
     try:
@@ -47,12 +65,11 @@ def ensure_topics(settings: Settings, topics: list[str] | None = None) -> list[s
             if name in existing:
                 continue
             try:
-                configs = {"cleanup.policy": "compact"} if name in compacted else {}
                 topic = NewTopic(
                     name=name,
                     num_partitions=settings.partitions,
                     replication_factor=settings.replication_factor,
-                    topic_configs=configs,
+                    topic_configs=configs.get(name, {}),
                 )
                 admin.create_topics([topic])
                 created.append(name)
@@ -60,8 +77,34 @@ def ensure_topics(settings: Settings, topics: list[str] | None = None) -> list[s
                 pass  # another process created it in the meantime
             except KafkaError as error:
                 raise BrokerUnavailable(f"cannot create topic {name}: {error}") from error
+        _wait_until_listed(admin, wanted)
     finally:
         admin.close()
     if created:
         log.info("created topics %s with %d partitions", ", ".join(created), settings.partitions)
     return created
+
+
+TOPICS_WAIT_SECONDS = 60.0
+
+
+def _wait_until_listed(admin: KafkaAdminClient, topics: list[str]) -> None:
+    """Until every topic is described with its partitions (a topic someone else is creating counts too)."""
+    deadline = time.monotonic() + TOPICS_WAIT_SECONDS
+    missing = list(topics)
+    while True:
+        try:
+            described = admin.describe_topics(missing)
+        except KafkaError:
+            described = []
+        ready = {
+            str(entry.get("topic"))
+            for entry in described
+            if not entry.get("error_code") and len(entry.get("partitions") or []) >= 1
+        }
+        missing = [name for name in missing if name not in ready]
+        if not missing:
+            return
+        if time.monotonic() >= deadline:
+            raise BrokerUnavailable(f"topics {', '.join(missing)} are not in the broker's metadata after 60s")
+        time.sleep(0.2)

@@ -370,7 +370,7 @@ class Worker:
     async def _handle_erasure(self, request: ErasureRequest, position: SourcePosition) -> None:
         """Forget the person: tombstones in every table (and so their changelogs), a hash to drop late
         events, the same request for every anonymous id they absorbed, and an audit record."""
-        hashed = person_hash(request.person_id)
+        hashed = person_hash(request.person_id, self.settings.hash_key)
         key = request.person_id.encode()
         partition = position.partition
         if self._is_erased(partition, request.person_id):
@@ -427,7 +427,7 @@ class Worker:
         return key in self._dirty or key in self._cache
 
     def _is_erased(self, partition: int, person_id: str) -> bool:
-        return self.erased.get(partition, person_hash(person_id).encode()) is not None
+        return self.erased.get(partition, person_hash(person_id, self.settings.hash_key).encode()) is not None
 
     def _save(self, state: PersonState, partition: int) -> None:
         key = state.person_id.encode()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
@@ -21,6 +22,10 @@ from schemas.settings import Settings
 from streams.topics import ensure_topics
 
 REPO = Path(__file__).resolve().parents[2]
+# The test pipelines run closed, as a shop's would: a hash secret and an API token of their own.
+TEST_HASH_SECRET = "test-hash-secret"
+TEST_API_TOKEN = "test-api-token"
+API_AUTH = {"Authorization": f"Bearer {TEST_API_TOKEN}"}
 KAFKA_SCRIPT = REPO / "deploy" / "kafka" / "kafka.sh"
 
 
@@ -73,6 +78,8 @@ def settings(broker: Broker, tmp_path: Path) -> Settings:
         timer_interval_seconds=0.2,
         idle_after_seconds=1.0,
         sink_batch_seconds=0.3,
+        hash_secret=TEST_HASH_SECRET,
+        api_tokens=[TEST_API_TOKEN],
     )
     ensure_topics(isolated)  # as `nudgeflow worker` does, before anything is produced
     return isolated
@@ -88,6 +95,8 @@ def settings_environment(settings: Settings) -> dict[str, str]:
         "NUDGEFLOW_TIMER_INTERVAL_SECONDS": str(settings.timer_interval_seconds),
         "NUDGEFLOW_IDLE_AFTER_SECONDS": str(settings.idle_after_seconds),
         "NUDGEFLOW_LOG_LEVEL": "warning",
+        "NUDGEFLOW_HASH_SECRET": TEST_HASH_SECRET,
+        "NUDGEFLOW_API_TOKENS": orjson.dumps([TEST_API_TOKEN]).decode(),
     }
     if settings.rules_file is not None:
         values["NUDGEFLOW_RULES_FILE"] = str(settings.rules_file)

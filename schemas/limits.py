@@ -1,0 +1,145 @@
+"""How much any one input may hold: the one definition every input path checks against.
+
+The collector checks a call before it answers (a 400 that names the field and the limit); the worker and
+the sink check again, because producers may write to Kafka directly (a dead letter with the same reason).
+The same numbers cap how far a person's stored state can grow, so no input can make a state too large to
+store, to read back or to send to the broker (docs/architecture.md, "Bounded input").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Fields of an event that are identifiers: bounded by `id_length`, not by `string_length`.
+ID_FIELDS = ("userId", "anonymousId", "previousId", "messageId", "groupId")
+ID_PROPERTIES = ("product_id", "cart_id", "order_id", "checkout_id", "sku", "trigger_id", "campaign_id")
+
+
+class Limits(BaseModel):
+    """Bounds on what one input may hold and how far one person's state may grow.
+
+    Set from the environment as NUDGEFLOW_LIMITS__<NAME>, e.g. NUDGEFLOW_LIMITS__JSON_DEPTH=16."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_bytes: int = Field(default=32 * 1024, ge=1024, description="bytes of one event as JSON")
+    batch_bytes: int = Field(default=500 * 1024, ge=1024, description="bytes of one HTTP batch request")
+    json_depth: int = Field(default=32, ge=4, le=128, description="nesting of objects and arrays in one event")
+    id_length: int = Field(default=256, ge=16, le=4096, description="characters of an id (user, message, product)")
+    string_length: int = Field(default=4096, ge=64, description="characters of any other string value")
+    object_keys: int = Field(default=256, ge=8, description="keys of any one JSON object")
+    array_items: int = Field(default=256, ge=8, description="items of any one JSON array (products of a cart event)")
+    properties: int = Field(default=128, ge=8, description="top-level properties of one event")
+    traits: int = Field(default=128, ge=8, description="top-level traits of one event, and traits kept per person")
+    traits_bytes: int = Field(default=16 * 1024, ge=1024, description="bytes of the traits kept per person, as JSON")
+    number_magnitude: float = Field(default=1e12, gt=0, description="largest absolute value of any number")
+    cart_items: int = Field(default=100, ge=1, description="distinct products kept per cart")
+    carts: int = Field(default=5, ge=1, description="carts kept per person, the least recently touched dropped")
+    message_ids: int = Field(default=128, ge=1, description="recent messageIds kept per person to drop repeats")
+    rule_history: int = Field(default=512, ge=16, description="per-key rule history entries kept per person")
+    pending: int = Field(default=256, ge=16, description="nudges waiting per person; past it new entries wait out")
+    persons_per_contact: int = Field(default=32, ge=1, description="people one email address or phone number maps to")
+    oldest_timestamp: datetime = Field(
+        default=datetime(2000, 1, 1, tzinfo=UTC), description="earliest event timestamp accepted"
+    )
+    future_seconds: float = Field(
+        default=900.0,
+        ge=0,
+        description="how far past the receiving clock an event timestamp may be (it would move stream time)",
+    )
+    dead_letter_bytes: int = Field(default=16 * 1024, ge=256, description="bytes of a rejected message kept")
+
+    @property
+    def future(self) -> timedelta:
+        return timedelta(seconds=self.future_seconds)
+
+
+DEFAULT_LIMITS = Limits()
+
+
+class LimitExceeded(ValueError):
+    """An input over a limit; the message names where (a JSON path) and which limit."""
+
+    def __init__(self, where: str, detail: str) -> None:
+        super().__init__(f"{where}: {detail}")
+        self.where = where
+        self.detail = detail
+
+
+def check_document(document: Mapping[str, Any], limits: Limits) -> None:
+    """Raise LimitExceeded for the first part of a decoded event that is over a limit.
+
+    Iterative, so an input nested far beyond the limit costs no recursion and raises the same way."""
+    _check_fields(document, limits)
+    stack: list[tuple[str, Any, int]] = [("", document, 1)]
+    while stack:
+        where, value, depth = stack.pop()
+        if isinstance(value, dict):
+            if depth > limits.json_depth:
+                raise LimitExceeded(where or "event", f"nested deeper than {limits.json_depth} levels")
+            if len(value) > limits.object_keys:
+                raise LimitExceeded(where or "event", f"{len(value)} keys; at most {limits.object_keys}")
+            for key, item in value.items():
+                if len(key) > limits.id_length:
+                    raise LimitExceeded(where or "event", f"a key of {len(key)} characters; at most {limits.id_length}")
+                stack.append((f"{where}.{key}" if where else key, item, depth + 1))
+        elif isinstance(value, list):
+            if depth > limits.json_depth:
+                raise LimitExceeded(where, f"nested deeper than {limits.json_depth} levels")
+            if len(value) > limits.array_items:
+                raise LimitExceeded(where, f"{len(value)} items; at most {limits.array_items}")
+            stack.extend((f"{where}[{index}]", item, depth + 1) for index, item in enumerate(value))
+        elif isinstance(value, str):
+            if len(value) > limits.string_length:
+                raise LimitExceeded(where, f"{len(value)} characters; at most {limits.string_length}")
+        elif isinstance(value, float):
+            if not math.isfinite(value) or abs(value) > limits.number_magnitude:
+                raise LimitExceeded(where, f"number {value!r} outside ±{limits.number_magnitude:g}")
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > limits.number_magnitude:
+            raise LimitExceeded(where, f"number {value} outside ±{limits.number_magnitude:g}")
+
+
+def _check_fields(document: Mapping[str, Any], limits: Limits) -> None:
+    for name in ID_FIELDS:
+        _check_id(name, document.get(name), limits)
+    for section, most in (("properties", limits.properties), ("traits", limits.traits)):
+        values = document.get(section)
+        if isinstance(values, dict):
+            if len(values) > most:
+                raise LimitExceeded(section, f"{len(values)} {section}; at most {most}")
+            for name in ID_PROPERTIES:
+                _check_id(f"{section}.{name}", values.get(name), limits)
+            products = values.get("products")
+            if isinstance(products, list):
+                for index, product in enumerate(products):
+                    if isinstance(product, dict):
+                        _check_id(f"{section}.products[{index}].product_id", product.get("product_id"), limits)
+
+
+def _check_id(where: str, value: Any, limits: Limits) -> None:
+    if isinstance(value, str) and len(value) > limits.id_length:
+        raise LimitExceeded(where, f"{len(value)} characters; at most {limits.id_length}")
+
+
+def check_timestamp(moment: datetime, received_at: datetime, limits: Limits) -> None:
+    """An event's time must lie between the oldest accepted and a little past the receiving clock: a later
+    one would move its partition's stream time forward and fire other people's reminders early."""
+    if moment < limits.oldest_timestamp:
+        raise LimitExceeded("timestamp", f"{moment.isoformat()} is before {limits.oldest_timestamp.date().isoformat()}")
+    if moment > received_at + limits.future:
+        raise LimitExceeded(
+            "timestamp",
+            f"{moment.isoformat()} is more than {limits.future_seconds:g}s after the time it was received",
+        )
+
+
+def truncated(raw: bytes, limits: Limits) -> bytes:
+    """At most dead_letter_bytes of a rejected message, cut on a UTF-8 boundary."""
+    if len(raw) <= limits.dead_letter_bytes:
+        return raw
+    return raw[: limits.dead_letter_bytes].decode(errors="ignore").encode()
