@@ -98,7 +98,7 @@ def _wait_until_listed(admin: KafkaAdminClient, topics: list[str]) -> None:
         except KafkaError:
             described = []
         ready = {
-            str(entry.get("topic"))
+            str(entry.get("name", entry.get("topic")))  # kafka-python 3 names the topic "name"
             for entry in described
             if not entry.get("error_code") and len(entry.get("partitions") or []) >= 1
         }
