@@ -2,11 +2,15 @@
 
 Handlers read and bound the body, authenticate, hand the decoded payload to the pure modules and move the
 outcome to Kafka. A 200 is sent only after the broker acknowledged every record (events and dead letters).
+Closed by default: only configured write keys, and a webhook whose provider has no verification key is
+refused unless unsigned webhooks are allowed (demo mode). No input makes it answer 5xx; only a broker
+that does not acknowledge does (503).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -20,6 +24,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from schemas.access import METRICS_PATH, token_guard
 from schemas.events import Event
 from schemas.settings import Settings
 from streams.collector import sendgrid, twilio
@@ -29,7 +34,7 @@ from streams.collector.metrics import CollectorMetrics
 from streams.collector.openapi import openapi_document
 from streams.collector.producer import BrokerUnavailable, EventProducer, Record
 from streams.collector.segment_api import (
-    MAX_BATCH_BYTES,
+    CALL_TYPES,
     InvalidCall,
     PayloadTooLarge,
     Rejection,
@@ -42,10 +47,13 @@ from streams.rules.timers import utc_now
 
 log = logging.getLogger(__name__)
 
-MAX_WEBHOOK_BYTES = 4 * 1024 * 1024  # SendGrid posts up to thousands of events at once
+# Webhook bodies hold many events (SendGrid posts thousands at once) or a form, not one tracker call;
+# each event mapped from them is held to settings.limits like any other.
+MAX_WEBHOOK_BYTES = 4 * 1024 * 1024
 MAX_FORM_BYTES = 64 * 1024
 DEDUPE_SECONDS = 600.0
 DEDUPE_ENTRIES = 200_000
+OPENAPI_PATH = "/openapi.json"
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 
@@ -83,10 +91,17 @@ class Collector:
     new_message_id: Callable[[], str] = field(default=lambda: str(uuid.uuid4()))
     sendgrid_key: ec.EllipticCurvePublicKey | None = None
     metrics: CollectorMetrics = field(default_factory=CollectorMetrics)
+    hash_key: bytes = b""
 
     def __post_init__(self) -> None:
         if self.settings.sendgrid_public_key and self.sendgrid_key is None:
             self.sendgrid_key = sendgrid.load_public_key(self.settings.sendgrid_public_key)
+        # Contacts without a person become keyed digests; without a key (outside demo mode) do not start.
+        self.hash_key = self.hash_key or self.settings.hash_key
+
+    @property
+    def unsigned_webhooks(self) -> bool:
+        return self.settings.allow_unsigned_webhooks or self.settings.demo
 
     # --- the steps every handler shares -------------------------------------------------------------------
 
@@ -112,19 +127,21 @@ class Collector:
 
     @staticmethod
     def decode_json(body: bytes) -> Any:
+        """The decoded body; orjson itself refuses invalid UTF-8, NaN and Infinity, numbers beyond a double
+        and nesting past 1024 levels, each a 400."""
         if not body.strip():
             raise RequestFailed(400, "empty body; expected JSON")
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError as error:
-            raise RequestFailed(400, f"malformed JSON: {error}") from None
+            raise RequestFailed(400, f"malformed JSON: {error}{_hint(body, error.pos)}") from None
 
     def authenticate(self, request: web.Request, document: Any) -> str:
         key = write_key_from_authorization(request.headers.get("Authorization"))
         if key is None and isinstance(document, dict) and isinstance(document.get("writeKey"), str):
             key = document["writeKey"]
         try:
-            return source_for(key, self.settings.collector_write_keys)
+            return source_for(key, self.settings.write_keys)
         except InvalidCall as error:
             raise RequestFailed(401, str(error)) from None
 
@@ -142,7 +159,7 @@ class Collector:
         delivery.events = fresh
         records = [Record(self.settings.events_topic, event.person_id.encode(), event.to_json()) for event in fresh]
         for rejection in delivery.rejected:
-            letter = collector_dead_letter(rejection.raw, rejection.reason, received_at, source)
+            letter = collector_dead_letter(rejection.raw, rejection.reason, received_at, source, self.settings.limits)
             records.append(
                 Record(
                     self.settings.dead_letter_topic,
@@ -166,13 +183,15 @@ class Collector:
     def single_call(self, call_type: str) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handle(request: web.Request) -> web.Response:
             received_at = self.clock()
-            document = self.decode_json(await self.read_body(request, MAX_BATCH_BYTES, "request body"))
+            body = await self.read_body(request, self.settings.limits.batch_bytes, "request body")
+            document = self.decode_json(body)
             source = self.authenticate(request, document)
             delivery = Delivery()
             try:
                 delivery.events.append(
                     prepare_event(
                         document,
+                        limits=self.settings.limits,
                         call_type=call_type,
                         received_at=received_at,
                         default_region=self.settings.default_phone_region,
@@ -196,11 +215,13 @@ class Collector:
 
     async def batch(self, request: web.Request) -> web.Response:
         received_at = self.clock()
-        document = self.decode_json(await self.read_body(request, MAX_BATCH_BYTES, "batch request body"))
+        body = await self.read_body(request, self.settings.limits.batch_bytes, "batch request body")
+        document = self.decode_json(body)
         source = self.authenticate(request, document)
         try:
             outcome = prepare_batch(
                 document,
+                limits=self.settings.limits,
                 received_at=received_at,
                 default_region=self.settings.default_phone_region,
                 new_message_id=self.new_message_id,
@@ -236,28 +257,41 @@ class Collector:
                 delivery.events.append(
                     prepare_event(
                         document,
+                        limits=self.settings.limits,
                         received_at=received_at,
                         default_region=self.settings.default_phone_region,
                         new_message_id=self.new_message_id,
                         source=source,
+                        contact_ids=True,  # the collector's own: contact ids come from the mappings
                     )
                 )
             except InvalidCall as error:
                 delivery.rejected.append(Rejection(index, str(error), document))
         return delivery
 
+    def unconfigured(self, provider: str, setting: str) -> RequestFailed:
+        return RequestFailed(
+            401,
+            f"{provider} webhook verification is not configured: set {setting} "
+            "(NUDGEFLOW_ALLOW_UNSIGNED_WEBHOOKS=true accepts unsigned posts, for the local demo only)",
+        )
+
     async def sendgrid_events(self, request: web.Request) -> web.Response:
         received_at = self.clock()
+        if self.sendgrid_key is None and not self.unsigned_webhooks:
+            raise self.unconfigured("SendGrid", "NUDGEFLOW_SENDGRID_PUBLIC_KEY")
         body = await self.read_body(request, MAX_WEBHOOK_BYTES, "webhook body")
-        if self.sendgrid_key is not None and not sendgrid.signature_valid(
-            self.sendgrid_key,
-            request.headers.get(sendgrid.SIGNATURE_HEADER),
-            request.headers.get(sendgrid.TIMESTAMP_HEADER),
-            body,
-        ):
-            raise RequestFailed(401, "missing or invalid SendGrid event webhook signature")
+        if self.sendgrid_key is not None:
+            stamp = request.headers.get(sendgrid.TIMESTAMP_HEADER)
+            if not sendgrid.signature_valid(
+                self.sendgrid_key, request.headers.get(sendgrid.SIGNATURE_HEADER), stamp, body
+            ):
+                raise RequestFailed(401, "missing or invalid SendGrid event webhook signature")
+            stale = sendgrid.stale_timestamp(stamp, received_at, self.settings.sendgrid_max_age_seconds)
+            if stale is not None:
+                raise RequestFailed(401, f"refused as a possible replay: {stale}")
         try:
-            documents, skipped = sendgrid.map_events(self.decode_json(body))
+            documents, skipped = sendgrid.map_events(self.decode_json(body), self.hash_key)
         except ValueError as error:
             raise RequestFailed(400, str(error)) from None
         delivery = self.prepare_documents(documents, "sendgrid", received_at)
@@ -276,27 +310,35 @@ class Collector:
 
     async def twilio_form(self, request: web.Request) -> tuple[dict[str, str], dict[str, str]]:
         """The verified form fields and the callback URL's query parameters."""
+        token = self.settings.twilio_auth_token
+        if token is None and not self.unsigned_webhooks:
+            raise self.unconfigured("Twilio", "NUDGEFLOW_TWILIO_AUTH_TOKEN")
         body = await self.read_body(request, MAX_FORM_BYTES, "form body")
         try:
             pairs = parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=False)
         except UnicodeDecodeError:
             raise RequestFailed(400, "form body is not UTF-8") from None
-        token = self.settings.twilio_auth_token
-        # Twilio signs the URL it called; behind a proxy the public URL must reach us unchanged (Host, scheme).
         if token is not None and not twilio.signature_valid(
-            token.get_secret_value(), request.headers.get(twilio.SIGNATURE_HEADER), str(request.url), pairs
+            token.get_secret_value(), request.headers.get(twilio.SIGNATURE_HEADER), self.twilio_url(request), pairs
         ):
             raise RequestFailed(401, "missing or invalid X-Twilio-Signature")
         return dict(pairs), dict(request.query)
 
+    def twilio_url(self, request: web.Request) -> str:
+        """The URL Twilio called, which it signs: behind a proxy the configured public URL, not ours."""
+        public = self.settings.webhook_public_url
+        return public.rstrip("/") + request.raw_path if public else str(request.url)
+
     async def twilio_documents(
-        self, request: web.Request, mapping: Callable[[dict[str, str], dict[str, str], datetime], list[dict[str, Any]]]
+        self,
+        request: web.Request,
+        mapping: Callable[[dict[str, str], dict[str, str], datetime, bytes], list[dict[str, Any]]],
     ) -> Delivery:
         """Verify a Twilio callback, map it to event documents and deliver them."""
         received_at = self.clock()
         form, params = await self.twilio_form(request)
         try:
-            documents = mapping(form, params, received_at)
+            documents = mapping(form, params, received_at, self.hash_key)
         except ValueError as error:
             raise RequestFailed(400, str(error)) from None
         delivery = self.prepare_documents(list(enumerate(documents)), "twilio", received_at)
@@ -313,10 +355,20 @@ class Collector:
         return web.Response(status=200, text=EMPTY_TWIML, content_type="text/xml")
 
     async def openapi(self, request: web.Request) -> web.Response:
-        return json_response(200, openapi_document())
+        return json_response(200, openapi_document(self.settings.limits))
 
     async def metrics_page(self, request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.exposition(), content_type="text/plain", charset="utf-8")
+
+
+# orjson's message for NaN or Infinity says only "unexpected character"; say what it was.
+_NON_JSON_NUMBER = re.compile(rb"-?(?:NaN|Infinity)")
+
+
+def _hint(body: bytes, position: int) -> str:
+    if _NON_JSON_NUMBER.match(body, max(position, 0)):
+        return " (NaN and Infinity are not JSON numbers)"
+    return ""
 
 
 def _first_line(error: Exception) -> str:
@@ -344,7 +396,11 @@ async def json_errors(
         return json_response(error.status, {"success": False, "error": error.reason})
 
 
-def build_app(collector: Collector) -> web.Application:
+def build_app(collector: Collector, listen_host: str | None = None) -> web.Application:
+    """The collector's app. Every path but /metrics is public (write keys and signatures guard them);
+    /metrics needs an API token unless the collector listens on loopback only: `listen_host`, by default
+    the collector_host setting."""
+
     @web.middleware
     async def measured(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -356,17 +412,27 @@ def build_app(collector: Collector) -> web.Application:
         collector.metrics.latency.labels(route=route).observe(time.perf_counter() - started)
         return response
 
-    app = web.Application(middlewares=[measured, json_errors])
+    posts: dict[str, Callable[[web.Request], Awaitable[web.Response]]] = {
+        f"/v1/{call_type}": collector.single_call(call_type) for call_type in CALL_TYPES
+    }
+    posts |= {
+        "/v1/batch": collector.batch,
+        "/v1/import": collector.batch,
+        "/webhooks/sendgrid": collector.sendgrid_events,
+        "/webhooks/twilio/status": collector.twilio_status,
+        "/webhooks/twilio/inbound": collector.twilio_inbound,
+    }
+    guard = token_guard(
+        collector.settings.api_tokens,
+        public={*posts, OPENAPI_PATH},
+        listen_host=listen_host or collector.settings.collector_host,
+    )
+    app = web.Application(middlewares=[measured, json_errors, guard])
     app[COLLECTOR_KEY] = collector
-    for call_type in ("track", "identify", "page", "screen", "alias", "group"):
-        app.router.add_post(f"/v1/{call_type}", collector.single_call(call_type))
-    app.router.add_post("/v1/batch", collector.batch)
-    app.router.add_post("/v1/import", collector.batch)
-    app.router.add_post("/webhooks/sendgrid", collector.sendgrid_events)
-    app.router.add_post("/webhooks/twilio/status", collector.twilio_status)
-    app.router.add_post("/webhooks/twilio/inbound", collector.twilio_inbound)
-    app.router.add_get("/openapi.json", collector.openapi)
-    app.router.add_get("/metrics", collector.metrics_page)
+    for path, handler in posts.items():
+        app.router.add_post(path, handler)
+    app.router.add_get(OPENAPI_PATH, collector.openapi)
+    app.router.add_get(METRICS_PATH, collector.metrics_page)
 
     async def close_producer(app: web.Application) -> None:
         await app[COLLECTOR_KEY].producer.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.collector.segment_api import MAX_BATCH_BYTES, MAX_EVENT_BYTES
+from schemas.limits import DEFAULT_LIMITS, Limits
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -14,7 +14,7 @@ def _json_error(description: str) -> dict[str, Any]:
 
 
 _FAILURES = {
-    "400": _json_error("malformed JSON or an invalid event; `error` says what is wrong"),
+    "400": _json_error("malformed JSON, an invalid event or one over a limit; `error` says what and where"),
     "413": _json_error("body or event above the size limit"),
     "503": _json_error("Kafka did not acknowledge; nothing was accepted, retry later"),
 }
@@ -86,13 +86,15 @@ def _webhook_operation(summary: str, content_type: str, signature: str, ok: dict
         },
         "responses": {
             "200": ok,
-            "401": _json_error("signature missing or wrong (when verification is configured)"),
+            "401": _json_error(
+                "signature missing, wrong or too old, or no verification key configured for the provider"
+            ),
             **_FAILURES,
         },
     }
 
 
-def openapi_document() -> dict[str, Any]:
+def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
     paths: dict[str, Any] = {f"/v1/{call}": {"post": _call_operation(call)} for call in _CALL_DESCRIPTIONS}
     paths["/v1/batch"] = {"post": _batch_operation("batch")}
     paths["/v1/import"] = {"post": _batch_operation("import")}
@@ -136,7 +138,10 @@ def openapi_document() -> dict[str, Any]:
             "title": "nudgeflow collector",
             "version": "1",
             "description": "Segment/RudderStack-compatible tracking API and sender webhooks. Limits: "
-            f"{MAX_EVENT_BYTES} bytes per event, {MAX_BATCH_BYTES} bytes per request; gzip bodies accepted.",
+            f"{limits.event_bytes} bytes per event, {limits.batch_bytes} bytes per request, nesting of "
+            f"{limits.json_depth} levels, ids of {limits.id_length} characters, other strings of "
+            f"{limits.string_length}, {limits.array_items} items per array, {limits.object_keys} keys per "
+            "object; gzip bodies accepted.",
         },
         "paths": paths,
         "components": {

@@ -17,12 +17,13 @@ import orjson
 from pydantic import ValidationError
 
 from schemas.events import Event, EventType, describe_validation_error
+from schemas.limits import LimitExceeded, Limits, check_document, check_timestamp
+from schemas.privacy import CONTACT_PREFIX
 from streams.collector.contacts import clean_traits
 from streams.collector.skew import ImplausibleTimestamps, derived_timestamp
 
-MAX_EVENT_BYTES = 32 * 1024
-MAX_BATCH_BYTES = 500 * 1024
 CALL_TYPES: tuple[str, ...] = get_args(EventType)
+PERSON_FIELDS = ("userId", "anonymousId", "previousId")
 
 
 class InvalidCall(ValueError):
@@ -74,6 +75,7 @@ def source_for(write_key: str | None, write_keys: Mapping[str, str]) -> str:
 def prepare_event(
     raw: Any,
     *,
+    limits: Limits,
     received_at: datetime,
     default_region: str,
     new_message_id: Callable[[], str],
@@ -81,19 +83,30 @@ def prepare_event(
     batch_sent_at: Any = None,
     batch_context: Mapping[str, Any] | None = None,
     source: str | None = None,
+    contact_ids: bool = False,
 ) -> Event:
     """One call as it goes onto the events topic, or InvalidCall with the reason.
 
     The route decides `type` for single calls; inside a batch each call names its own. The server sets
     `receivedAt`; with a `sentAt` (the call's own, else the batch's) the timestamp is corrected for the
-    device's clock skew and the client's value kept as `originalTimestamp`.
+    device's clock skew and the client's value kept as `originalTimestamp`. The call must be within
+    `limits`, the corrected timestamp too. Person ids of the contact form (privacy.CONTACT_PREFIX) are
+    refused unless `contact_ids`: only the collector's own webhook events may carry them.
     """
     if not isinstance(raw, dict):
         raise InvalidCall(f"an event must be a JSON object, not {_json_type(raw)}")
-    size = len(orjson.dumps(raw))
-    if size > MAX_EVENT_BYTES:
-        raise PayloadTooLarge(f"event is {size} bytes; at most {MAX_EVENT_BYTES} bytes are accepted per event")
-    document = {name: value for name, value in raw.items() if name != "writeKey"}
+    own = {name: value for name, value in raw.items() if name != "writeKey"}
+    # Bounds first, iteratively: orjson.dumps and pydantic recurse, and fail past a few hundred levels.
+    _within(own, limits)
+    size = len(orjson.dumps(own))
+    if size > limits.event_bytes:
+        raise PayloadTooLarge(f"event is {size} bytes; at most {limits.event_bytes} bytes are accepted per event")
+    if not contact_ids:
+        for name in PERSON_FIELDS:
+            value = own.get(name)
+            if isinstance(value, str) and value.startswith(CONTACT_PREFIX):
+                raise InvalidCall(f"{name}: ids starting with {CONTACT_PREFIX!r} are reserved for the collector")
+    document = dict(own)
     if call_type is not None:
         document["type"] = call_type
     elif "type" not in document:
@@ -110,6 +123,8 @@ def prepare_event(
         document["traits"] = context_traits  # RudderStack's SDKs send identify traits in context.traits only
     if document.get("sentAt") is None and batch_sent_at is not None:
         document["sentAt"] = batch_sent_at
+    if batch_context or batch_sent_at is not None:
+        _within(document, limits)  # the batch's part, merged in, within the limits as well
     client_timestamp = document.get("timestamp") is not None
     if not client_timestamp:
         document["timestamp"] = received_at  # Segment's rule: no timestamp means "now"
@@ -121,21 +136,38 @@ def prepare_event(
         event = Event.model_validate(document)
     except ValidationError as error:
         raise InvalidCall(describe_validation_error(error)) from None
+    except OverflowError:
+        # A time at the very edge of the calendar (year 1 with a positive offset) has no UTC equivalent.
+        raise InvalidCall("timestamp: outside the range of dates") from None
     updates: dict[str, Any] = {}
+    timestamp = event.timestamp
     if event.sent_at is not None:
         try:
-            updates["timestamp"] = derived_timestamp(event.timestamp, event.sent_at, received_at)
+            timestamp = derived_timestamp(event.timestamp, event.sent_at, received_at)
         except ImplausibleTimestamps as error:
             raise InvalidCall(str(error)) from None
+        updates["timestamp"] = timestamp
         updates["originalTimestamp"] = event.timestamp
+    try:
+        check_timestamp(timestamp, received_at, limits)
+    except LimitExceeded as error:
+        raise InvalidCall(str(error)) from None
     if event.type == "identify" and event.traits:
         updates["traits"] = clean_traits(event.traits, default_region)
     return event.model_copy(update=updates) if updates else event
 
 
+def _within(document: dict[str, Any], limits: Limits) -> None:
+    try:
+        check_document(document, limits)
+    except LimitExceeded as error:
+        raise InvalidCall(str(error)) from None
+
+
 def prepare_batch(
     document: Any,
     *,
+    limits: Limits,
     received_at: datetime,
     default_region: str,
     new_message_id: Callable[[], str],
@@ -150,12 +182,15 @@ def prepare_batch(
     if not calls:
         raise InvalidCall("batch: empty; send at least one event")
     context = document.get("context")
+    # What the envelope gives every call is checked once: refusing it refuses the whole batch.
+    _within({"context": context, "sentAt": document.get("sentAt")}, limits)
     outcome = BatchOutcome()
     for index, raw in enumerate(calls):
         try:
             outcome.accepted.append(
                 prepare_event(
                     raw,
+                    limits=limits,
                     received_at=received_at,
                     default_region=default_region,
                     new_message_id=new_message_id,

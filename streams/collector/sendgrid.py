@@ -1,4 +1,10 @@
-"""SendGrid's event webhook: signature verification and the mapping of its events to nudgeflow events."""
+"""SendGrid's event webhook: signature verification and the mapping of its events to nudgeflow events.
+
+An event names its person when the email sender set a person_id (or userId) custom arg on the message.
+Otherwise only the address is known (an unsubscribe from a list, a bounce, a spam report): the event is
+then about the contact, `privacy.contact_person_id("email", address, key)`, and the worker hands it to
+every person with that address.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
 
 from schemas.events import EventName
+from schemas.privacy import contact_person_id, is_contact_id
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
@@ -65,6 +72,21 @@ def signature_valid(
     return True
 
 
+def stale_timestamp(timestamp: str | None, now: datetime, max_age_seconds: float) -> str | None:
+    """Why a signed post's timestamp header (Unix seconds) is too old or too far ahead, else None.
+
+    The signature covers the timestamp, so a captured post cannot be given a new one: refusing old ones
+    keeps it from being replayed later."""
+    try:
+        signed_at = float(timestamp or "")
+    except ValueError:
+        return f"{TIMESTAMP_HEADER} is not a Unix time"
+    age = now.timestamp() - signed_at
+    if not -max_age_seconds <= age <= max_age_seconds:  # also false for NaN
+        return f"{TIMESTAMP_HEADER} is {age:.0f}s from now; at most {max_age_seconds:g}s either way"
+    return None
+
+
 @dataclass(frozen=True)
 class Skipped:
     index: int
@@ -72,8 +94,10 @@ class Skipped:
     raw: Any
 
 
-def map_events(payload: Any) -> tuple[list[tuple[int, dict[str, Any]]], list[Skipped]]:
+def map_events(payload: Any, hash_key: bytes) -> tuple[list[tuple[int, dict[str, Any]]], list[Skipped]]:
     """Event documents (with the index of their webhook entry) and the entries that could not be used.
+
+    `hash_key` makes the contact person id of an event without a person custom arg.
 
     Entries of kinds nudgeflow does not act on (processed, deferred, dropped, ...) are neither: they are
     ignored, as the sender expects a 2xx for them.
@@ -86,27 +110,44 @@ def map_events(payload: Any) -> tuple[list[tuple[int, dict[str, Any]]], list[Ski
         if not isinstance(entry, dict):
             skipped.append(Skipped(index, "entry is not a JSON object", entry))
             continue
-        name = EVENT_NAMES.get(str(entry.get("event")))
+        kind = entry.get("event")
+        name = EVENT_NAMES.get(kind) if isinstance(kind, str) else None
         if name is None:
             continue
         try:
-            documents.append((index, _document(entry, name)))
+            documents.append((index, _document(entry, name, hash_key)))
         except ValueError as error:
             skipped.append(Skipped(index, str(error), entry))
     return documents, skipped
 
 
-def _document(entry: dict[str, Any], name: EventName) -> dict[str, Any]:
-    person = next((str(entry[arg]) for arg in PERSON_ARGS if entry.get(arg)), None)
+def _text(entry: dict[str, Any], name: str) -> str | None:
+    # Custom args are strings or numbers; anything else (str() of a deep list recurses) is refused.
+    value = entry.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"{name}: not a string or a number")
+    return str(value)
+
+
+def _document(entry: dict[str, Any], name: EventName, hash_key: bytes) -> dict[str, Any]:
+    person = next((text for text in (_text(entry, arg) for arg in PERSON_ARGS) if text), None)
     email = entry.get("email")
+    if person is not None and is_contact_id(person):
+        raise ValueError("person_id: contact ids are the collector's own, not a custom arg")
     if person is None:
-        if not isinstance(email, str) or not email:
+        if not isinstance(email, str) or not email.strip():
             raise ValueError("no person_id/userId custom arg and no email address")
-        person = email.strip().lower()
+        person = contact_person_id("email", email, hash_key)
     timestamp = entry.get("timestamp")
     if isinstance(timestamp, bool) or not isinstance(timestamp, (int, float)):
         raise ValueError("timestamp: missing or not a Unix time")
-    properties: dict[str, Any] = {arg: str(entry[arg]) for arg in CARRIED_ARGS if entry.get(arg) is not None}
+    try:
+        moment = datetime.fromtimestamp(timestamp, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise ValueError(f"timestamp: {timestamp!r} is not a Unix time of this calendar") from None
+    properties: dict[str, Any] = {arg: text for arg in CARRIED_ARGS if (text := _text(entry, arg)) is not None}
     properties["email"] = email
     for copied in ("sg_message_id", "sg_event_id", "url", "reason", "type", "status", "useragent", "ip"):
         if entry.get(copied) is not None:
@@ -117,11 +158,12 @@ def _document(entry: dict[str, Any], name: EventName) -> dict[str, Any]:
         "type": "track",
         "event": name.value,
         "userId": person,
-        "timestamp": datetime.fromtimestamp(timestamp, UTC).isoformat(),
+        "timestamp": moment.isoformat(),
         "properties": properties,
         "context": {"channel": "email"},
     }
-    if entry.get("sg_event_id"):
+    event_id = _text(entry, "sg_event_id")
+    if event_id:
         # SendGrid retries a failed delivery with the same sg_event_id: a stable messageId lets dedupe drop it.
-        document["messageId"] = f"sendgrid:{entry['sg_event_id']}"
+        document["messageId"] = f"sendgrid:{event_id}"
     return document

@@ -1,4 +1,10 @@
-"""Twilio SMS webhooks: signature verification, status callbacks and inbound replies (STOP / START)."""
+"""Twilio SMS webhooks: signature verification, status callbacks and inbound replies (STOP / START).
+
+A callback names its person when the SMS sender put person_id (or userId) in the callback URL's query.
+Otherwise only the number is known (a STOP sent to a number, any reply): the events are then about the
+contact, `privacy.contact_person_id("phone", number, key)` - never the number itself as a person id - and
+the worker hands them to every person with that number.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from schemas.events import EventName
+from schemas.privacy import contact_person_id, is_contact_id
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
 
@@ -44,15 +51,24 @@ def consent_change(body: str) -> str | None:
     return None
 
 
-def _person(form: dict[str, str], params: dict[str, str], number_field: str) -> str:
-    person = params.get("person_id") or params.get("userId") or form.get(number_field)
-    if not person:
+def _person(form: dict[str, str], params: dict[str, str], number_field: str, hash_key: bytes) -> str:
+    person = params.get("person_id") or params.get("userId")
+    if person:
+        if is_contact_id(person):
+            raise ValueError("person_id: contact ids are the collector's own, not a callback parameter")
+        return person
+    number = form.get(number_field, "").strip()
+    if not number:
         raise ValueError(f"{number_field}: missing, and no person_id in the callback URL")
-    return person
+    return contact_person_id("phone", number, hash_key)
 
 
-def map_status(form: dict[str, str], params: dict[str, str], received_at: datetime) -> list[dict[str, Any]]:
-    """A status callback as events: only `delivered` means something to the rules today."""
+def map_status(
+    form: dict[str, str], params: dict[str, str], received_at: datetime, hash_key: bytes
+) -> list[dict[str, Any]]:
+    """A status callback as events: only `delivered` means something to the rules today.
+
+    Without a person_id in the callback URL the event is the contact's of the `To` number (`hash_key`)."""
     if form.get("MessageStatus") != "delivered":
         return []
     sid = form.get("MessageSid") or form.get("SmsSid")
@@ -64,7 +80,7 @@ def map_status(form: dict[str, str], params: dict[str, str], received_at: dateti
         {
             "type": "track",
             "event": EventName.SMS_DELIVERED.value,
-            "userId": _person(form, params, "To"),
+            "userId": _person(form, params, "To", hash_key),
             # Twilio's callback carries no event time; the callback arrives within seconds of delivery.
             "timestamp": received_at.isoformat(),
             "messageId": f"twilio:{sid}:delivered",
@@ -74,13 +90,18 @@ def map_status(form: dict[str, str], params: dict[str, str], received_at: dateti
     ]
 
 
-def map_inbound(form: dict[str, str], params: dict[str, str], received_at: datetime) -> list[dict[str, Any]]:
-    """An inbound SMS as an `SMS Replied` event, plus an identify changing sms_consent for STOP / START."""
+def map_inbound(
+    form: dict[str, str], params: dict[str, str], received_at: datetime, hash_key: bytes
+) -> list[dict[str, Any]]:
+    """An inbound SMS as an `SMS Replied` event, plus an identify changing sms_consent for STOP / START.
+
+    Without a person_id in the callback URL both are the contact's of the `From` number (`hash_key`); the
+    number itself stays in the properties (and the traits), where the sink stores it hashed."""
     sid = form.get("MessageSid") or form.get("SmsSid")
     if not sid:
         raise ValueError("MessageSid: missing")
     sender = form.get("From")
-    person = _person(form, params, "From")
+    person = _person(form, params, "From", hash_key)
     body = form.get("Body", "")
     properties: dict[str, Any] = {name: params[name] for name in CARRIED_PARAMS if params.get(name)}
     properties.update({"body": body, "from": sender, "message_sid": sid})

@@ -16,16 +16,20 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from schemas.events import parse_event
+from schemas.limits import DEFAULT_LIMITS
+from schemas.privacy import contact_person_id
 from schemas.settings import Settings
 from schemas.triggers import DeadLetter
 from streams.collector import twilio
 from streams.collector.app import Collector, build_app
 from streams.collector.producer import BrokerUnavailable, Record
-from streams.collector.segment_api import MAX_BATCH_BYTES
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
-AUTH = {"Authorization": "Basic " + base64.b64encode(b"dev-write-key:").decode()}
+WRITE_KEY = "unit-write-key"
+AUTH = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
 TWILIO_TOKEN = "twilio-test-token"
+HASH_SECRET = "unit-hash-secret"
+API_TOKEN = "unit-api-token"
 
 
 class MemoryProducer:
@@ -57,8 +61,12 @@ def settings(private_key: ec.EllipticCurvePrivateKey) -> Settings:
     der = private_key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+    # Closed, as a shop runs it: a configured write key, verification keys, a hash secret.
     return Settings(
         namespace="unit",
+        collector_write_keys={WRITE_KEY: "web"},
+        hash_secret=HASH_SECRET,
+        api_tokens=[API_TOKEN],
         sendgrid_public_key=base64.b64encode(der).decode(),
         twilio_auth_token=TWILIO_TOKEN,
     )
@@ -100,7 +108,7 @@ async def test_track_is_produced_keyed_by_person(client: TestClient[Any, Any], p
 
 
 async def test_write_key_in_body_and_gzip(client: TestClient[Any, Any], producer: MemoryProducer) -> None:
-    body = gzip.compress(orjson.dumps({**track("u2"), "writeKey": "dev-write-key"}))
+    body = gzip.compress(orjson.dumps({**track("u2"), "writeKey": WRITE_KEY}))
     response = await client.post(
         "/v1/page", data=body, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"}
     )
@@ -152,14 +160,15 @@ async def test_invalid_single_call_is_400_and_dead_lettered(
 
 
 async def test_oversized_event_and_batch_are_413(client: TestClient[Any, Any], producer: MemoryProducer) -> None:
-    big = track("u", properties={"product_id": "p", "blob": "x" * 40_000})
+    # Each string within its limit, the event as a whole over the event_bytes limit.
+    big = track("u", properties={"product_id": "p", **{f"blob{n}": "x" * 2000 for n in range(20)}})
     response = await client.post("/v1/track", json=big, headers=AUTH)
     assert response.status == 413
     assert "at most 32768 bytes are accepted per event" in (await response.json())["error"]
     huge = {"batch": [track(f"u{n}", properties={"product_id": "p", "blob": "x" * 30_000}) for n in range(20)]}
     response = await client.post("/v1/batch", json=huge, headers=AUTH)
     assert response.status == 413
-    assert f"at most {MAX_BATCH_BYTES} bytes" in (await response.json())["error"]
+    assert f"at most {DEFAULT_LIMITS.batch_bytes} bytes" in (await response.json())["error"]
     # The limit holds for the inflated body too, whatever the compressed size.
     bomb = gzip.compress(orjson.dumps({"batch": [track("u", properties={"product_id": "p", "z": "0" * 600_000})]}))
     response = await client.post("/v1/batch", data=bomb, headers={**AUTH, "Content-Encoding": "gzip"})
@@ -227,7 +236,9 @@ async def test_unknown_route_and_method_are_json(client: TestClient[Any, Any]) -
     response = await client.get("/v1/track")
     assert response.status == 405
     assert (await response.json())["success"] is False
-    assert (await client.post("/v2/track")).status == 404
+    # Only the listed paths are public: anything else needs a token before it can even be missing.
+    assert (await client.post("/v2/track")).status == 401
+    assert (await client.post("/v2/track", headers={"Authorization": f"Bearer {API_TOKEN}"})).status == 404
 
 
 async def test_openapi_lists_every_endpoint(client: TestClient[Any, Any]) -> None:
@@ -247,7 +258,7 @@ async def test_sendgrid_signed_events(
             {"event": "processed", "email": "ann@x.com", "timestamp": 1764417600},
         ]
     )
-    timestamp = "1764417601"
+    timestamp = str(int(NOW.timestamp()) - 10)
     signature = base64.b64encode(private_key.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))).decode()
     headers = {
         "X-Twilio-Email-Event-Webhook-Signature": signature,
@@ -262,7 +273,10 @@ async def test_sendgrid_signed_events(
     assert (await response.json())["accepted"] == 1
     (record,) = producer.records
     event = parse_event(record.value)
-    assert (record.key, event.event, event.properties["trigger_id"]) == (b"ann@x.com", "Email Opened", "t1")
+    # No person_id custom arg: the event is about the address, which the worker maps to its people.
+    contact = contact_person_id("email", "ann@x.com", HASH_SECRET.encode())
+    assert (record.key, event.event, event.properties["trigger_id"]) == (contact.encode(), "Email Opened", "t1")
+    assert event.properties["email"] == "ann@x.com"
 
 
 def twilio_post(client: TestClient[Any, Any], path: str, form: dict[str, str], token: str = TWILIO_TOKEN) -> Any:
@@ -286,6 +300,11 @@ async def test_twilio_inbound_stop_opts_out(client: TestClient[Any, Any], produc
     reply, identify = (parse_event(record.value) for record in producer.records)
     assert (reply.event, identify.type, identify.traits["sms_consent"]) == ("SMS Replied", "identify", "opted_out")
     assert identify.traits["phone_status"] == "valid"
+    # No person_id in the callback URL: the number's contact id, never the number itself, is the person.
+    contact = contact_person_id("phone", "+14155552671", HASH_SECRET.encode())
+    assert reply.user_id == identify.user_id == contact
+    assert [record.key for record in producer.records] == [contact.encode()] * 2
+    assert reply.properties["from"] == "+14155552671"
 
 
 async def test_twilio_status_delivered(client: TestClient[Any, Any], producer: MemoryProducer) -> None:
@@ -294,7 +313,8 @@ async def test_twilio_status_delivered(client: TestClient[Any, Any], producer: M
     assert response.status == 200
     (record,) = producer.records
     event = parse_event(record.value)
-    assert (event.event, event.properties["trigger_id"], record.key) == ("SMS Delivered", "t-5", b"+14155552671")
+    contact = contact_person_id("phone", "+14155552671", HASH_SECRET.encode())
+    assert (event.event, event.properties["trigger_id"], record.key) == ("SMS Delivered", "t-5", contact.encode())
     missing = await twilio_post(client, "/webhooks/twilio/status", {"MessageStatus": "delivered"})
     assert missing.status == 400
 

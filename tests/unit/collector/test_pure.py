@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
+from schemas.limits import DEFAULT_LIMITS as LIMITS
 from streams.collector.contacts import clean_email, clean_phone, clean_traits
 from streams.collector.dead_letters import collector_dead_letter
 from streams.collector.dedupe import DedupeWindow
 from streams.collector.segment_api import (
-    MAX_EVENT_BYTES,
     InvalidCall,
     PayloadTooLarge,
     prepare_batch,
@@ -150,6 +150,7 @@ def test_prepare_event_sets_type_received_at_message_id_and_corrects_skew() -> N
             "writeKey": "secret",
         },
         call_type="track",
+        limits=LIMITS,
         received_at=NOW,
         default_region="US",
         new_message_id=ids(),
@@ -169,6 +170,7 @@ def test_the_route_overrides_the_type_in_the_body() -> None:
     event = prepare_event(
         {"type": "track", "userId": "u1", "traits": {"email": "A@B.co"}},
         call_type="identify",
+        limits=LIMITS,
         received_at=NOW,
         default_region="US",
         new_message_id=ids(),
@@ -180,13 +182,16 @@ def test_the_route_overrides_the_type_in_the_body() -> None:
 
 def test_prepare_event_explains_invalid_events() -> None:
     with pytest.raises(InvalidCall, match="userId or anonymousId"):
-        prepare_event({"event": "x"}, call_type="track", received_at=NOW, default_region="US", new_message_id=ids())
-    with pytest.raises(InvalidCall, match="not an array"):
-        prepare_event([], call_type="track", received_at=NOW, default_region="US", new_message_id=ids())
-    with pytest.raises(PayloadTooLarge, match=f"at most {MAX_EVENT_BYTES} bytes"):
         prepare_event(
-            {"userId": "u", "event": "x", "properties": {"blob": "x" * MAX_EVENT_BYTES}},
+            {"event": "x"}, call_type="track", limits=LIMITS, received_at=NOW, default_region="US", new_message_id=ids()
+        )
+    with pytest.raises(InvalidCall, match="not an array"):
+        prepare_event([], call_type="track", limits=LIMITS, received_at=NOW, default_region="US", new_message_id=ids())
+    with pytest.raises(PayloadTooLarge, match=f"at most {LIMITS.event_bytes} bytes"):
+        prepare_event(
+            {"userId": "u", "event": "x", "properties": {f"b{n}": "x" * 2000 for n in range(20)}},
             call_type="track",
+            limits=LIMITS,
             received_at=NOW,
             default_region="US",
             new_message_id=ids(),
@@ -205,6 +210,7 @@ def test_batch_keeps_valid_calls_and_uses_the_batch_sent_at() -> None:
                 "junk",
             ],
         },
+        limits=LIMITS,
         received_at=NOW,
         default_region="US",
         new_message_id=ids(),
@@ -225,13 +231,13 @@ def test_batch_keeps_valid_calls_and_uses_the_batch_sent_at() -> None:
 )
 def test_batch_envelope_errors(document: Any, reason: str) -> None:
     with pytest.raises(InvalidCall, match=reason):
-        prepare_batch(document, received_at=NOW, default_region="US", new_message_id=ids())
+        prepare_batch(document, limits=LIMITS, received_at=NOW, default_region="US", new_message_id=ids())
 
 
 def test_dead_letter_keys_are_stable_and_distinct() -> None:
-    first = collector_dead_letter({"userId": "u", "event": 1}, "bad", NOW, "web")
-    again = collector_dead_letter({"event": 1, "userId": "u"}, "bad", NOW, "web")
-    other = collector_dead_letter({"userId": "u", "event": 2}, "bad", NOW, "web")
+    first = collector_dead_letter({"userId": "u", "event": 1}, "bad", NOW, "web", LIMITS)
+    again = collector_dead_letter({"event": 1, "userId": "u"}, "bad", NOW, "web", LIMITS)
+    other = collector_dead_letter({"userId": "u", "event": 2}, "bad", NOW, "web", LIMITS)
     assert first.offset == again.offset != other.offset
     assert (first.topic, first.partition, first.key) == ("collector", 0, "u")
     assert 0 <= first.offset < 2**63
@@ -241,6 +247,7 @@ def test_identify_traits_from_context_as_rudderstack_sends_them() -> None:
     event = prepare_event(
         {"userId": "u", "context": {"traits": {"phone": "+1 415 555 2671"}}},
         call_type="identify",
+        limits=LIMITS,
         received_at=NOW,
         default_region="US",
         new_message_id=ids(),
