@@ -8,10 +8,11 @@ import orjson
 from pydantic import BaseModel
 
 from schemas.events import PROPERTIES_BY_EVENT, Event
+from schemas.identity import ContactLink, ForgetMerged, Link, Merge
 from schemas.privacy import AuditRecord, ErasureRequest
 from schemas.profile import Profile
 from schemas.segments import SegmentChange
-from schemas.triggers import DeadLetter, Suppression, Trigger
+from schemas.triggers import DeadLetter, QuarantinedState, Suppression, Trigger
 
 # Where the exported files are kept in the repository, for producers and senders to vendor.
 SHIPPED_DIRECTORY = Path(__file__).resolve().parent / "jsonschema"
@@ -25,6 +26,11 @@ EXPORTED: dict[str, type[BaseModel]] = {
     "dead_letter": DeadLetter,
     "erasure_request": ErasureRequest,
     "audit_record": AuditRecord,
+    "quarantined_state": QuarantinedState,
+    "identity.link": Link,
+    "identity.merge": Merge,
+    "identity.contact": ContactLink,
+    "identity.forget_merged": ForgetMerged,
     **{f"properties.{name.value.lower().replace(' ', '_')}": model for name, model in PROPERTIES_BY_EVENT.items()},
 }
 

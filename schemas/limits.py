@@ -31,19 +31,13 @@ class Limits(BaseModel):
     batch_bytes: int = Field(default=500 * 1024, ge=1024, description="bytes of one HTTP batch request")
     json_depth: int = Field(default=32, ge=4, le=128, description="nesting of objects and arrays in one event")
     id_length: int = Field(default=256, ge=16, le=4096, description="characters of an id (user, message, product)")
-    string_length: int = Field(default=4096, ge=64, description="characters of any other string value")
+    string_length: int = Field(default=2048, ge=64, description="characters of any other string value")
     object_keys: int = Field(default=256, ge=8, description="keys of any one JSON object")
     array_items: int = Field(default=256, ge=8, description="items of any one JSON array (products of a cart event)")
     properties: int = Field(default=128, ge=8, description="top-level properties of one event")
     traits: int = Field(default=128, ge=8, description="top-level traits of one event, and traits kept per person")
     traits_bytes: int = Field(default=16 * 1024, ge=1024, description="bytes of the traits kept per person, as JSON")
     number_magnitude: float = Field(default=1e12, gt=0, description="largest absolute value of any number")
-    cart_items: int = Field(default=100, ge=1, description="distinct products kept per cart")
-    carts: int = Field(default=5, ge=1, description="carts kept per person, the least recently touched dropped")
-    message_ids: int = Field(default=128, ge=1, description="recent messageIds kept per person to drop repeats")
-    rule_history: int = Field(default=512, ge=16, description="per-key rule history entries kept per person")
-    pending: int = Field(default=256, ge=16, description="nudges waiting per person; past it new entries wait out")
-    persons_per_contact: int = Field(default=32, ge=1, description="people one email address or phone number maps to")
     oldest_timestamp: datetime = Field(
         default=datetime(2000, 1, 1, tzinfo=UTC), description="earliest event timestamp accepted"
     )
@@ -53,6 +47,21 @@ class Limits(BaseModel):
         description="how far past the receiving clock an event timestamp may be (it would move stream time)",
     )
     dead_letter_bytes: int = Field(default=16 * 1024, ge=256, description="bytes of a rejected message kept")
+    # What a person's state keeps: each way it grows has its own cap (docs/architecture.md, "Bounded input").
+    stored_text_length: int = Field(
+        default=512, ge=64, description="characters of a product's name or URL kept in a cart or a pending nudge"
+    )
+    cart_items: int = Field(default=20, ge=1, description="products kept per cart, the least recently added dropped")
+    carts: int = Field(default=5, ge=1, description="carts kept per person, the least recently touched dropped")
+    pending: int = Field(default=32, ge=4, description="nudges waiting per person; past it new entries are not made")
+    context_bytes: int = Field(
+        default=4096, ge=512, description="bytes of what a waiting nudge carries (products past it are left out)"
+    )
+    rule_history: int = Field(default=256, ge=16, description="per-key rule history entries kept per person")
+    sent_records: int = Field(default=128, ge=8, description="recent sends kept per person for caps and dedupe")
+    message_ids: int = Field(default=64, ge=1, description="recent messageIds kept per person to drop repeats")
+    anonymous_ids: int = Field(default=20, ge=1, description="anonymous ids listed on a person's profile")
+    persons_per_contact: int = Field(default=32, ge=1, description="people one email address or phone number maps to")
 
     @property
     def future(self) -> timedelta:

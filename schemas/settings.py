@@ -189,6 +189,11 @@ class Settings(BaseSettings):
         return self.topic("profiles")
 
     @property
+    def quarantine_topic(self) -> str:
+        """States the worker could not fire, store, read or publish, with the reason (QuarantinedState)."""
+        return self.topic("quarantine")
+
+    @property
     def identity_topic(self) -> str:
         return self.topic("identity")
 
@@ -223,4 +228,5 @@ class Settings(BaseSettings):
             self.identity_topic,
             self.privacy_topic,
             self.audit_topic,
+            self.quarantine_topic,
         ]

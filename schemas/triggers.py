@@ -63,6 +63,17 @@ class DeadLetter(BaseModel):
     received_at: UtcDatetime
 
 
+class QuarantinedState(BaseModel):
+    """A person's state the worker could not fire, store, read or publish, set aside with the reason on
+    the quarantine topic; only that person is held back, and offsets move on once this is acknowledged."""
+
+    person_id: str
+    stage: str = Field(description="what failed: timer, store, read or snapshot")
+    reason: str
+    value: str = Field(description="the state as far as it could be written, bounded")
+    at: UtcDatetime
+
+
 class SuppressionReason(StrEnum):
     """Why the policy gate held a nudge back, in the order the gate checks."""
 

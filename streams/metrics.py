@@ -18,6 +18,14 @@ class WorkerMetrics:
             "nudgeflow_invalid_messages_total", "Messages sent to the dead-letter topic, by reason", ["reason"],
             registry=self.registry,
         )  # fmt: skip
+        self.repeated = Counter(
+            "nudgeflow_repeated_events_total", "Events whose messageId the person's state had applied already",
+            registry=self.registry,
+        )  # fmt: skip
+        self.quarantined = Counter(
+            "nudgeflow_quarantined_states_total", "States set aside on the quarantine topic, by what failed",
+            ["stage"], registry=self.registry,
+        )  # fmt: skip
         self.dropped_erased = Counter(
             "nudgeflow_erased_events_dropped_total", "Late events of erased people, dropped", registry=self.registry
         )

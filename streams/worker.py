@@ -37,12 +37,15 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from schemas.encoding import model_json
 from schemas.events import InvalidEvent, parse_event
-from schemas.privacy import AuditRecord, ErasureRequest, person_hash
+from schemas.identity import ContactLink, ForgetMerged, InvalidIdentityMessage, Link, Merge, parse_identity
+from schemas.limits import truncated
+from schemas.privacy import AuditRecord, ErasureRequest, is_contact_id, person_hash
 from schemas.rules import RulesConfig
 from schemas.settings import Settings
-from schemas.triggers import DeadLetter
+from schemas.triggers import DeadLetter, QuarantinedState
 from streams.metrics import WorkerMetrics
-from streams.outbox import Outbox
+from streams.outbox import Outbox, partition_of
+from streams.rules.contacts import contact_changes, forgotten_contacts, with_contact
 from streams.rules.engine import Step, absorb, advance_time, apply_event
 from streams.rules.state import PersonState, SourcePosition
 from streams.rules.timers import PartitionClock, utc_now
@@ -109,6 +112,7 @@ class Worker:
         self._snapshot_at = 0.0
         self._uncommitted: dict[TopicPartition, int] = {}  # next offsets to commit once the states are stored
         self._stored_at = 0.0
+        self._batch_received_at = utc_now()  # the wall clock a batch's timestamps are bounded by
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
 
@@ -146,6 +150,7 @@ class Worker:
         await self._producer.start()
         self._outbox = Outbox(self._producer)
         await self._consumer.start()
+        await self._wait_for_source_topics()
         self._consumer.subscribe(self.source_topics, listener=_Rebalance(self))
         try:
             while not self._stopping.is_set():
@@ -162,6 +167,19 @@ class Worker:
                 self.erased.close()
             await self._consumer.stop()
             await self._producer.stop()
+
+    async def _wait_for_source_topics(self) -> None:
+        """Subscribe only once the client's metadata lists every source topic: a consumer that joins its
+        group before, say, the privacy topic is known holds none of its partitions until the next metadata
+        refresh (minutes), and meanwhile ignores erasures."""
+        assert self._consumer is not None
+        while not self._stopping.is_set():
+            known = await self._consumer.topics()
+            missing = [topic for topic in self.source_topics if topic not in known]
+            if not missing:
+                return
+            log.info("waiting for topics %s to exist", ", ".join(missing))
+            await asyncio.sleep(0.5)
 
     async def _next_batch(self) -> dict[TopicPartition, list[Any]]:
         """Wait for messages (at most a timer interval), then gather more for up to worker_linger_ms.
@@ -186,6 +204,7 @@ class Worker:
     async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
         assert self._consumer is not None
         offsets: dict[TopicPartition, int] = {}
+        self._batch_received_at = utc_now()
         for tp, messages in batch.items():
             if tp.partition not in self.owned:
                 continue  # fetched before a rebalance took the partition away
@@ -223,7 +242,14 @@ class Worker:
         self._stored_at = time.monotonic()
         dirty, self._dirty = self._dirty, {}
         for key, (partition, state) in dirty.items():
-            self.persons.put(partition, key, state.to_json())
+            try:
+                encoded = state.to_json()
+            except Exception as error:  # this person only: their state is set aside, everyone else is stored
+                self._cache.pop(key, None)
+                self._quarantine(key, "store", error, state)
+                continue
+            self.persons.put(partition, key, encoded)
+        # The quarantined states leave with the tables' records: both are acknowledged before any commit.
         await flush_tables([self.persons, self.erased], self._outbox)
         offsets, self._uncommitted = self._uncommitted, {}
         if not offsets:
@@ -297,7 +323,13 @@ class Worker:
         self.schedule.clear()
         for partition in self.owned:
             for key, stored in self.persons.items(partition):
-                self.schedule.set(key, stored_deadline(stored), partition)
+                try:
+                    deadline = stored_deadline(stored)
+                except (ValueError, TypeError, KeyError, AttributeError) as error:
+                    # Unreadable: the person's next message quarantines it (latest_state); no deadline meanwhile.
+                    log.error("stored state of %r unreadable: %s", key[:64], error)
+                    continue
+                self.schedule.set(key, deadline, partition)
 
     # Messages --------------------------------------------------------------------------------------------
 
@@ -308,13 +340,23 @@ class Worker:
             topic=message.topic, partition=message.partition, offset=message.offset
         )
         if message.topic == settings.identity_topic:
-            await self._handle_identity(orjson.loads(message.value), position)
+            try:
+                identity = parse_identity(message.value, settings.limits)
+            except InvalidIdentityMessage as error:
+                await self._dead_letter(message, str(error))
+                return
+            await self._handle_identity(identity, position)
             return
         if message.topic == settings.privacy_topic:
-            await self._handle_erasure(ErasureRequest.model_validate_json(message.value), position)
+            try:
+                request = ErasureRequest.model_validate_json(message.value or b"")
+            except ValueError as error:
+                await self._dead_letter(message, f"invalid privacy request: {error}")
+                return
+            await self._handle_erasure(request, position)
             return
         try:
-            parsed = parse_event(message.value)
+            parsed = parse_event(message.value, settings.limits, received_at=self._batch_received_at)
         except InvalidEvent as error:
             await self._dead_letter(message, str(error))
             return
@@ -331,46 +373,108 @@ class Worker:
         caught_up = highwater is None or message.offset + 1 >= highwater
         self.clock.observe(message.partition, parsed.timestamp, caught_up=caught_up)
         state = self._load(key, message.partition)
-        if state.merged_into is not None:
-            # An anonymous id that now belongs to a known person: their events follow them.
+        forward_to = [state.merged_into] if state.merged_into is not None else state.contact_of
+        if forward_to:
+            # An anonymous id that now belongs to a known person, or an address or number that people have
+            # (an SMS STOP naming only the sender): the message follows each of them.
             if not state.already_applied(position):
                 self._save(state.model_copy(update={"applied_offsets": state.record(position)}), message.partition)
-                document = {**orjson.loads(message.value), "userId": state.merged_into}
-                await self._send(settings.events_topic, state.merged_into.encode(), orjson.dumps(document))
+                for person_id in forward_to:
+                    document = {**orjson.loads(message.value), "userId": person_id}
+                    await self._send(settings.events_topic, person_id.encode(), orjson.dumps(document))
             return
-        step = apply_event(state, parsed, position, self.rules)
+        step = apply_event(state, parsed, position, self.rules, settings.limits)
+        if step.repeated:
+            self.metrics.repeated.inc()
         if step.applied:
             self._applied_events[(parsed.type, parsed.event or parsed.name or "")] += 1
-        await self._publish(step, message.partition)
+        await self._publish(step, message.partition, before=state)
 
-    async def _handle_identity(self, document: dict[str, Any], position: SourcePosition) -> None:
-        """link (keyed by the anonymous id): hand its state over; merge (keyed by the person): absorb it."""
-        person_id = str(document["person_id"])
-        linking = document["kind"] == "link"
-        concerned = str(document["anonymous_id"]) if linking else person_id
-        # Nobody erased comes back through an identity message either (the cache relies on it, see _handle).
-        if self._is_erased(position.partition, concerned):
+    async def _handle_identity(
+        self, message: Link | Merge | ContactLink | ForgetMerged, position: SourcePosition
+    ) -> None:
+        """link (keyed by the anonymous id): hand its state over; merge (keyed by the person): absorb it;
+        contact (keyed by the contact id): keep who has it; forget_merged: erase what merged into someone."""
+        partition = position.partition
+        if isinstance(message, ForgetMerged):
+            await self._forget_merged(message, partition)
             return
-        if linking:
-            anonymous = self._load(concerned.encode(), position.partition)
+        concerned = message.anonymous_id if isinstance(message, Link) else message.person_id
+        if isinstance(message, ContactLink):
+            concerned = message.contact_id
+        # Nobody erased comes back through an identity message either (the cache relies on it, see _handle).
+        if self._is_erased(partition, concerned):
+            return
+        if isinstance(message, Link):
+            anonymous = self._load(concerned.encode(), partition)
             if anonymous.already_applied(position) or anonymous.merged_into is not None:
                 return
-            merge = {**document, "kind": "merge", "state": anonymous.model_dump(mode="json")}
-            await self._send(self.settings.identity_topic, person_id.encode(), orjson.dumps(merge))
-            redirect = PersonState.new(anonymous.person_id).model_copy(
-                update={"merged_into": person_id, "applied_offsets": anonymous.record(position)}
+            merge = Merge(
+                anonymous_id=message.anonymous_id, person_id=message.person_id, state=anonymous.model_dump(mode="json")
             )
-            self._save(redirect, position.partition)
-            log.info("identity: %s merges into %s", anonymous.person_id, person_id)
-        elif document["kind"] == "merge":
-            anonymous = PersonState.model_validate(document["state"])
-            state = self._load(person_id.encode(), position.partition)
-            await self._publish(absorb(state, anonymous, position, self.rules), position.partition)
+            await self._send(self.settings.identity_topic, message.person_id.encode(), merge.to_json())
+            redirect = PersonState.new(anonymous.person_id).model_copy(
+                update={"merged_into": message.person_id, "applied_offsets": anonymous.record(position)}
+            )
+            self._save(redirect, partition)
+            log.info("identity: %s merges into %s", anonymous.person_id, message.person_id)
+        elif isinstance(message, Merge):
+            absorbed = PersonState.model_validate(message.state)
+            state = self._load(message.person_id.encode(), partition)
+            step = absorb(state, absorbed, position, self.rules, self.settings.limits)
+            await self._publish(step, partition, before=state)
+        else:
+            await self._link_contact(message, position)
+
+    async def _link_contact(self, message: ContactLink, position: SourcePosition) -> None:
+        """Keep the people who have this address or number; an opt-out that reached the contact before
+        anybody had it is passed on to whoever comes to have it."""
+        contact = self._load(message.contact_id.encode(), position.partition)
+        if contact.already_applied(position):
+            return
+        if message.op == "add":
+            persons = with_contact(contact.contact_of, message.person_id, self.settings.limits.persons_per_contact)
+        else:
+            persons = [person for person in contact.contact_of if person != message.person_id]
+        self._save(
+            contact.model_copy(update={"contact_of": persons, "applied_offsets": contact.record(position)}),
+            position.partition,
+        )
+        opted_out = {channel: state for channel, state in contact.profile.consent.items() if state == "opted_out"}
+        if message.op == "add" and opted_out:
+            consent = {
+                "type": "identify",
+                "userId": message.person_id,
+                "messageId": f"contact-consent:{message.contact_id}:{position.offset}",
+                "timestamp": (contact.profile.last_seen or utc_now()).isoformat(),
+                "traits": {f"{channel}_consent": "opted_out" for channel in opted_out},
+            }
+            await self._send(self.settings.events_topic, message.person_id.encode(), orjson.dumps(consent))
+
+    async def _forget_merged(self, message: ForgetMerged, partition: int) -> None:
+        """Every anonymous id of this partition that was merged into the erased person is erased too,
+        however many there were: each gets an erasure request of its own (for the sinks as well)."""
+        if partition not in self.owned:
+            return
+        marker = b'"merged_into":' + orjson.dumps(message.person_id)
+        found = {key for key, stored in self.persons.items(partition) if marker in stored}
+        found.update(
+            key
+            for key, (held_partition, state) in self._dirty.items()
+            if held_partition == partition and state.merged_into == message.person_id
+        )
+        for key in sorted(found):
+            request = ErasureRequest(
+                request_id=message.request_id, person_id=key.decode(), requested_at=message.requested_at
+            )
+            await self._send(self.settings.privacy_topic, key, request.to_json())
 
     async def _handle_erasure(self, request: ErasureRequest, position: SourcePosition) -> None:
-        """Forget the person: tombstones in every table (and so their changelogs), a hash to drop late
-        events, the same request for every anonymous id they absorbed, and an audit record."""
-        hashed = person_hash(request.person_id, self.settings.hash_key)
+        """Forget the person: tombstones in every table (and so their changelogs) and on the compacted
+        profiles topic, a keyed hash to drop late events, their contacts unindexed, every anonymous id
+        merged into them erased in turn, and an audit record."""
+        settings = self.settings
+        hashed = person_hash(request.person_id, settings.hash_key)
         key = request.person_id.encode()
         partition = position.partition
         if self._is_erased(partition, request.person_id):
@@ -380,17 +484,23 @@ class Worker:
         self._dirty.pop(key, None)
         self._changed_profiles.pop(key, None)
         if state is not None:
-            for anonymous_id in state.profile.anonymous_ids:
-                forwarded = request.model_copy(update={"person_id": anonymous_id})
-                await self._send(self.settings.privacy_topic, anonymous_id.encode(), forwarded.to_json())
+            for change in forgotten_contacts(state.profile, settings.hash_key):
+                await self._send(settings.identity_topic, change.contact_id.encode(), change.to_json())
+        if not is_contact_id(request.person_id) and state is not None and state.merged_into is None:
+            sweep = ForgetMerged(
+                person_id=request.person_id, request_id=request.request_id, requested_at=request.requested_at
+            )
+            for every in range(settings.partitions):  # merged ids live in any partition
+                await self._send(settings.identity_topic, None, sweep.to_json(), partition=every)
         self.persons.put(partition, key, None)
         self.schedule.set(key, None, partition)
         self.erased.put(partition, hashed.encode(), utc_now().isoformat().encode())
+        await self._send(settings.profiles_topic, key, None)  # compaction removes every earlier snapshot
         record = AuditRecord(
             request_id=request.request_id, kind="erase", person_hash=hashed, component="worker",
-            completed_at=utc_now(), detail="profile, rule state and pending timers deleted",
+            completed_at=utc_now(), detail="profile, rule state, contacts and pending timers deleted",
         )  # fmt: skip
-        await self._send(self.settings.audit_topic, hashed.encode(), record.to_json())
+        await self._send(settings.audit_topic, hashed.encode(), record.to_json())
         log.info("erased a person on request %s", request.request_id)
 
     async def _fire_due_timers(self) -> None:
@@ -403,9 +513,13 @@ class Worker:
                 continue
             moment = SourcePosition(topic=CLOCK_STREAM, partition=partition, offset=_microseconds(now))
             for key in self.schedule.pop_due(partition, now):
-                state = self._load(key, partition)
-                step = advance_time(state, now, moment, self.rules)
-                await self._publish(step, partition)
+                try:
+                    state = self._load(key, partition)
+                    step = advance_time(state, now, moment, self.rules, self.settings.limits)
+                    await self._publish(step, partition, before=state)
+                except Exception as error:  # this person's deadline only: set aside, the others still fire
+                    self._quarantine(key, "timer", error, self.latest_state(partition, key))
+                    continue
                 due = step.state.next_deadline()
                 if due is not None and due <= now:  # not applied, or bounded work left: look again soon
                     self.schedule.set(key, now + timedelta(seconds=CHECK_RETRY_SECONDS), partition)
@@ -437,16 +551,22 @@ class Worker:
 
     # Output --------------------------------------------------------------------------------------------------
 
-    async def _send(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None) -> None:
+    async def _send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> None:
         assert self._outbox is not None
         self._outbox.add(topic, key, value, partition)
 
-    async def _publish(self, step: Step, partition: int) -> None:
+    async def _publish(self, step: Step, partition: int, before: PersonState) -> None:
         if not step.applied:
             return
         settings = self.settings
         state = step.state
         key = state.person_id.encode()
+        if is_contact_id(state.person_id):
+            # A contact nobody has yet keeps only what it was told (an opt-out); it is nobody to nudge.
+            self._save(state, partition)
+            return
+        for contact in contact_changes(before.profile, state.profile, settings.hash_key):
+            await self._send(settings.identity_topic, contact.contact_id.encode(), contact.to_json())
         if step.triggers:
             wall = utc_now()
             for trigger in step.triggers:
@@ -459,8 +579,8 @@ class Worker:
         for change in step.segment_changes:
             await self._send(settings.segments_topic, key, change.to_json())
         for anonymous_id in step.links:
-            link = {"kind": "link", "anonymous_id": anonymous_id, "person_id": state.person_id}
-            await self._send(settings.identity_topic, anonymous_id.encode(), orjson.dumps(link))
+            link = Link(anonymous_id=anonymous_id, person_id=state.person_id)
+            await self._send(settings.identity_topic, anonymous_id.encode(), link.to_json())
         self._save(state, partition)
         self._changed_profiles[key] = state
 
@@ -471,7 +591,12 @@ class Worker:
         self._snapshot_at = time.monotonic()
         pending, self._changed_profiles = self._changed_profiles, {}
         for key, state in pending.items():
-            await self._send(self.settings.profiles_topic, key, model_json(state.profile))
+            try:
+                snapshot = model_json(state.profile)
+            except Exception as error:  # this person's snapshot only
+                self._quarantine(key, "snapshot", error, state)
+                continue
+            await self._send(self.settings.profiles_topic, key, snapshot)
 
     async def _dead_letter(self, message: Any, reason: str) -> None:
         letter = DeadLetter(
@@ -479,13 +604,36 @@ class Worker:
             topic=message.topic,
             partition=message.partition,
             offset=message.offset,
-            key=message.key.decode(errors="replace") if message.key else None,
-            value=(message.value or b"").decode(errors="replace"),
+            key=truncated(message.key, self.settings.limits).decode(errors="replace") if message.key else None,
+            value=truncated(message.value or b"", self.settings.limits).decode(errors="replace"),
             received_at=utc_now(),
         )
         log.warning("dead letter %s/%d@%d: %s", message.topic, message.partition, message.offset, reason)
         self.metrics.invalid.labels(reason=reason.split(":", 1)[0]).inc()
         await self._send(self.settings.dead_letter_topic, message.key, letter.model_dump_json().encode())
+
+    def _quarantine(self, key: bytes, stage: str, error: Exception, state: PersonState | bytes | None) -> None:
+        """Set one person's state aside with the reason; the loop and everyone else go on. Sent with the
+        batch's outputs, so it is acknowledged before the offsets that moved past it are committed."""
+        assert self._outbox is not None
+        log.error("quarantined %s at %s: %s: %s", key[:64].decode(errors="replace"), stage, type(error).__name__, error)
+        self.metrics.quarantined.labels(stage=stage).inc()
+        self.schedule.set(key, None, partition_of(key, self.settings.partitions))
+        if isinstance(state, bytes):
+            text = state
+        else:
+            try:
+                text = repr(state).encode()
+            except Exception:  # a state even repr cannot write: the reason is all there is
+                text = b""
+        record = QuarantinedState(
+            person_id=key.decode(errors="replace")[: self.settings.limits.id_length],
+            stage=stage,
+            reason=f"{type(error).__name__}: {error}"[:1000],
+            value=truncated(text, self.settings.limits).decode(errors="replace"),
+            at=utc_now(),
+        )
+        self._outbox.add(self.settings.quarantine_topic, key, record.model_dump_json().encode())
 
     # Reads (the HTTP API uses them too) ------------------------------------------------------------------------
 
@@ -498,7 +646,14 @@ class Worker:
         if cached is not None:
             return cached
         stored = self.persons.get(partition, key)
-        return None if stored is None else PersonState.from_json(stored)
+        if stored is None:
+            return None
+        try:
+            return PersonState.from_json(stored)
+        except ValueError as error:  # unreadable: set aside as it was, and the person starts afresh
+            if self._outbox is not None:
+                self._quarantine(key, "read", error, stored)
+            return PersonState.new(key.decode(errors="replace"))
 
     def segment_members(self, name: str) -> list[str]:
         """Members among the people this worker holds, changes not yet stored included."""

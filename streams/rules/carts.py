@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from schemas.events import Event, EventName, OrderProperties, ProductProperties
+from schemas.limits import DEFAULT_LIMITS, Limits
 from schemas.triggers import CartItem
+from streams.rules.bounds import short_text
 
 DEFAULT_CART = "default"
-# Carts kept per person, most recently touched first out last: an abandoned cart that is never bought or
-# emptied must not grow the state for ever.
-MAX_CARTS = 5
 
 Carts = Mapping[str, Mapping[str, CartItem]]
 
@@ -20,7 +19,10 @@ def cart_id_of(properties: Mapping[str, object]) -> str:
     return str(value) if value else DEFAULT_CART
 
 
-def carts_after_event(carts: Carts, event: Event) -> dict[str, dict[str, CartItem]]:
+def carts_after_event(carts: Carts, event: Event, limits: Limits = DEFAULT_LIMITS) -> dict[str, dict[str, CartItem]]:
+    """The carts after `event`. An abandoned cart that is never bought or emptied must not grow the state
+    for ever: past limits.carts the least recently touched cart goes, past limits.cart_items the least
+    recently added product."""
     updated = {cart_id: dict(items) for cart_id, items in carts.items()}
     if event.type != "track":
         return updated
@@ -29,17 +31,19 @@ def carts_after_event(carts: Carts, event: Event) -> dict[str, dict[str, CartIte
         cart_id = cart_id_of(event.properties)
         cart = updated.pop(cart_id, {})
         updated[cart_id] = cart  # now the most recently touched
-        while len(updated) > MAX_CARTS:
+        while len(updated) > limits.carts:
             del updated[next(iter(updated))]
-        existing = cart.get(product.product_id)
+        existing = cart.pop(product.product_id, None)
         cart[product.product_id] = CartItem(
             product_id=product.product_id,
-            name=product.name,
+            name=short_text(product.name, limits),
             price=product.price,
-            quantity=product.quantity + (existing.quantity if existing else 0),
-            url=product.url,
-            image_url=product.image_url,
+            quantity=min(product.quantity + (existing.quantity if existing else 0), int(limits.number_magnitude)),
+            url=short_text(product.url, limits),
+            image_url=short_text(product.image_url, limits),
         )
+        while len(cart) > limits.cart_items:
+            del cart[next(iter(cart))]
     elif event.event == EventName.PRODUCT_REMOVED:
         product = event.typed_properties(ProductProperties)
         cart_id = cart_id_of(event.properties)

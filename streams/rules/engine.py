@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from schemas.events import Event
+from schemas.limits import DEFAULT_LIMITS, Limits
 from schemas.rules import RulesConfig
 from schemas.segments import SegmentChange
 from schemas.triggers import Suppression, SuppressionReason, Trigger
+from streams.rules.bounds import bounded_history, message_digest, remembered_messages
 from streams.rules.carts import carts_after_event
 from streams.rules.facts import ProfileFacts
 from streams.rules.identity import anonymous_ids_to_link, merge_states
@@ -47,31 +49,44 @@ class Step:
     segment_changes: list[SegmentChange] = field(default_factory=list)
     applied: bool = True
     links: list[str] = field(default_factory=list)  # anonymous ids whose state should merge into this person
+    repeated: bool = False  # a messageId this person's state already applied (a retry, a re-keyed replay)
 
 
 @dataclass
 class _Outcome:
+    limits: Limits
     triggers: list[Trigger] = field(default_factory=list)
     suppressed: list[Suppression] = field(default_factory=list)
     segment_changes: list[SegmentChange] = field(default_factory=list)
 
 
-def apply_event(state: PersonState, event: Event, position: SourcePosition, rules: RulesConfig) -> Step:
+def apply_event(
+    state: PersonState, event: Event, position: SourcePosition, rules: RulesConfig, limits: Limits = DEFAULT_LIMITS
+) -> Step:
     """Apply one event at its own time. What fell due before it fires first, so processing a person's
-    events live or replaying them later gives the same triggers."""
+    events live or replaying them later gives the same triggers. An event whose messageId the state
+    already applied changes nothing (a retry through another collector, a re-keyed copy)."""
     if state.already_applied(position):
         return Step(state, applied=False)
-    outcome = _Outcome()
+    digest = message_digest(event.message_id) if event.message_id else None
+    if digest is not None and digest in state.recent_messages:
+        return Step(state, applied=False, repeated=True)
+    outcome = _Outcome(limits)
     moment = event.timestamp
     links = anonymous_ids_to_link(state, event)
     current = _run_due(state, moment, moment, rules, outcome)
     # One copy for everything the event changes; nothing below reads the applied offsets, so they go in too.
     current = current.model_copy(
         update={
-            "profile": update_profile(current.profile, event, rules.profile),
-            "carts": carts_after_event(current.carts, event),
-            "pending": pending_after_event(current, event, rules),
+            "profile": update_profile(current.profile, event, rules.profile, limits),
+            "carts": carts_after_event(current.carts, event, limits),
+            "pending": pending_after_event(current, event, rules, limits),
             "applied_offsets": current.record(position),
+            "recent_messages": (
+                current.recent_messages
+                if digest is None
+                else remembered_messages(current.recent_messages, digest, limits)
+            ),
         }
     )
     current = _reevaluate_segments(current, moment, rules, outcome)
@@ -79,19 +94,27 @@ def apply_event(state: PersonState, event: Event, position: SourcePosition, rule
     return Step(current, outcome.triggers, outcome.suppressed, outcome.segment_changes, links=links)
 
 
-def absorb(state: PersonState, anonymous: PersonState, position: SourcePosition, rules: RulesConfig) -> Step:
+def absorb(
+    state: PersonState,
+    anonymous: PersonState,
+    position: SourcePosition,
+    rules: RulesConfig,
+    limits: Limits = DEFAULT_LIMITS,
+) -> Step:
     """Merge an anonymous visitor's state into this person's (once per identity message)."""
     if state.already_applied(position):
         return Step(state, applied=False)
-    merged = merge_states(state, anonymous, rules)
+    merged = merge_states(state, anonymous, rules, limits)
     return Step(merged.model_copy(update={"applied_offsets": merged.record(position)}))
 
 
-def advance_time(state: PersonState, now: datetime, position: SourcePosition, rules: RulesConfig) -> Step:
+def advance_time(
+    state: PersonState, now: datetime, position: SourcePosition, rules: RulesConfig, limits: Limits = DEFAULT_LIMITS
+) -> Step:
     """Let time pass to `now` (the partition's clock): fire what is due and re-check segments."""
     if state.already_applied(position):
         return Step(state, applied=False)
-    outcome = _Outcome()
+    outcome = _Outcome(limits)
     current = _run_due(state, now, now, rules, outcome)
     current = current.model_copy(update={"applied_offsets": current.record(position)})
     return Step(current, outcome.triggers, outcome.suppressed, outcome.segment_changes)
@@ -103,7 +126,7 @@ def _reevaluate_segments(state: PersonState, now: datetime, rules: RulesConfig, 
     outcome.segment_changes.extend(changes)
     check_at = next_segment_check(state.profile, now, rules)
     pending = pending_with_birthdays(
-        state, pending_after_segment_changes(state, state.pending, changes, rules), now, rules
+        state, pending_after_segment_changes(state, state.pending, changes, rules, outcome.limits), now, rules
     )
     if membership == state.segments and _same_moment(check_at, state.segment_check_at) and pending is state.pending:
         return state  # the usual outcome after an event: nothing to copy
@@ -171,9 +194,10 @@ def _fire(
     horizon = decided_at - rules.policy.remember_sent_for
     fired = {slot: at for slot, at in state.fired.items() if "|" not in slot or at > horizon}
     fired.update({rule.name: waiting.due_at, waiting.slot: waiting.due_at})
+    fired = bounded_history(fired, outcome.limits)
     if isinstance(verdict, Send):
         outcome.triggers.append(verdict.trigger)
-        sent = [r for r in state.sent if r.at > horizon]
+        sent = [r for r in state.sent if r.at > horizon][-(outcome.limits.sent_records - 1) :]
         sent.append(SentRecord(trigger_id=trigger.trigger_id, channel=trigger.channel, at=decided_at))
         return state.model_copy(update={"pending": pending, "fired": fired, "sent": sent})
     outcome.suppressed.append(

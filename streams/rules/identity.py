@@ -10,9 +10,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from schemas.events import Event
+from schemas.limits import DEFAULT_LIMITS, Limits
 from schemas.profile import ConsentState, DayCounts, Profile, SeenRange
 from schemas.rules import RulesConfig
-from streams.rules.profiles import MAX_ANONYMOUS_IDS, decayed
+from streams.rules.bounds import bounded_history, bounded_traits
+from streams.rules.profiles import decayed
 from streams.rules.state import PersonState
 
 
@@ -39,7 +41,7 @@ def _max(first: datetime | None, second: datetime | None) -> datetime | None:
     return max((moment for moment in (first, second) if moment is not None), default=None)
 
 
-def merge_profiles(person: Profile, anonymous: Profile, rules: RulesConfig) -> Profile:
+def merge_profiles(person: Profile, anonymous: Profile, rules: RulesConfig, limits: Limits = DEFAULT_LIMITS) -> Profile:
     """The person's profile with an anonymous visitor's history added; the person's own facts win,
     except that an opt-out from either side is kept."""
     channels = dict(anonymous.channels)
@@ -78,7 +80,7 @@ def merge_profiles(person: Profile, anonymous: Profile, rules: RulesConfig) -> P
     absorbed = [*person.anonymous_ids, anonymous.person_id, *anonymous.anonymous_ids]
     return person.model_copy(
         update={
-            "anonymous_ids": list(dict.fromkeys(absorbed))[-MAX_ANONYMOUS_IDS:],
+            "anonymous_ids": list(dict.fromkeys(absorbed))[-limits.anonymous_ids :],
             "first_seen": _min(person.first_seen, anonymous.first_seen),
             "last_seen": _max(person.last_seen, anonymous.last_seen),
             "channels": channels,
@@ -103,26 +105,34 @@ def merge_profiles(person: Profile, anonymous: Profile, rules: RulesConfig) -> P
             "timezone": person.timezone or anonymous.timezone,
             "locale": person.locale or anonymous.locale,
             "consent": consent,
-            "traits": {**anonymous.traits, **person.traits},
+            "traits": bounded_traits(anonymous.traits, person.traits, limits),
             "recently_viewed": viewed,
         }
     )
 
 
-def merge_states(person: PersonState, anonymous: PersonState, rules: RulesConfig) -> PersonState:
-    """Absorb an anonymous visitor's state: profile, carts, pending nudges, sends and rule history."""
+def merge_states(
+    person: PersonState, anonymous: PersonState, rules: RulesConfig, limits: Limits = DEFAULT_LIMITS
+) -> PersonState:
+    """Absorb an anonymous visitor's state: profile, carts, pending nudges, sends and rule history, each
+    within its limit (the person's own entries are the most recent and kept first)."""
     carts = {**anonymous.carts}
     for cart_id, items in person.carts.items():
-        carts[cart_id] = {**carts.get(cart_id, {}), **items}
+        merged_items = {**carts.pop(cart_id, {}), **items}
+        carts[cart_id] = dict(list(merged_items.items())[-limits.cart_items :])
+    carts = dict(list(carts.items())[-limits.carts :])
     pending = {**anonymous.pending, **person.pending}
+    pending = dict(list(pending.items())[-limits.pending :])
     fired = dict(anonymous.fired)
     for slot, moment in person.fired.items():
         fired[slot] = max(moment, fired.get(slot, moment))
+    fired = bounded_history(fired, limits)
     sent_ids = {record.trigger_id for record in person.sent}
     sent = sorted([*person.sent, *(r for r in anonymous.sent if r.trigger_id not in sent_ids)], key=lambda r: r.at)
+    sent = sent[-limits.sent_records :]
     return person.model_copy(
         update={
-            "profile": merge_profiles(person.profile, anonymous.profile, rules),
+            "profile": merge_profiles(person.profile, anonymous.profile, rules, limits),
             "carts": carts,
             "pending": pending,
             "fired": fired,

@@ -6,11 +6,12 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 
 from schemas.events import Event, EventName, OrderProperties, ProductProperties
+from schemas.limits import DEFAULT_LIMITS, Limits
 from schemas.profile import ConsentState, DayCounts, Profile, SeenRange
 from schemas.rules import ProfileConfig
+from streams.rules.bounds import bounded_traits
 
 WINDOW_DAYS = 90
-MAX_ANONYMOUS_IDS = 20
 
 # How much each kind of activity says about interest; decays with the configured half-life.
 ENGAGEMENT_WEIGHTS: dict[str, float] = {
@@ -88,7 +89,7 @@ def _add_to_day(
     return kept
 
 
-def update_profile(profile: Profile, event: Event, config: ProfileConfig) -> Profile:
+def update_profile(profile: Profile, event: Event, config: ProfileConfig, limits: Limits = DEFAULT_LIMITS) -> Profile:
     """The profile after `event`."""
     moment = event.timestamp
     name = event.event or ""
@@ -108,7 +109,7 @@ def update_profile(profile: Profile, event: Event, config: ProfileConfig) -> Pro
     if event.user_id and not profile.identified:
         changes["identified"] = True
     if event.user_id and event.anonymous_id and event.anonymous_id not in profile.anonymous_ids:
-        changes["anonymous_ids"] = [*profile.anonymous_ids, event.anonymous_id][-MAX_ANONYMOUS_IDS:]
+        changes["anonymous_ids"] = [*profile.anonymous_ids, event.anonymous_id][-limits.anonymous_ids :]
     if channel in ("web", "app"):
         changes["last_visit_at"] = _later(profile.last_visit_at, moment)
 
@@ -121,7 +122,7 @@ def update_profile(profile: Profile, event: Event, config: ProfileConfig) -> Pro
         changes["engagement_at"] = reference
 
     if event.type == "identify" or event.traits:
-        changes.update(_from_traits(profile, event))
+        changes.update(_from_traits(profile, event, limits))
     if event.context.timezone and "timezone" not in changes and profile.timezone is None:
         changes["timezone"] = event.context.timezone
     if event.context.locale and profile.locale is None and "locale" not in changes:
@@ -131,9 +132,9 @@ def update_profile(profile: Profile, event: Event, config: ProfileConfig) -> Pro
     return profile.model_copy(update=changes)
 
 
-def _from_traits(profile: Profile, event: Event) -> dict[str, object]:
+def _from_traits(profile: Profile, event: Event, limits: Limits) -> dict[str, object]:
     traits = event.traits
-    changes: dict[str, object] = {"traits": {**profile.traits, **traits}}
+    changes: dict[str, object] = {"traits": bounded_traits(profile.traits, traits, limits)}
     for field in ("email", "phone", "name", "birthday", "timezone", "locale"):
         value = traits.get(field)
         if isinstance(value, str) and value:

@@ -67,6 +67,12 @@ class PersonState(BaseModel):
     segments: dict[str, UtcDatetime] = Field(default_factory=dict, description="segment -> entered at")
     segment_check_at: UtcDatetime | None = None
     merged_into: str | None = Field(default=None, description="set on an anonymous id absorbed by a person")
+    contact_of: list[str] = Field(
+        default_factory=list, description="on a contact id (schemas.privacy.CONTACT_PREFIX): the people who have it"
+    )
+    recent_messages: list[str] = Field(
+        default_factory=list, description="digests of the latest messageIds applied: a repeat changes nothing"
+    )
     applied_offsets: dict[str, int] = Field(default_factory=dict)
 
     @classmethod

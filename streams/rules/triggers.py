@@ -10,9 +10,11 @@ from datetime import date, datetime
 from typing import Any
 
 from schemas.events import Event
+from schemas.limits import Limits
 from schemas.rules import Exit, Reentry, RulesConfig, TriggerRule
 from schemas.segments import SegmentChange
 from schemas.triggers import Channel, Trigger, make_trigger_id
+from streams.rules.bounds import bounded_context, short_text
 from streams.rules.carts import DEFAULT_CART, cart_context
 from streams.rules.per_rules import per_rules
 from streams.rules.policy import HOLDOUT_VARIANT, person_zone
@@ -101,6 +103,7 @@ def _enter(
     rules: RulesConfig,
     cause: str | None,
     context: dict[str, Any],
+    limits: Limits,
 ) -> None:
     slot = f"{rule.name}|{key}"
     current = pending.get(slot)
@@ -115,8 +118,10 @@ def _enter(
                 }
             )
         return
-    if _may_enter(state, pending, rule, key, moment):
-        pending[slot] = _schedule(rule, key, 0, moment, rules, cause_event_id=cause, context=context)
+    # Past limits.pending a person waits for enough already: a flood of keys (products viewed) enters no more.
+    if len(pending) < limits.pending and _may_enter(state, pending, rule, key, moment):
+        bounded = bounded_context(context, limits)
+        pending[slot] = _schedule(rule, key, 0, moment, rules, cause_event_id=cause, context=bounded)
 
 
 # What a sender needs to show a product; the rest of the tracker's properties stays out of the state.
@@ -124,18 +129,19 @@ PRODUCT_FIELDS = ("product_id", "name", "price", "url", "image_url", "category")
 ORDER_FIELDS = ("order_id", "cart_id", "revenue", "total", "currency")
 
 
-def _picked(document: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
-    return {name: document[name] for name in fields if document.get(name) is not None}
+def _picked(document: Mapping[str, Any], fields: tuple[str, ...], limits: Limits) -> dict[str, Any]:
+    picked = {name: short_text(document.get(name), limits) for name in fields}
+    return {name: value for name, value in picked.items() if value is not None}
 
 
-def _entry_context(rule: TriggerRule, event: Event) -> dict[str, Any]:
+def _entry_context(rule: TriggerRule, event: Event, limits: Limits) -> dict[str, Any]:
     if rule.context == "product":
-        return {"product": _picked(event.properties, PRODUCT_FIELDS)}
+        return {"product": _picked(event.properties, PRODUCT_FIELDS, limits)}
     if rule.context == "order":
         products = event.properties.get("products")
-        order = _picked(event.properties, ORDER_FIELDS)
+        order = _picked(event.properties, ORDER_FIELDS, limits)
         if isinstance(products, list):
-            order["products"] = [_picked(p, PRODUCT_FIELDS) for p in products if isinstance(p, dict)]
+            order["products"] = [_picked(p, PRODUCT_FIELDS, limits) for p in products if isinstance(p, dict)]
         return {"order": order}
     return {}
 
@@ -170,7 +176,7 @@ def trigger_rules_by_name(rules: RulesConfig) -> dict[str, TriggerRule]:
     return {rule.name: rule for rule in rules.triggers}
 
 
-def pending_after_event(state: PersonState, event: Event, rules: RulesConfig) -> Pending:
+def pending_after_event(state: PersonState, event: Event, rules: RulesConfig, limits: Limits) -> Pending:
     """Exits first (an order cancels the reminders it settles), then entries for this event."""
     pending = dict(state.pending)
     if event.type != "track" or not event.event:
@@ -188,7 +194,8 @@ def pending_after_event(state: PersonState, event: Event, rules: RulesConfig) ->
     for rule in concerned.entries:
         if _matches(rule.entry.where, event.properties):
             key = _key_of(rule, event.properties)
-            _enter(state, pending, rule, key, moment, rules, event.message_id, _entry_context(rule, event))
+            context = _entry_context(rule, event, limits)
+            _enter(state, pending, rule, key, moment, rules, event.message_id, context, limits)
     return pending
 
 
@@ -198,7 +205,7 @@ def _matches(where: Mapping[str, Any], properties: Mapping[str, Any]) -> bool:
 
 
 def pending_after_segment_changes(
-    state: PersonState, pending: Pending, changes: Iterable[SegmentChange], rules: RulesConfig
+    state: PersonState, pending: Pending, changes: Iterable[SegmentChange], rules: RulesConfig, limits: Limits
 ) -> Pending:
     entered = [change for change in changes if change.change == "enter"]
     if not entered:
@@ -207,7 +214,8 @@ def pending_after_segment_changes(
     for change in entered:
         for rule in rules.triggers:
             if rule.enabled and rule.entry.segment == change.segment:
-                _enter(state, updated, rule, change.segment, change.at, rules, None, {"segment": change.segment})
+                context = {"segment": change.segment}
+                _enter(state, updated, rule, change.segment, change.at, rules, None, context, limits)
     return updated
 
 

@@ -1,0 +1,85 @@
+"""Messages of the identity topic: how people's states find each other across partitions.
+
+Every message is keyed by the person (or anonymous id, or contact id) whose partition must act on it:
+
+- `link` (keyed by an anonymous id): that visitor is now this person; hand the state over.
+- `merge` (keyed by the person): absorb this anonymous state.
+- `contact` (keyed by a contact id, see schemas.privacy.CONTACT_PREFIX): this person has, or no longer
+  has, that email address or phone number; opt-outs naming only the contact reach them through it.
+- `forget_merged` (sent to every partition): erase every anonymous id that was merged into this person.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from schemas.events import UtcDatetime, describe_validation_error
+from schemas.limits import Limits
+
+
+class _IdentityModel(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+class Link(_IdentityModel):
+    kind: Literal["link"] = "link"
+    anonymous_id: str = Field(min_length=1)
+    person_id: str = Field(min_length=1)
+
+
+class Merge(_IdentityModel):
+    kind: Literal["merge"] = "merge"
+    anonymous_id: str = Field(min_length=1)
+    person_id: str = Field(min_length=1)
+    state: dict[str, Any] = Field(description="the anonymous visitor's whole state, as stored")
+
+
+class ContactLink(_IdentityModel):
+    kind: Literal["contact"] = "contact"
+    contact_id: str = Field(min_length=1)
+    person_id: str = Field(min_length=1)
+    op: Literal["add", "remove"]
+
+
+class ForgetMerged(_IdentityModel):
+    kind: Literal["forget_merged"] = "forget_merged"
+    person_id: str = Field(min_length=1)
+    request_id: str
+    requested_at: UtcDatetime
+
+
+IdentityMessage = Annotated[Link | Merge | ContactLink | ForgetMerged, Field(discriminator="kind")]
+_ADAPTER: TypeAdapter[Link | Merge | ContactLink | ForgetMerged] = TypeAdapter(IdentityMessage)
+
+# A merge carries a whole state: its bound is the record size the worker itself stores, not an event's.
+MERGE_BYTES = 1024 * 1024
+
+
+class InvalidIdentityMessage(ValueError):
+    """A message of the identity topic that cannot be acted on; the reason goes to the dead letter."""
+
+
+def parse_identity(raw: bytes | None, limits: Limits) -> Link | Merge | ContactLink | ForgetMerged:
+    if not raw:
+        raise InvalidIdentityMessage("empty message")
+    if len(raw) > MERGE_BYTES:
+        raise InvalidIdentityMessage(f"over a limit: {len(raw)} bytes; at most {MERGE_BYTES}")
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise InvalidIdentityMessage(f"not JSON: {error}") from None
+    try:
+        message = _ADAPTER.validate_python(document)
+    except ValidationError as error:
+        raise InvalidIdentityMessage(f"invalid identity message: {describe_validation_error(error)}") from None
+    for name in ("anonymous_id", "person_id", "contact_id"):
+        value = getattr(message, name, None)
+        if isinstance(value, str) and len(value) > limits.id_length:
+            raise InvalidIdentityMessage(f"over a limit: {name}: {len(value)} characters; at most {limits.id_length}")
+    return message
