@@ -3,6 +3,11 @@
 A person's state lives on the worker that holds their partition. Asked about someone else's person, a
 worker looks up the owner in the consumer group and redirects there (307), or answers 503 while the
 group is rebalancing and nobody holds the partition.
+
+Everything but /health needs a bearer token from `api_tokens` (schemas.access); /metrics is open only
+while the worker listens on loopback. A redirect is answered only to a caller with a valid token, and
+most HTTP clients drop Authorization when they follow it to another host:port, so a client re-sends the
+header itself (`nudgeflow profile` does: streams.cli.get_json).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from aiohttp import web
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
+from schemas.access import token_guard
 from schemas.settings import Settings
 from streams.outbox import partition_of
 from streams.rules.timers import utc_now
@@ -24,6 +30,8 @@ from streams.worker import Worker
 log = logging.getLogger(__name__)
 
 CLIENT_PREFIX = "nudgeflow-worker "
+# Liveness and readiness probes reach the pod's own address without a token; the answer names nobody.
+HEALTH_PATH = "/health"
 
 
 def owner_url(settings: Settings, partition: int) -> str | None:
@@ -113,6 +121,11 @@ def build_api(worker: Worker) -> web.Application:
         worker.metrics.profiles.set(len(worker.persons))
         return web.Response(body=worker.metrics.exposition(), content_type="text/plain", charset="utf-8")
 
-    app = web.Application()
+    @routes.get(HEALTH_PATH)
+    async def health_view(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"ok": True, "partitions": len(worker.owned)})
+
+    guard = token_guard(settings.api_tokens, public=[HEALTH_PATH], listen_host=settings.worker_web_host)
+    app = web.Application(middlewares=[guard])
     app.add_routes(routes)
     return app
