@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from schemas.rules import InvalidRules, load_rules
-from schemas.settings import Settings
+from schemas.settings import Settings, UnsafeSettings
 from streams.logs import configure_logging
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,12 +51,28 @@ def command_topics(settings: Settings, arguments: argparse.Namespace) -> int:
     return 0
 
 
+def refused(settings: Settings, component: str) -> bool:
+    """Whether settings left open by development defaults keep `component` from starting (said on stderr)."""
+    try:
+        settings.check_closed(component)
+    except UnsafeSettings as error:
+        print(error, file=sys.stderr)
+        return True
+    return False
+
+
+# A process that refuses its settings exits with this code, apart from a crash (1).
+REFUSED = 2
+
+
 def command_worker(settings: Settings, arguments: argparse.Namespace) -> int:
     from sinks.web import start_web
     from streams.api import build_api
     from streams.topics import ensure_topics
     from streams.worker import Worker, tune_garbage_collector
 
+    if refused(settings, "worker"):
+        return REFUSED
     rules = load_rules(settings.rules_file)
     ensure_topics(settings)
     tune_garbage_collector()
@@ -82,6 +104,8 @@ def command_sink(settings: Settings, arguments: argparse.Namespace) -> int:
     from sinks.writer import ClickHouseSink
     from streams.topics import ensure_topics
 
+    if refused(settings, "sink"):
+        return REFUSED
     ensure_topics(settings)
     client = connect(settings)
     applied = apply_migrations(client)
@@ -160,6 +184,8 @@ def command_collector(settings: Settings, arguments: argparse.Namespace) -> int:
     from streams.collector.producer import KafkaEventProducer
     from streams.topics import ensure_topics
 
+    if refused(settings, "collector"):
+        return REFUSED
     ensure_topics(settings)
     host = arguments.host or settings.collector_host
     port = arguments.port if arguments.port is not None else settings.collector_port
@@ -229,11 +255,133 @@ def command_settings(settings: Settings, arguments: argparse.Namespace) -> int:
     return 0
 
 
-def command_run(settings: Settings, arguments: argparse.Namespace) -> int:
-    """Kafka, the worker, the sink, the simulator and a trigger printer, until Ctrl-C."""
+@dataclass
+class Child:
+    """One process `nudgeflow run` keeps going: restarted when it dies, a bounded number of times."""
+
+    name: str
+    command: list[str]
+    # A child that ends with exit code 0 is done (the simulator after --duration), not dead.
+    restart_on_success: bool = True
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    failures: int = 0  # deaths in a row, each without a stable run in between
+    restart_at: float | None = None
+    finished: bool = False  # done, or given up on
+
+
+@dataclass
+class Supervisor:
+    """Starts the children and restarts any that dies, with backoff, leaving the others running.
+
+    A child that stayed up for `stable_seconds` starts again with a clean slate, so one crash an hour is
+    restarted forever while a crash loop is given up after `max_restarts`."""
+
+    children: list[Child]
+    environment: dict[str, str]
+    max_restarts: int = 5
+    backoff_seconds: float = 1.0
+    max_backoff_seconds: float = 30.0
+    stable_seconds: float = 60.0
+    prefix: list[str] = field(default_factory=lambda: [sys.executable, "-m", "streams.cli"])
+
+    def start(self, child: Child) -> None:
+        child.process = subprocess.Popen([*self.prefix, *child.command], env=self.environment, start_new_session=True)
+        child.started_at = time.monotonic()
+        child.restart_at = None
+        print(f"nudgeflow: started {child.name} (pid {child.process.pid})", flush=True)
+
+    def start_all(self) -> None:
+        for child in self.children:
+            self.start(child)
+
+    def check(self, now: float | None = None) -> None:
+        """Notice children that died and restart those whose backoff has passed."""
+        now = time.monotonic() if now is None else now
+        for child in self.children:
+            if child.finished:
+                continue
+            if child.restart_at is not None:
+                if now >= child.restart_at:
+                    self.start(child)
+                continue
+            if child.process is None or (code := child.process.poll()) is None:
+                continue
+            if code == 0 and not child.restart_on_success:
+                child.finished = True
+                continue
+            child.failures = 1 if now - child.started_at >= self.stable_seconds else child.failures + 1
+            if child.failures > self.max_restarts:
+                child.finished = True
+                print(
+                    f"nudgeflow: {child.name} exited with {code} {child.failures} times in a row; "
+                    "not restarting it (the others keep running)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                continue
+            delay = min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (child.failures - 1))
+            child.restart_at = now + delay
+            print(
+                f"nudgeflow: {child.name} exited with {code}; restarting it in {delay:g}s "
+                f"(restart {child.failures} of at most {self.max_restarts})",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def running(self) -> bool:
+        """Whether any child that is meant to keep running still does (or will be restarted)."""
+        return any(child.restart_on_success and not child.finished for child in self.children)
+
+    def stop_all(self, timeout: float = 20.0) -> None:
+        live = [c.process for c in self.children if c.process is not None and c.process.poll() is None]
+        for process in live:
+            process.send_signal(signal.SIGTERM)
+        for process in live:
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def demo_environment(settings: Settings) -> tuple[dict[str, str], str]:
+    """The environment of the demo's processes, and the API token they accept.
+
+    Demo mode only here: it lets the simulator's write key, unsigned webhooks and the built-in hash secret
+    through. The API stays closed all the same, with a token made up for this run unless one is set."""
     environment = dict(os.environ)
     if "NUDGEFLOW_RULES_FILE" not in environment:
         environment["NUDGEFLOW_RULES_FILE"] = str(DEMO_RULES)  # short delays so the demo shows triggers
+    environment["NUDGEFLOW_DEMO"] = "true"
+    environment["NUDGEFLOW_ALLOW_UNSIGNED_WEBHOOKS"] = "true"
+    if settings.api_tokens:
+        token = settings.api_tokens[0].get_secret_value()
+    else:
+        token = secrets.token_urlsafe(24)
+        environment["NUDGEFLOW_API_TOKENS"] = json.dumps([token])
+    return environment, token
+
+
+def demo_links(settings: Settings, token: str) -> str:
+    from urllib.parse import quote
+
+    worker = f"http://{settings.worker_web_host}:{settings.worker_web_port}"
+    sink = f"http://{settings.sink_web_host}:{settings.sink_web_port}"
+    return (
+        f"nudgeflow: API token for this run: {token}\n"
+        f"  dashboard: {sink}/dashboard#token={quote(token, safe='')}\n"
+        f'  a profile: curl -H "Authorization: Bearer {token}" {worker}/profiles/shopper-000042'
+    )
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def command_run(settings: Settings, arguments: argparse.Namespace) -> int:
+    """Kafka, the worker, the sink, the simulator and a trigger printer, until Ctrl-C."""
+    environment, token = demo_environment(settings)
     started_kafka = (
         subprocess.call(
             ["bash", str(KAFKA_SCRIPT), "status"], env=kafka_environment(settings), stdout=subprocess.DEVNULL
@@ -242,54 +390,82 @@ def command_run(settings: Settings, arguments: argparse.Namespace) -> int:
     )
     if started_kafka and subprocess.call(["bash", str(KAFKA_SCRIPT), "start"], env=kafka_environment(settings)) != 0:
         return 1
-    me = [sys.executable, "-m", "streams.cli"]
-    children: list[subprocess.Popen[bytes]] = []
+    supervisor = Supervisor(
+        [
+            Child("worker", ["worker"]),
+            Child("sink", ["sink", "--report-every", "5"]),
+            Child("triggers", ["triggers", "--follow-new"]),
+            Child(
+                "simulate",
+                ["simulate", "--rate", str(arguments.rate), "--duration", str(arguments.duration)],
+                restart_on_success=False,
+            ),
+        ],
+        environment,
+    )
+    # `kill` stops the demo as Ctrl-C does: children and the broker it started go with it.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         from streams.topics import ensure_topics
 
         ensure_topics(settings)
-        for command in (
-            ["worker"],
-            ["sink", "--report-every", "5"],
-            ["triggers", "--follow-new"],
-            ["simulate", "--rate", str(arguments.rate), "--duration", str(arguments.duration)],
-        ):
-            children.append(subprocess.Popen([*me, *command], env=environment, start_new_session=True))
+        supervisor.start_all()
+        print(demo_links(settings, token), flush=True)
         print("nudgeflow: running; triggers and ClickHouse counts follow. Ctrl-C stops everything.", flush=True)
-        while all(child.poll() is None for child in children[:3]):
+        while supervisor.running():
             time.sleep(0.5)
-        print("nudgeflow: a process exited; stopping", file=sys.stderr)
+            supervisor.check()
+        print("nudgeflow: every process gave up; stopping", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\nnudgeflow: stopping", flush=True)
         return 0
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        supervisor.stop_all()
         if started_kafka:
             subprocess.call(["bash", str(KAFKA_SCRIPT), "stop"], env=kafka_environment(settings))
 
 
-def _get_json(url: str, timeout: float = 10.0) -> tuple[Any, str | None]:
-    """GET a JSON document: (document, None), or (None, why not) when the process is down or says no."""
-    import urllib.error
-    import urllib.request
+def _authorization(settings: Settings) -> dict[str, str]:
+    """The header the CLI's HTTP calls send: the first configured API token, if any."""
+    if not settings.api_tokens:
+        return {}
+    return {"Authorization": f"Bearer {settings.api_tokens[0].get_secret_value()}"}
 
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # the 3xx comes back as an HTTPError, and get_json follows it itself
+
+
+MAX_REDIRECTS = 3
+
+
+def get_json(url: str, settings: Settings, timeout: float = 10.0) -> tuple[Any, str | None]:
+    """GET a JSON document: (document, None), or (None, why not) when the process is down or says no.
+
+    Redirects (a worker sending the caller to the worker that holds the person) are followed here, with
+    the token sent again: HTTP clients drop Authorization on a redirect to another host or port."""
     import orjson
 
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return orjson.loads(response.read()), None
-    except urllib.error.HTTPError as error:
-        return None, f"{url} answered {error.code}: {error.read().decode(errors='replace')[:200]}"
-    except (urllib.error.URLError, OSError, ValueError) as error:
-        return None, f"{url} unavailable: {error}"
+    opener = urllib.request.build_opener(_NoRedirects)
+    headers = _authorization(settings)
+    for _ in range(MAX_REDIRECTS + 1):
+        try:
+            with opener.open(urllib.request.Request(url, headers=headers), timeout=timeout) as response:
+                return orjson.loads(response.read()), None
+        except urllib.error.HTTPError as error:
+            location = error.headers.get("Location")
+            if error.code in (301, 302, 303, 307, 308) and location:
+                url = urllib.parse.urljoin(url, location)
+                if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+                    return None, f"redirected to {url}, which is not HTTP"
+                continue
+            hint = " (set NUDGEFLOW_API_TOKENS to a token the server accepts)" if error.code == 401 else ""
+            return None, f"{url} answered {error.code}: {error.read().decode(errors='replace')[:200]}{hint}"
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            return None, f"{url} unavailable: {error}"
+    return None, f"{url}: more than {MAX_REDIRECTS} redirects"
 
 
 def _person_url(host: str, port: int, path: str, person_id: str) -> str:
@@ -303,7 +479,7 @@ def command_profile(settings: Settings, arguments: argparse.Namespace) -> int:
     import orjson
 
     url = _person_url(settings.worker_web_host, settings.worker_web_port, "/profiles/{}", arguments.person_id)
-    profile, problem = _get_json(url)
+    profile, problem = get_json(url, settings)
     if problem is not None:
         print(f"nudgeflow profile: {problem}", file=sys.stderr)
         return 1
@@ -317,11 +493,11 @@ def command_export(settings: Settings, arguments: argparse.Namespace) -> int:
     import orjson
 
     person = arguments.person_id
-    profile, profile_problem = _get_json(
-        _person_url(settings.worker_web_host, settings.worker_web_port, "/profiles/{}", person)
+    profile, profile_problem = get_json(
+        _person_url(settings.worker_web_host, settings.worker_web_port, "/profiles/{}", person), settings
     )
-    stored, sink_problem = _get_json(
-        _person_url(settings.sink_web_host, settings.sink_web_port, "/api/people/{}/export", person)
+    stored, sink_problem = get_json(
+        _person_url(settings.sink_web_host, settings.sink_web_port, "/api/people/{}/export", person), settings
     )
     unavailable = {
         part: problem for part, problem in (("profile", profile_problem), ("clickhouse", sink_problem)) if problem
