@@ -20,7 +20,7 @@ import pytest
 
 from schemas.settings import Settings
 from streams.rules.timers import utc_now
-from tests.integration.conftest import REPO, free_port, read_topic, settings_environment
+from tests.integration.conftest import API_AUTH, REPO, free_port, read_topic, settings_environment
 from tests.integration.test_worker import with_rules
 
 pytestmark = pytest.mark.integration
@@ -118,10 +118,11 @@ def test_a_shopper_abandons_a_cart_gets_one_reminder_and_is_then_forgotten(
     assert answer["rejected"][0]["index"] == 1 and "price" in answer["rejected"][0]["reason"]
 
     def profile() -> Any:
-        status, document = call("GET", f"{worker}/profiles/zoe")
+        status, document = call("GET", f"{worker}/profiles/zoe", headers=API_AUTH)
         return document if status == 200 and document["profile"]["event_count"] >= 3 else None
 
     document = eventually(profile, "zoe's profile with her anonymous view merged in")
+    assert call("GET", f"{worker}/profiles/zoe")[0] == 401  # personal data only with the API token
     assert document["profile"]["phone"] == "+14155550100"  # cleaned at the door
     assert document["profile"]["recently_viewed"] == ["sku-1"]
     assert document["carts"]["cz"]["value"] == 119.0
@@ -132,7 +133,7 @@ def test_a_shopper_abandons_a_cart_gets_one_reminder_and_is_then_forgotten(
     assert reminder["address"] == "Zoe@example.com"  # the domain is lower-cased at the door, not the mailbox
 
     def exported() -> Any:
-        status, document = call("GET", f"{sink}/api/people/zoe/export")
+        status, document = call("GET", f"{sink}/api/people/zoe/export", headers=API_AUTH)
         return document if status == 200 and document["tables"]["triggers"] else None
 
     export = eventually(exported, "zoe's rows in ClickHouse")
@@ -144,5 +145,8 @@ def test_a_shopper_abandons_a_cart_gets_one_reminder_and_is_then_forgotten(
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert erase.returncode == 0, erase.stderr
-    eventually(lambda: call("GET", f"{worker}/profiles/zoe")[0] == 404, "the worker to forget zoe")
-    eventually(lambda: call("GET", f"{sink}/api/people/zoe/export")[1].get("rows") == 0, "ClickHouse to forget zoe")
+    eventually(lambda: call("GET", f"{worker}/profiles/zoe", headers=API_AUTH)[0] == 404, "the worker to forget zoe")
+    eventually(
+        lambda: call("GET", f"{sink}/api/people/zoe/export", headers=API_AUTH)[1].get("rows") == 0,
+        "ClickHouse to forget zoe",
+    )
