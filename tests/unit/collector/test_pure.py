@@ -253,3 +253,31 @@ def test_identify_traits_from_context_as_rudderstack_sends_them() -> None:
         new_message_id=ids(),
     )
     assert event.traits == {"phone": "+14155552671", "phone_status": "valid"}
+
+
+def test_the_batch_envelope_is_within_the_limits() -> None:
+    deep: Any = 1
+    for _ in range(300):
+        deep = {"a": deep}
+    call = {"type": "track", "userId": "u", "event": "x"}
+    for envelope, reason in (
+        ({"context": deep}, "context.a.a"),
+        ({"sentAt": [deep]}, r"sentAt\[0\].a"),
+    ):
+        with pytest.raises(InvalidCall, match=reason):
+            prepare_batch(
+                {**envelope, "batch": [call]},
+                limits=LIMITS,
+                received_at=NOW,
+                default_region="US",
+                new_message_id=ids(),
+            )
+    # Each part within the limits, the call's context merged with the batch's is not.
+    outcome = prepare_batch(
+        {"context": {f"b{n}": n for n in range(200)}, "batch": [{**call, "context": {f"c{n}": n for n in range(100)}}]},
+        limits=LIMITS,
+        received_at=NOW,
+        default_region="US",
+        new_message_id=ids(),
+    )
+    assert [rejection.reason for rejection in outcome.rejected] == ["context: 300 keys; at most 256"]
