@@ -7,7 +7,11 @@ events sent for them, and each person's cart reminder came out under one trigger
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,8 +23,16 @@ from kafka.errors import KafkaError
 
 from schemas.settings import Settings
 from streams.rules.timers import utc_now
-from tests.integration.conftest import Broker, WorkerProcess, free_port, read_topic
-from tests.integration.test_profiles import profile_when
+from tests.integration.conftest import (
+    API_AUTH,
+    REPO,
+    Broker,
+    WorkerProcess,
+    free_port,
+    read_topic,
+    settings_environment,
+)
+from tests.integration.test_profiles import NO_REDIRECTS, get, profile_when
 from tests.integration.test_worker import event, identify, send, triggers_of, with_rules
 
 pytestmark = pytest.mark.integration
@@ -53,6 +65,27 @@ def wait_for_group(settings: Settings, members: int, workers: list[WorkerProcess
         time.sleep(0.5)
     logs = "\n".join(worker.log()[-3000:] for worker in workers)
     raise AssertionError(f"the consumer group never had {members} stable members:\n{logs}")
+
+
+def redirected(settings: Settings, person: str) -> bool:
+    """Whether the worker on settings' port sends a request for `person` on to another worker."""
+    request = urllib.request.Request(f"http://127.0.0.1:{settings.worker_web_port}/profiles/{person}", headers=API_AUTH)
+    try:
+        with NO_REDIRECTS.open(request, timeout=10):
+            return False
+    except urllib.error.HTTPError as error:
+        return error.code == 307
+
+
+def nudgeflow_profile(settings: Settings, person: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", "profile", person],
+        env=settings_environment(settings),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def shop(producer: KafkaProducer, settings: Settings, person: str, views: int) -> int:
@@ -127,6 +160,11 @@ def test_two_workers_share_the_group_and_one_leaving_loses_nothing(
             for person in people[:6]:
                 document = profile_when(asked, person, lambda d: True)
                 assert document["profile"]["person_id"] == person
+                assert get(asked, f"/profiles/{person}", token=None)[0] == 401  # and never without the token
+        elsewhere = next(p for p in people[:6] if redirected(other, p))
+        profile = nudgeflow_profile(other, elsewhere)
+        assert profile.returncode == 0, profile.stderr  # the CLI sent its token again to the owner
+        assert orjson.loads(profile.stdout)["profile"]["person_id"] == elsewhere
         second.stop(signal.SIGTERM)
         assert second.process is not None and second.process.returncode is not None
         for number, person in enumerate(people[PEOPLE // 2 :]):
