@@ -14,7 +14,7 @@ from schemas.settings import Settings
 from streams.collector.openapi import openapi_document
 from streams.topics import ensure_topics
 from tests.integration.collector.test_collector import AUTH, WRITE_KEY, CollectorThread
-from tests.integration.conftest import Broker
+from tests.integration.conftest import TEST_HASH_SECRET, Broker
 
 pytestmark = pytest.mark.integration
 
@@ -30,6 +30,9 @@ def fuzzed_collector(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -
         partitions=1,
         data_dir=Path(tmp_path_factory.mktemp("fuzz")),
         collector_write_keys={WRITE_KEY: "fuzz"},
+        hash_secret=TEST_HASH_SECRET,
+        # Unsigned webhooks let the fuzzer reach the mappings; their refusal is tested on its own.
+        allow_unsigned_webhooks=True,
     )
     ensure_topics(isolated)
     with CollectorThread(isolated) as running:
