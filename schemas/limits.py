@@ -51,13 +51,13 @@ class Limits(BaseModel):
     stored_text_length: int = Field(
         default=512, ge=64, description="characters of a product's name or URL kept in a cart or a pending nudge"
     )
-    cart_items: int = Field(default=20, ge=1, description="products kept per cart, the least recently added dropped")
+    cart_items: int = Field(default=10, ge=1, description="products kept per cart, the least recently added dropped")
     carts: int = Field(default=5, ge=1, description="carts kept per person, the least recently touched dropped")
     pending: int = Field(default=32, ge=4, description="nudges waiting per person; past it new entries are not made")
     context_bytes: int = Field(
-        default=4096, ge=512, description="bytes of what a waiting nudge carries (products past it are left out)"
+        default=2048, ge=512, description="bytes of what a waiting nudge carries (products past it are left out)"
     )
-    rule_history: int = Field(default=256, ge=16, description="per-key rule history entries kept per person")
+    rule_history: int = Field(default=128, ge=16, description="per-key rule history entries kept per person")
     sent_records: int = Field(default=128, ge=8, description="recent sends kept per person for caps and dedupe")
     message_ids: int = Field(default=64, ge=1, description="recent messageIds kept per person to drop repeats")
     anonymous_ids: int = Field(default=20, ge=1, description="anonymous ids listed on a person's profile")
