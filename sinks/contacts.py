@@ -1,19 +1,24 @@
-"""Email addresses and phone numbers as ClickHouse stores them: sha256 hex digests, not the contacts.
+"""Email addresses and phone numbers as ClickHouse stores them: keyed digests, never the contacts.
 
 Analytics need to count and join people, never to read their addresses; the senders get addresses from
 the worker's live profile, not from ClickHouse. A digest still matches itself, so "how many profiles share
-this email" and lookups by a known address (hash it the same way) keep working.
+this email" and lookups by a known address (`schemas.privacy.contact_digest` with the same key) keep working.
 
-The digest is unsalted on purpose: the same address gives the same digest in every database and export,
-which is what matching needs. It is pseudonymisation, not anonymisation: erasure still deletes the rows.
+The digest is an HMAC-SHA256 under `settings.hash_key`: without the key nobody holding an export can
+confirm a guessed address or enumerate phone numbers (there are few enough to try them all). It is
+pseudonymisation, not anonymisation: erasure still deletes the rows.
+
+Person ids are contacts too when a producer used an address or an E.164 number as one: they are stored
+as the contact id the collector gives such people (`contact:email:<digest>`, `schemas.privacy`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from typing import Any
+
+from schemas.privacy import ContactKind, contact_digest, contact_person_id, is_contact_id
 
 # Keys whose string values are contacts, wherever they appear in a JSON document (traits, properties,
 # context.traits, a profile). Segment's specs and the collector use the first two.
@@ -21,58 +26,111 @@ EMAIL_KEYS = frozenset({"email", "email_address", "emailAddress"})
 PHONE_KEYS = frozenset({"phone", "phone_number", "phoneNumber", "mobile", "from_number", "to_number"})
 # Twilio's webhooks name the numbers `from` and `to`; in SMS events only, since elsewhere they are not contacts.
 SMS_NUMBER_KEYS = frozenset({"from", "to"})
+# Keys whose values are person ids: stored through `stored_id` like the person_id columns.
+PERSON_KEYS = frozenset({"userId", "anonymousId", "previousId", "person_id", "personId", "user_id"})
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
-# Good enough to find addresses inside text that is not JSON (dead letters); not a validator.
-_EMAIL_IN_TEXT = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
+_EMAIL_ID = re.compile(r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9\-]{1,63}(?:\.[A-Za-z0-9\-]{1,63})*\.[A-Za-z]{2,63}")
+# Only numbers with their country code are taken for phone numbers: plain digits are often shop user ids.
+_PHONE_ID = re.compile(r"\+[0-9][0-9 ().\-]{6,23}")
+
+# Longest local part and domain an address in free text can have (RFC 5321): the scan never looks further
+# from an '@', so text of any length costs time in proportion to its length.
+MAX_LOCAL = 64
+MAX_DOMAIN = 255
+_LOCAL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-")
+_DOMAIN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-")
+_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
-def normalise_email(email: str) -> str:
-    return email.strip().lower()
+def hash_email(email: str, key: bytes) -> str:
+    return _digest("email", email, key)
 
 
-def normalise_phone(phone: str) -> str:
-    # "+1 (555) 123-0000" and "+15551230000" are one number; the collector already writes E.164.
-    stripped = phone.strip()
-    digits = "".join(character for character in stripped if character.isdigit())
-    return f"+{digits}" if stripped.startswith("+") else digits
+def hash_phone(phone: str, key: bytes) -> str:
+    return _digest("phone", phone, key)
 
 
-def hash_email(email: str) -> str:
-    return _digest(normalise_email(email))
+def _digest(kind: ContactKind, value: str, key: bytes) -> str:
+    if _DIGEST.fullmatch(value):
+        return value  # already a digest: hashing twice would break matching
+    return contact_digest(kind, value, key)
 
 
-def hash_phone(phone: str) -> str:
-    return _digest(normalise_phone(phone))
+def stored_id(person_id: str, key: bytes) -> str:
+    """A person id as stored: an id that is an email address or a phone number becomes its contact id."""
+    if is_contact_id(person_id) or len(person_id) > MAX_LOCAL + 1 + MAX_DOMAIN:
+        return person_id
+    if "@" in person_id and _EMAIL_ID.fullmatch(person_id.strip()):
+        return contact_person_id("email", person_id, key)
+    if person_id.startswith("+") and _PHONE_ID.fullmatch(person_id) and sum(c.isdigit() for c in person_id) >= 7:
+        return contact_person_id("phone", person_id, key)
+    return person_id
 
 
-def _digest(text: str) -> str:
-    if _DIGEST.fullmatch(text):
-        return text  # already a digest: hashing twice would break matching
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def hash_contacts(document: Any, sms: bool = False) -> Any:
-    """A copy of a JSON-like value with every email and phone value replaced by its digest, at any depth."""
+def hash_contacts(document: Any, key: bytes, sms: bool = False) -> Any:
+    """A copy of a JSON-like value with every email and phone value replaced by its digest, at any depth
+    (callers bound the depth first: every document here passed `schemas.limits`)."""
     if isinstance(document, Mapping):
-        return {key: _hash_entry(str(key), value, sms) for key, value in document.items()}
+        return {name: _hash_entry(str(name), value, key, sms) for name, value in document.items()}
     if isinstance(document, list):
-        return [hash_contacts(item, sms) for item in document]
+        return [hash_contacts(item, key, sms) for item in document]
     return document
 
 
-def _hash_entry(key: str, value: Any, sms: bool) -> Any:
+def _hash_entry(name: str, value: Any, key: bytes, sms: bool) -> Any:
     if isinstance(value, str) and value:
-        if key in EMAIL_KEYS:
-            return hash_email(value)
-        if key in PHONE_KEYS or (sms and key in SMS_NUMBER_KEYS):
-            return hash_phone(value)
+        if name in EMAIL_KEYS:
+            return hash_email(value, key)
+        if name in PHONE_KEYS or (sms and name in SMS_NUMBER_KEYS):
+            return hash_phone(value, key)
+        if name in PERSON_KEYS:
+            return stored_id(value, key)
         return value
-    if isinstance(value, int) and not isinstance(value, bool) and key in PHONE_KEYS:
-        return hash_phone(str(value))  # a number sent as a JSON number is still a number
-    return hash_contacts(value, sms)
+    if isinstance(value, int) and not isinstance(value, bool) and name in PHONE_KEYS:
+        return hash_phone(str(value), key)  # a number sent as a JSON number is still a number
+    return hash_contacts(value, key, sms)
 
 
-def hash_emails_in_text(text: str) -> str:
-    """Text that could not be parsed (a dead letter) with every email-looking substring replaced by its digest."""
-    return _EMAIL_IN_TEXT.sub(lambda found: hash_email(found.group(0)), text)
+def hash_emails_in_text(text: str, key: bytes) -> str:
+    """Text that could not be parsed (a dead letter) with every email-looking substring replaced by its digest.
+
+    Finds what `[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\\.[A-Za-z]{2,}` finds, with the local part cut to its last
+    MAX_LOCAL characters and the domain to MAX_DOMAIN, but looks only around each '@': linear in the text,
+    where the regex took quadratic time on a long run of letters without one."""
+    pieces: list[str] = []
+    copied = 0  # text[:copied] is in pieces already
+    at = text.find("@")
+    while at != -1:
+        start = at
+        while start > copied and at - start < MAX_LOCAL and text[start - 1] in _LOCAL_CHARS:
+            start -= 1
+        end = _domain_end(text, at + 1) if start < at else -1
+        if end == -1:
+            at = text.find("@", at + 1)
+            continue
+        pieces.append(text[copied:start])
+        pieces.append(hash_email(text[start:end], key))
+        copied = end
+        at = text.find("@", end)
+    pieces.append(text[copied:])
+    return "".join(pieces)
+
+
+def _domain_end(text: str, begin: int) -> int:
+    """Where the domain starting at `begin` ends: after the last '.' followed by two letters or more, with
+    something before that '.'; -1 when there is no such domain."""
+    stop = begin
+    limit = min(len(text), begin + MAX_DOMAIN)
+    while stop < limit and text[stop] in _DOMAIN_CHARS:
+        stop += 1
+    # The rightmost dot with two letters after it ends the longest match (as the regex's backtracking would).
+    dot = text.rfind(".", begin + 1, stop)
+    while dot != -1:
+        letters = dot + 1
+        while letters < stop and text[letters] in _LETTERS:
+            letters += 1
+        if letters - dot - 1 >= 2:
+            return letters
+        dot = text.rfind(".", begin + 1, dot)
+    return -1

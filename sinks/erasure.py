@@ -16,29 +16,37 @@ safe without locks:
   still there, or were already rebuilt when the raw rows are gone.
 
 The person's anonymous ids (from their profile snapshot, kept when identity merged them) are erased too:
-events sent before they logged in are theirs as much as the later ones.
+events sent before they logged in are theirs as much as the later ones. Each id is looked for as written
+and as stored (an id that was an email address is stored as its contact id, sinks/contacts.py).
+
+Dead letters are text nobody validated: one is the person's when its key is one of their ids or when its
+value contains one anywhere (the digest of an address included). A short id may take a stranger's dead
+letter with it; forgetting too much of what was never processed is the side to err on.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import orjson
+from schemas.privacy import CONTACT_PREFIX, person_hash
+
+if TYPE_CHECKING:
+    from sinks.rows import RowOptions
 
 PEOPLE = "{people:Array(String)}"
-PEOPLE_QUOTED = "{quoted:Array(String)}"
+NEEDLES = "{needles:Array(String)}"
 BUCKETS = "{buckets:Array(UInt32)}"
 
 
 @dataclass(frozen=True)
 class PersonTable:
     table: str
-    matches: str  # a WHERE condition over the bound {people} (and {quoted}) parameters
+    matches: str  # a WHERE condition over the bound {people} (and {needles}) parameters
 
 
-# Every table that holds rows about a person. dead_letters is matched by key, and by the id appearing as a
-# JSON string in the raw message for letters written before the key column existed.
+# Every table that holds rows about a person. dead_letters is matched by key, and by any of the person's
+# ids or contact digests appearing anywhere in the raw message (position, so any number of them).
 PERSON_TABLES: tuple[PersonTable, ...] = (
     PersonTable("events", f"has({PEOPLE}, person_id)"),
     PersonTable("triggers", f"has({PEOPLE}, person_id)"),
@@ -47,7 +55,10 @@ PERSON_TABLES: tuple[PersonTable, ...] = (
     PersonTable("profile_snapshots", f"has({PEOPLE}, person_id)"),
     PersonTable("orders", f"has({PEOPLE}, person_id)"),
     PersonTable("message_events", f"has({PEOPLE}, person_id)"),
-    PersonTable("dead_letters", f"has({PEOPLE}, ifNull(key, '')) OR multiSearchAny(value, {PEOPLE_QUOTED})"),
+    PersonTable(
+        "dead_letters",
+        f"has({PEOPLE}, ifNull(key, '')) OR arrayExists(needle -> position(value, needle) > 0, {NEEDLES})",
+    ),
 )
 
 MESSAGE_EVENT_FILTER = (
@@ -125,24 +136,40 @@ ROLLUPS: tuple[Rollup, ...] = (
 
 ANONYMOUS_IDS_SQL = (
     "SELECT DISTINCT arrayJoin(JSONExtract(profile, 'anonymous_ids', 'Array(String)')) "
-    "FROM profile_snapshots WHERE person_id = {person:String}"
+    f"FROM profile_snapshots WHERE has({PEOPLE}, person_id)"
 )
 
 
+def identities(person_id: str, options: RowOptions) -> list[str]:
+    """One id as it may be found: as written, and as stored when that differs (an address, a number)."""
+    return list(dict.fromkeys((person_id, options.person(person_id))))
+
+
+def erasure_hashes(person_id: str, options: RowOptions) -> list[str]:
+    """The hashes an erasure is recorded under: of the id as written and as stored, so a row is recognised
+    whichever form it carries."""
+    return [person_hash(identity, options.hash_key) for identity in identities(person_id, options)]
+
+
 def person_parameters(people: list[str]) -> dict[str, Any]:
-    """The bound parameters of every statement about these ids."""
-    return {"people": people, "quoted": [orjson.dumps(person).decode() for person in people]}
+    """The bound parameters of every statement about these ids: the ids, and what to look for in raw text
+    (the ids, and the contact digest inside a contact id, as an address in text is stored)."""
+    digests = [person.rsplit(":", 1)[1] for person in people if person.startswith(CONTACT_PREFIX) and ":" in person]
+    return {"people": people, "needles": list(dict.fromkeys((*people, *digests)))}
 
 
-def people_of(client: Any, person_id: str) -> list[str]:
-    """The person's id and the anonymous ids their profile says were merged into it."""
-    rows = client.query(ANONYMOUS_IDS_SQL, parameters={"person": person_id}).result_rows
-    return [person_id, *sorted({str(anonymous) for (anonymous,) in rows if anonymous and anonymous != person_id})]
+def people_of(client: Any, person_id: str, options: RowOptions) -> list[str]:
+    """The person's ids and the anonymous ids their profile says were merged into it, each as written
+    and as stored."""
+    own = identities(person_id, options)
+    rows = client.query(ANONYMOUS_IDS_SQL, parameters={"people": own}).result_rows
+    anonymous = sorted({str(found) for (found,) in rows if found} - set(own))
+    return list(dict.fromkeys((*own, *(identity for found in anonymous for identity in identities(found, options)))))
 
 
-def erase_person(client: Any, person_id: str) -> dict[str, int]:
+def erase_person(client: Any, person_id: str, options: RowOptions) -> dict[str, int]:
     """Delete everything about the person; returns the rows deleted per table. Blocking; safe to rerun."""
-    people = people_of(client, person_id)
+    people = people_of(client, person_id, options)
     parameters = person_parameters(people)
     for rollup in ROLLUPS:
         rows = client.query(rollup.affected_sql(), parameters=parameters).result_rows

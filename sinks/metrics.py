@@ -44,3 +44,25 @@ class SinkMetrics:
             ["table"],
             registry=self.registry,
         )
+        self.dead_lettered = Counter(
+            "nudgeflow_sink_dead_lettered",
+            "Messages set aside on the dead-letter topic: no row could be made, or ClickHouse refused the row",
+            ["table"],
+            registry=self.registry,
+        )
+        self.unstorable_letters = Counter(
+            "nudgeflow_sink_unstorable_dead_letters",
+            "Dead letters that could not be stored themselves: logged and dropped, never dead-lettered again",
+            registry=self.registry,
+        )
+        self.rows_dropped_as_erased = Counter(
+            "nudgeflow_sink_rows_dropped_as_erased",
+            "Rows not written because their person was erased",
+            ["table"],
+            registry=self.registry,
+        )
+        self.commit_failures = Counter(
+            "nudgeflow_sink_commit_failures",
+            "Offset commits that failed (after a rebalance, or a broker error); the batch is read again",
+            registry=self.registry,
+        )

@@ -16,6 +16,7 @@ import orjson
 
 from sinks.attribution import Credit, Model, Touch, attribute, converted_triggers
 from sinks.erasure import PERSON_TABLES, people_of, person_parameters
+from sinks.rows import RowOptions
 from sinks.significance import Arm, VariantTest, compare_variants
 
 COUNTED_TABLES = ("events", "triggers", "dead_letters")
@@ -234,7 +235,9 @@ class DailyRates:
 
 
 def daily_rates(client: Any, period: Period) -> list[DailyRates]:
-    """Per day, from the rollups: nudges sent and the feedback about them, each counted once per nudge."""
+    """Per day: nudges sent (from the rollup) and the feedback about them, each counted once per nudge and
+    kind of feedback on the day message_events keeps for it (FINAL: copies of a webhook landing either
+    side of midnight would otherwise count on both days)."""
     parameters = period.parameters()
     sent = {
         day: int(count)
@@ -244,7 +247,7 @@ def daily_rates(client: Any, period: Period) -> list[DailyRates]:
     }
     feedback: dict[date, dict[str, int]] = defaultdict(dict)
     for day, event, count in client.query(
-        f"SELECT day, event, uniqExactMerge(triggers) FROM messages_daily WHERE {DAYS} GROUP BY day, event",
+        f"SELECT toDate(at) AS day, event, count() FROM message_events FINAL WHERE {DAYS} GROUP BY day, event",
         parameters=parameters,
     ).result_rows:
         feedback[day][str(event)] = int(count)
@@ -384,6 +387,8 @@ class Cohort:
     lifetime_value: float  # revenue per person of the cohort, to date
 
 
+# FINAL: a person's first event is read from the one copy of each message ClickHouse keeps, so the cohort
+# a person falls in does not move when copies merge.
 COHORTS_SQL = """
 SELECT p.cohort, count() AS people, countIf(o.orders > 0) AS buyers, sum(o.orders) AS orders,
        sum(o.revenue) AS revenue
@@ -392,7 +397,7 @@ FROM
     SELECT person_id,
            toStartOfMonth(if(countIf(event = 'Signed Up') > 0, minIf(timestamp, event = 'Signed Up'), min(timestamp)))
                AS cohort
-    FROM events
+    FROM events FINAL
     GROUP BY person_id
 ) AS p
 LEFT JOIN
@@ -498,10 +503,10 @@ def churn_risk(client: Any, now: datetime | None = None, limit: int = 100) -> li
 JSON_COLUMNS = frozenset({"properties", "context", "profile"})
 
 
-def person_export(client: Any, person_id: str) -> dict[str, Any]:
+def person_export(client: Any, person_id: str, options: RowOptions) -> dict[str, Any]:
     """Everything ClickHouse holds about a person (right of access): the rows of every person-level table,
     for their id and the anonymous ids merged into it, as erasure would delete them."""
-    people = people_of(client, person_id)
+    people = people_of(client, person_id, options)
     parameters = person_parameters(people)
     tables: dict[str, list[dict[str, Any]]] = {}
     for target in PERSON_TABLES:

@@ -1,4 +1,9 @@
-"""Turning Kafka messages into ClickHouse rows: pure functions, one per table."""
+"""Turning Kafka messages into ClickHouse rows: pure functions, one per table.
+
+Every message is read within `settings.limits` before anything walks it. A row function returns None
+when there is nothing to store (an event the worker dead-letters itself, a profile tombstone) and raises
+`Unusable` for a message that cannot be stored, which the sink dead-letters with the reason.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,33 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from schemas.events import InvalidEvent, UtcDatetime, parse_event
+from schemas.events import InvalidEvent, UtcDatetime, decode_document, describe_validation_error, parse_event
+from schemas.limits import DEFAULT_LIMITS, Limits, truncated
 from schemas.segments import SegmentChange
+from schemas.settings import Settings
 from schemas.triggers import DeadLetter, Suppression, Trigger
-from sinks.contacts import hash_contacts, hash_emails_in_text
+from sinks.contacts import hash_contacts, hash_emails_in_text, stored_id
+
+
+class Unusable(ValueError):
+    """A message no row can be made of; the message says why, for the dead letter."""
+
+
+@dataclass(frozen=True)
+class RowOptions:
+    """How rows are made: the key contacts are hashed with (unless plain), and the bounds on input."""
+
+    hash_key: bytes
+    plain_contacts: bool = False
+    limits: Limits = DEFAULT_LIMITS
+
+    @classmethod
+    def of(cls, settings: Settings) -> RowOptions:
+        return cls(settings.hash_key, settings.clickhouse_plain_contacts, settings.limits)
+
+    def person(self, person_id: str) -> str:
+        """A person id as stored (see sinks.contacts.stored_id)."""
+        return person_id if self.plain_contacts else stored_id(person_id, self.hash_key)
 
 
 @dataclass(frozen=True)
@@ -81,17 +109,33 @@ PERSON_COLUMN: dict[str, int] = {
     },
     DEAD_LETTERS.table: DEAD_LETTERS.columns.index("key"),
 }
+# Ids in a dead letter's value that name the person it is about.
+LETTER_ID_FIELDS = ("userId", "anonymousId", "previousId", "person_id")
 
 
-def _json_text(document: Any, plain_contacts: bool, sms: bool = False) -> str:
+def _json_text(document: Any, options: RowOptions, sms: bool = False) -> str:
     """A JSON document as stored: contacts hashed unless the operator asked for plain contacts."""
-    return orjson.dumps(document if plain_contacts else hash_contacts(document, sms)).decode()
+    return orjson.dumps(document if options.plain_contacts else hash_contacts(document, options.hash_key, sms)).decode()
 
 
-def event_row(value: bytes, topic: str, partition: int, offset: int, plain_contacts: bool = False) -> list[Any] | None:
+def _decoded(value: bytes | None, limits: Limits) -> dict[str, Any]:
+    try:
+        return decode_document(value, limits)
+    except InvalidEvent as error:
+        raise Unusable(str(error)) from None
+
+
+def _model(model: type[Any], document: dict[str, Any]) -> Any:
+    try:
+        return model.model_validate(document)
+    except ValidationError as error:
+        raise Unusable(f"invalid {model.__name__}: {describe_validation_error(error)}") from None
+
+
+def event_row(value: bytes | None, topic: str, partition: int, offset: int, options: RowOptions) -> list[Any] | None:
     """The events row of one message, or None for a message the worker sends to the dead-letter topic."""
     try:
-        event = parse_event(value)
+        event = parse_event(value, options.limits)
     except InvalidEvent:
         return None
     # A producer that sets no messageId still gets a stable key: where the message sits in the log.
@@ -100,86 +144,82 @@ def event_row(value: bytes, topic: str, partition: int, offset: int, plain_conta
     sms = name.startswith("SMS ") or event.context.channel == "sms"
     return [
         message_id,
-        event.person_id,
+        options.person(event.person_id),
         event.type,
         name,
         event.timestamp,
         event.received_at,
-        _json_text(event.properties, plain_contacts, sms),
+        _json_text(event.properties, options, sms),
         # Segment clients often repeat the traits (email, phone) in context.traits.
-        _json_text(event.context.model_dump(mode="json", exclude_none=True), plain_contacts, sms),
+        _json_text(event.context.model_dump(mode="json", exclude_none=True), options, sms),
         topic,
         partition,
         offset,
     ]
 
 
-def trigger_row(value: bytes, plain_contacts: bool = False) -> list[Any] | None:
-    try:
-        trigger = Trigger.model_validate_json(value)
-    except ValidationError:
-        return None
-    return _trigger_columns(trigger, plain_contacts)
+def trigger_row(value: bytes | None, options: RowOptions) -> list[Any]:
+    trigger: Trigger = _model(Trigger, _decoded(value, options.limits))
+    return _trigger_columns(trigger, options)
 
 
-def _trigger_columns(trigger: Trigger, plain_contacts: bool) -> list[Any]:
+def _trigger_columns(trigger: Trigger, options: RowOptions) -> list[Any]:
     # The trigger's `address` (the email or phone it goes to) has no column: senders read it from the
     # topic, dashboards never need it. Its context can still carry contacts, hashed like everywhere else.
     return [
         trigger.trigger_id,
         trigger.rule,
-        trigger.person_id,
+        options.person(trigger.person_id),
         trigger.channel.value,
         trigger.template_id,
         trigger.due_at,
         trigger.fired_at,
         trigger.cause_event_id,
         trigger.variant,
-        _json_text(trigger.context, plain_contacts, trigger.channel.value == "sms"),
+        _json_text(trigger.context, options, trigger.channel.value == "sms"),
     ]
 
 
-def suppression_row(value: bytes, plain_contacts: bool = False) -> list[Any] | None:
-    try:
-        suppression = Suppression.model_validate_json(value)
-    except ValidationError:
-        return None
+def suppression_row(value: bytes | None, options: RowOptions) -> list[Any]:
+    suppression: Suppression = _model(Suppression, _decoded(value, options.limits))
     return [
-        *_trigger_columns(suppression.trigger, plain_contacts),
+        *_trigger_columns(suppression.trigger, options),
         suppression.reason.value,
         suppression.detail,
         suppression.decided_at,
     ]
 
 
-def segment_change_row(value: bytes) -> list[Any] | None:
-    try:
-        change = SegmentChange.model_validate_json(value)
-    except ValidationError:
-        return None
-    return [change.segment, change.person_id, change.at, change.change]
+def segment_change_row(value: bytes | None, options: RowOptions) -> list[Any]:
+    change: SegmentChange = _model(SegmentChange, _decoded(value, options.limits))
+    return [change.segment, options.person(change.person_id), change.at, change.change]
 
 
-def profile_snapshot_row(
-    value: bytes | None, key: bytes | None = None, plain_contacts: bool = False
-) -> list[Any] | None:
+def profile_snapshot_row(value: bytes | None, key: bytes | None, options: RowOptions) -> list[Any] | None:
     """The snapshot row of one profile message, read field by field rather than through the Profile model:
     the model grows and a sink older than the worker must still store what it understands, keeping the
-    whole document in `profile`. None (nothing to store) for a tombstone or a message without a person."""
+    whole document in `profile`. None (nothing to store) for a tombstone.
+
+    A profile holds a person's whole bounded state, so it may be larger than one event: up to batch_bytes,
+    nested no deeper than an event may be."""
     if not value:
         return None
+    if len(value) > options.limits.batch_bytes:
+        raise Unusable(f"over a limit: profile is {len(value)} bytes; at most {options.limits.batch_bytes}")
     try:
         document = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return None
+    except orjson.JSONDecodeError as error:
+        raise Unusable(f"not JSON: {error}") from None
     if not isinstance(document, dict):
-        return None
+        raise Unusable(f"not a JSON object but {type(document).__name__}")
+    if not within_depth(document, options.limits.json_depth):
+        raise Unusable(f"over a limit: profile nested deeper than {options.limits.json_depth} levels")
     person_id = document.get("person_id") or document.get("personId") or (key.decode(errors="replace") if key else "")
     if not isinstance(person_id, str) or not person_id:
-        return None
+        raise Unusable("a profile without a person_id")
     event_count = _count(document.get("event_count", document.get("eventCount")))
     return [
-        person_id,
+        options.person(person_id),
         event_count,
         _moment(document.get("first_seen", document.get("firstSeen"))),
         _moment(document.get("last_seen", document.get("lastSeen"))),
@@ -188,8 +228,21 @@ def profile_snapshot_row(
         _amount(document.get("revenue")),
         _text(document.get("timezone")),
         _text(document.get("locale")),
-        value.decode(errors="replace") if plain_contacts else _json_text(document, plain_contacts),
+        value.decode(errors="replace") if options.plain_contacts else _json_text(document, options),
     ]
+
+
+def within_depth(document: Any, most: int) -> bool:
+    """Whether a decoded JSON value nests no deeper than `most` objects and arrays; iterative, so any depth
+    is answered without recursion."""
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > most:
+                return False
+            stack.extend((item, depth + 1) for item in (value.values() if isinstance(value, dict) else value))
+    return True
 
 
 _MOMENT = TypeAdapter(UtcDatetime)
@@ -221,22 +274,56 @@ def _text(raw: Any) -> str | None:
     return raw if isinstance(raw, str) and raw else None
 
 
-def dead_letter_row(value: bytes, plain_contacts: bool = False) -> list[Any] | None:
+def dead_letter_row(value: bytes | None, options: RowOptions) -> list[Any]:
+    """The row of one dead letter: its key stored like a person id, its value cut to dead_letter_bytes and
+    hashed (a letter is written by anyone who can produce to the topic, so it is bounded here again)."""
+    limits = options.limits
+    if not value:
+        raise Unusable("empty dead letter")
+    # The kept value is cut to dead_letter_bytes; JSON escapes can make its text up to six times longer.
+    most = limits.event_bytes + 6 * limits.dead_letter_bytes
+    if len(value) > most:
+        raise Unusable(f"over a limit: dead letter is {len(value)} bytes; at most {most}")
     try:
         letter = DeadLetter.model_validate_json(value)
-    except ValidationError:
-        return None
-    kept = letter.value if plain_contacts else _hashed_letter(letter.value)
-    return [letter.topic, letter.partition, letter.offset, letter.key, letter.reason, kept, letter.received_at]
+    except ValidationError as error:
+        raise Unusable(f"invalid DeadLetter: {describe_validation_error(error)}") from None
+    text = _cut(letter.value, limits)
+    reason = _cut(letter.reason, limits)
+    key = None if letter.key is None else options.person(_cut(letter.key, limits))
+    kept = text if options.plain_contacts else _hashed_letter(text, options)
+    return [letter.topic, letter.partition, letter.offset, key, reason, kept, letter.received_at]
 
 
-def _hashed_letter(text: str) -> str:
+def _cut(text: str, limits: Limits) -> str:
+    return truncated(text.encode(errors="replace"), limits).decode(errors="replace")
+
+
+def _hashed_letter(text: str, options: RowOptions) -> str:
     # A dead letter is whatever a producer sent: JSON that failed validation is hashed field by field,
-    # anything else has at least its email addresses hashed.
+    # anything else (or JSON nested too deep to walk, or holding what cannot be written back) has at
+    # least its email addresses hashed.
     try:
         document = orjson.loads(text)
     except orjson.JSONDecodeError:
-        return hash_emails_in_text(text)
-    if not isinstance(document, dict | list):
-        return hash_emails_in_text(text)
-    return hash_emails_in_text(_json_text(document, plain_contacts=False))
+        return hash_emails_in_text(text, options.hash_key)
+    if not isinstance(document, dict | list) or not within_depth(document, options.limits.json_depth):
+        return hash_emails_in_text(text, options.hash_key)
+    try:
+        rewritten = _json_text(document, options)
+    except orjson.JSONEncodeError:
+        return hash_emails_in_text(text, options.hash_key)
+    return hash_emails_in_text(rewritten, options.hash_key)
+
+
+def letter_people(row: list[Any]) -> list[str]:
+    """Who a dead-letter row is about, as stored: its key, and the ids its value names when it is JSON."""
+    people = [str(row[PERSON_COLUMN[DEAD_LETTERS.table]] or "")]
+    value = row[DEAD_LETTERS.columns.index("value")]
+    try:
+        document = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return people
+    if isinstance(document, dict):
+        people.extend(found for name in LETTER_ID_FIELDS if isinstance(found := document.get(name), str))
+    return [person for person in people if person]

@@ -2,6 +2,11 @@
 
 In embedded mode the sink owns the chDB directory, so dashboard queries have to be answered by the sink
 process; the same server works unchanged in front of a ClickHouse server.
+
+Every /api/* answer is personal data or derived from it, so each needs a bearer token of
+`settings.api_tokens` (schemas.access.token_guard). The dashboard page itself is a static shell without
+data: it takes the token from its URL fragment (/dashboard#token=..., which browsers never send to the
+server) and sends it with every request it makes.
 """
 
 from __future__ import annotations
@@ -17,12 +22,17 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from schemas.access import token_guard
+from schemas.settings import Settings
 from sinks import queries
 from sinks.attribution import Model
 from sinks.metrics import SinkMetrics
+from sinks.rows import RowOptions
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 3660
+# Paths anyone may load: the redirect and the dashboard's shell, neither of which carries data.
+PUBLIC_PATHS = ("/", "/dashboard")
 
 
 def _plain(value: Any) -> Any:
@@ -51,7 +61,11 @@ def period_from(request: web.Request, now: datetime | None = None) -> queries.Pe
     return queries.Period.last_days(days, now)
 
 
-def build_web_app(client: Any, metrics: SinkMetrics) -> web.Application:
+def build_web_app(client: Any, metrics: SinkMetrics, settings: Settings) -> web.Application:
+    """The sink's server; `settings` gives the API tokens, the interface it listens on (/metrics is open on
+    loopback only) and the key person ids are stored under."""
+    options = RowOptions.of(settings)
+
     # clickhouse-connect calls block; they run in threads so the sink's consumer loop keeps going.
     async def answer(request: web.Request, question: Callable[[queries.Period], Any]) -> web.Response:
         period = period_from(request)
@@ -94,14 +108,16 @@ def build_web_app(client: Any, metrics: SinkMetrics) -> web.Application:
 
     async def person_export(request: web.Request) -> web.Response:
         person_id = request.match_info["person_id"]
-        return _json(await asyncio.to_thread(queries.person_export, client, person_id))
+        return _json(await asyncio.to_thread(queries.person_export, client, person_id, options))
 
     async def prometheus(request: web.Request) -> web.Response:
         response = web.Response(body=generate_latest(metrics.registry))
         response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
         return response
 
-    app = web.Application()
+    app = web.Application(
+        middlewares=[token_guard(settings.api_tokens, public=PUBLIC_PATHS, listen_host=settings.sink_web_host)]
+    )
     app.router.add_get("/", lambda request: _redirect())
     app.router.add_get("/dashboard", dashboard)
     app.router.add_get("/api/rates", rates)

@@ -4,10 +4,15 @@ Offsets are committed only after the batch is in ClickHouse. When ClickHouse is 
 retrying the same batch with backoff instead of moving on, so nothing read is lost; a batch written
 twice (a crash between insert and commit) collapses on its natural key and deduplication token.
 
+One bad message never holds up the others. A message no row can be made of, and a row ClickHouse refuses
+because of what it holds (the batch is split until the refused rows are found), goes to the dead-letter
+topic with the reason; the rest of the batch lands. A dead letter that cannot be stored itself is logged
+and counted, never dead-lettered again (the sink reads that topic too).
+
 The privacy topic is read in the same loop: an erasure request deletes instead of inserting (see
 sinks/erasure.py), is retried the same way, and is acknowledged with an audit record before its offset
-is committed. Rows of people already erased are dropped before insert, so a late event or a replay of
-the topics from the beginning does not bring them back.
+is committed. The erasures table is read before every batch, and again after it, so no sink - this one or
+another sharing the partitions - writes back the rows of someone erased, even one erased mid-batch.
 """
 
 from __future__ import annotations
@@ -16,17 +21,21 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+from clickhouse_connect.driver.exceptions import DatabaseError, DataError, ProgrammingError
 from pydantic import ValidationError
 
+from schemas.limits import truncated
 from schemas.privacy import AuditRecord, ErasureRequest, person_hash
 from schemas.settings import Settings
-from sinks.erasure import erase_person
+from schemas.triggers import DeadLetter
+from sinks.erasure import erase_person, erasure_hashes
 from sinks.metrics import SinkMetrics
 from sinks.rows import (
     DEAD_LETTERS,
@@ -36,9 +45,12 @@ from sinks.rows import (
     SEGMENT_CHANGES,
     SUPPRESSIONS,
     TRIGGERS,
+    RowOptions,
     TableSpec,
+    Unusable,
     dead_letter_row,
     event_row,
+    letter_people,
     profile_snapshot_row,
     segment_change_row,
     suppression_row,
@@ -49,26 +61,92 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_BACKOFF_SECONDS = 30.0
-# Other sinks (at scale, several share the group) record erasures too; their list is re-read this often.
-ERASURES_REFRESH_SECONDS = 10.0
+# Erasures are read incrementally, from a little before the newest one seen: rows inserted at the same
+# moment by several sinks can become visible out of erased_at order.
+ERASURES_OVERLAP_MS = 60_000
+# Batches with more messages than this are turned into rows in a thread: parsing and hashing 5000
+# messages takes long enough to delay the web server and the consumer's heartbeats.
+ROWS_IN_THREAD_FROM = 64
+# ClickHouse error codes that mean the rows themselves were refused (anything else is taken for the
+# store being unavailable, and retried): parse and conversion failures, values out of range, constraints.
+DATA_ERROR_CODES = frozenset({6, 26, 27, 38, 41, 53, 69, 70, 72, 117, 131, 190, 321, 349, 469})
+
+
+class _Stopped(Exception):
+    """Raised out of a retry loop once the sink is asked to stop: the batch stays uncommitted."""
 
 
 @dataclass(frozen=True)
 class Route:
     spec: TableSpec
     to_row: Callable[[Any], list[Any] | None]
+    people: Callable[[list[Any]], list[str]]  # who a row is about, as stored
 
 
 def routes_for(settings: Settings) -> dict[str, Route]:
-    plain = settings.clickhouse_plain_contacts
+    options = RowOptions.of(settings)
+
+    def person_of(spec: TableSpec) -> Callable[[list[Any]], list[str]]:
+        column = PERSON_COLUMN[spec.table]
+        return lambda row: [row[column]] if row[column] else []
+
     return {
-        settings.events_topic: Route(EVENTS, lambda m: event_row(m.value, m.topic, m.partition, m.offset, plain)),
-        settings.triggers_topic: Route(TRIGGERS, lambda m: trigger_row(m.value, plain)),
-        settings.dead_letter_topic: Route(DEAD_LETTERS, lambda m: dead_letter_row(m.value, plain)),
-        settings.suppressed_topic: Route(SUPPRESSIONS, lambda m: suppression_row(m.value, plain)),
-        settings.segments_topic: Route(SEGMENT_CHANGES, lambda m: segment_change_row(m.value)),
-        settings.profiles_topic: Route(PROFILE_SNAPSHOTS, lambda m: profile_snapshot_row(m.value, m.key, plain)),
+        settings.events_topic: Route(
+            EVENTS, lambda m: event_row(m.value, m.topic, m.partition, m.offset, options), person_of(EVENTS)
+        ),
+        settings.triggers_topic: Route(TRIGGERS, lambda m: trigger_row(m.value, options), person_of(TRIGGERS)),
+        settings.dead_letter_topic: Route(DEAD_LETTERS, lambda m: dead_letter_row(m.value, options), letter_people),
+        settings.suppressed_topic: Route(
+            SUPPRESSIONS, lambda m: suppression_row(m.value, options), person_of(SUPPRESSIONS)
+        ),
+        settings.segments_topic: Route(
+            SEGMENT_CHANGES, lambda m: segment_change_row(m.value, options), person_of(SEGMENT_CHANGES)
+        ),
+        settings.profiles_topic: Route(
+            PROFILE_SNAPSHOTS, lambda m: profile_snapshot_row(m.value, m.key, options), person_of(PROFILE_SNAPSHOTS)
+        ),
     }
+
+
+@dataclass
+class Built:
+    """One partition's messages as rows: each kept row with its message, the erased ones dropped, the
+    messages no row could be made of with the reason."""
+
+    kept: list[tuple[list[Any], Any]] = field(default_factory=list)
+    dropped_as_erased: int = 0
+    failed: list[tuple[Any, str]] = field(default_factory=list)
+
+
+def build_rows(route: Route, messages: list[Any], erased: Collection[str], key: bytes) -> Built:
+    """Pure (it may run in a thread): rows of the messages, none of a person whose hash is in `erased`."""
+    built = Built()
+    for message in messages:
+        try:
+            row = route.to_row(message)
+        except Unusable as error:
+            built.failed.append((message, str(error)))
+            continue
+        except Exception as error:  # whatever a message makes the code raise is that message's problem
+            built.failed.append((message, f"row not built: {type(error).__name__}: {error}"))
+            continue
+        if row is None:
+            continue
+        if erased and any(person_hash(person, key) in erased for person in route.people(row)):
+            built.dropped_as_erased += 1
+            continue
+        built.kept.append((row, message))
+    return built
+
+
+def is_data_error(error: BaseException) -> bool:
+    """Whether an insert failed because of the rows it carried (as opposed to the store being unreachable
+    or unready, which is retried): a value the client cannot encode, or one the server refused."""
+    if isinstance(error, DataError | ProgrammingError):
+        return True
+    if isinstance(error, DatabaseError):
+        return getattr(error, "code", None) in DATA_ERROR_CODES
+    return isinstance(error, TypeError | ValueError | AttributeError | OverflowError)
 
 
 @dataclass
@@ -79,6 +157,10 @@ class SinkStats:
     last_error: str | None = None
     erasures: int = 0
     rows_dropped_as_erased: int = 0
+    dead_lettered: int = 0  # messages this sink set aside on the dead-letter topic
+    unstorable_letters: int = 0  # dead letters that could not be stored: logged, not sent again
+    commit_failures: int = 0
+    erased_after_insert: int = 0  # people erased by another sink while this one wrote their rows
 
 
 class ClickHouseSink:
@@ -90,14 +172,20 @@ class ClickHouseSink:
         self.group_id = group_id or f"{settings.app_id}-sink"
         self.client = client
         self.routes = routes_for(settings)
+        self.options = RowOptions.of(settings)
         self.stats = SinkStats()
         self._stopping = asyncio.Event()
         self._erased: set[str] = set()  # person hashes
-        self._erased_read_at = -ERASURES_REFRESH_SECONDS
+        self._erased_since_ms = 0  # epoch ms: erasures are read from here on
         self._producer: AIOKafkaProducer | None = None
+        self.consumer: AIOKafkaConsumer | None = None
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions this sink holds now (empty before it has joined its group)."""
+        return set(self.consumer.assignment()) if self.consumer is not None else set()
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -115,6 +203,7 @@ class ClickHouseSink:
         await consumer.start()
         await producer.start()
         self._producer = producer
+        self.consumer = consumer
         try:
             while not self._stopping.is_set():
                 batch = await consumer.getmany(
@@ -124,58 +213,140 @@ class ClickHouseSink:
                 if not batch:
                     continue
                 await self._write(batch)
-                await consumer.commit({tp: messages[-1].offset + 1 for tp, messages in batch.items()})
+                await self._commit(consumer, {tp: messages[-1].offset + 1 for tp, messages in batch.items()})
+        except _Stopped:
+            log.info("sink stopped while retrying; the batch in hand stays uncommitted and is read again")
         finally:
             self._producer = None
+            self.consumer = None
             await producer.stop()
             await consumer.stop()
 
+    async def _commit(self, consumer: Any, offsets: dict[TopicPartition, int]) -> None:
+        """Commit what is still ours. A partition taken away by a rebalance is read again by its new owner,
+        which writes the same rows (they collapse); a failed commit is therefore logged, not fatal."""
+        held = consumer.assignment()
+        mine = {tp: offset for tp, offset in offsets.items() if tp in held}
+        if not mine:
+            return
+        try:
+            await consumer.commit(mine)
+        except KafkaError as error:  # CommitFailedError, IllegalStateError after a rebalance, or the broker
+            self.stats.commit_failures += 1
+            self.metrics.commit_failures.inc()
+            log.warning("offset commit failed (%s: %s); the batch will be read again", type(error).__name__, error)
+
     async def _write(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        await self._refresh_erased()
+        await self._until_done("read erasures", self._refresh_erased)
         requests = [m for tp, messages in batch.items() if tp.topic == self.settings.privacy_topic for m in messages]
+        written: set[str] = set()  # people whose rows this batch inserted
         for tp, messages in batch.items():
             if tp.topic == self.settings.privacy_topic:
                 continue
             route = self.routes[tp.topic]
-            rows = [row for row in map(route.to_row, messages) if row is not None and not self._of_erased(tp, row)]
-            if not rows:
-                continue
-            # Same messages, same token: a batch re-read after a crash is recognised as already written.
-            token = f"{tp.topic}/{tp.partition}/{messages[0].offset}-{messages[-1].offset}"
-            await self._insert_until_done(route.spec, rows, token)
+            erased = frozenset(self._erased)
+            if len(messages) >= ROWS_IN_THREAD_FROM:
+                built = await asyncio.to_thread(build_rows, route, messages, erased, self.settings.hash_key)
+            else:
+                built = build_rows(route, messages, erased, self.settings.hash_key)
+            self.stats.rows_dropped_as_erased += built.dropped_as_erased
+            self.metrics.rows_dropped_as_erased.labels(route.spec.table).inc(built.dropped_as_erased)
+            for message, reason in built.failed:
+                await self._reject(message, reason, route.spec.table)
+            if built.kept:
+                await self._insert(route.spec, built.kept)
+                written.update(person for row, _ in built.kept for person in route.people(row))
+        if written:
+            await self._erase_late(written)
         # Erasures last: rows of the same batch that are about the person are in, and go with the rest.
         for message in requests:
             await self._erase(message)
 
-    def _of_erased(self, tp: TopicPartition, row: list[Any]) -> bool:
-        person = row[PERSON_COLUMN[self.routes[tp.topic].spec.table]]
-        if not self._erased or not person or person_hash(person, self.settings.hash_key) not in self._erased:
-            return False
-        self.stats.rows_dropped_as_erased += 1
-        return True
+    async def _refresh_erased(self) -> set[str]:
+        """Read the erasures recorded since the last read (by any sink); returns the hashes new to this one."""
+        query = (
+            "SELECT person_hash, toUnixTimestamp64Milli(erased_at) FROM erasures "
+            "WHERE erased_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')"
+        )
+        parameters = {"since": max(self._erased_since_ms - ERASURES_OVERLAP_MS, 0)}
+        rows = await asyncio.to_thread(lambda: self.client.query(query, parameters=parameters).result_rows)
+        new = {str(hashed) for hashed, _ in rows} - self._erased
+        self._erased |= new
+        if rows:
+            self._erased_since_ms = max(self._erased_since_ms, max(int(at) for _, at in rows))
+        return new
 
-    async def _refresh_erased(self) -> None:
-        if time.monotonic() - self._erased_read_at < ERASURES_REFRESH_SECONDS:
+    async def _erase_late(self, written: set[str]) -> None:
+        """Erase again anyone erased (by another sink) between this batch's erasure check and its insert:
+        that sink recorded the erasure before deleting, so this read after the insert cannot miss it."""
+        new = await self._until_done("read erasures", self._refresh_erased)
+        if not new:
             return
-        try:
-            rows = await asyncio.to_thread(lambda: self.client.query("SELECT person_hash FROM erasures").result_rows)
-        except Exception as error:  # an unreadable list is retried at the next batch; inserts go on
-            log.warning("could not read the erasures table: %s", error)
+        for person in sorted(p for p in written if self._hash(p) in new):
+            await self._until_done("erase", self._eraser(person))
+            self.stats.erased_after_insert += 1
+            log.info("erased rows written while another sink erased person %s", self._hash(person)[:12])
+
+    def _eraser(self, person_id: str) -> Callable[[], Awaitable[dict[str, int]]]:
+        return lambda: asyncio.to_thread(erase_person, self.client, person_id, self.options)
+
+    def _hash(self, person: str) -> str:
+        return person_hash(person, self.settings.hash_key)
+
+    async def _reject(self, message: Any, reason: str, table: str) -> None:
+        """Set a message aside on the dead-letter topic with the reason; a dead letter is only logged."""
+        if message.topic == self.settings.dead_letter_topic:
+            self.stats.unstorable_letters += 1
+            self.metrics.unstorable_letters.inc()
+            log.error(
+                "dead letter %s/%d@%d cannot be stored (%s); dropped, not dead-lettered again",
+                message.topic,
+                message.partition,
+                message.offset,
+                truncated(reason.encode(), self.settings.limits).decode(errors="replace"),
+            )
             return
-        self._erased.update(str(hashed) for (hashed,) in rows)
-        self._erased_read_at = time.monotonic()
+        limits = self.settings.limits
+        key = message.key.decode(errors="replace") if message.key else None
+        stored_key = self.options.person(key) if key else None  # never an address or a number as a key
+        letter = DeadLetter(
+            reason=truncated(reason.encode(), limits).decode(errors="replace"),
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=stored_key,
+            value=truncated(message.value or b"", limits).decode(errors="replace"),
+            received_at=datetime.now(UTC),
+        )
+        log.warning("dead letter %s/%d@%d: %s", message.topic, message.partition, message.offset, letter.reason)
+        await self._until_done("dead letter", lambda: self._send_letter(stored_key, letter))
+        self.stats.dead_lettered += 1
+        self.metrics.dead_lettered.labels(table).inc()
+
+    async def _send_letter(self, key: str | None, letter: DeadLetter) -> None:
+        assert self._producer is not None, "dead letters are sent while the sink runs"
+        await self._producer.send_and_wait(
+            self.settings.dead_letter_topic,
+            key=key.encode() if key else None,
+            value=letter.model_dump_json().encode(),
+        )
 
     async def _erase(self, message: Any) -> None:
         try:
+            if len(message.value or b"") > self.settings.limits.event_bytes:
+                raise ValueError(f"{len(message.value)} bytes; at most {self.settings.limits.event_bytes}")
             request = ErasureRequest.model_validate_json(message.value or b"")
-        except ValidationError as error:
+        except (ValidationError, ValueError) as error:
             # Nothing can be erased without a person; saying so in the log is all that is left to do.
             log.error("privacy message %s/%d/%d ignored: %s", message.topic, message.partition, message.offset, error)
             return
-        hashed = person_hash(request.person_id, self.settings.hash_key)
-        self._erased.add(hashed)  # from now on this sink drops the person's rows, even mid-erasure
-        deleted = await self._until_done("erase", lambda: self._erase_in_clickhouse(request, hashed))
+        hashes = erasure_hashes(request.person_id, self.options)
+        self._erased.update(hashes)  # from now on this sink drops the person's rows, even mid-erasure
+        # Recorded before anything is deleted: a sink that checks after its insert then sees it (_erase_late).
+        await self._until_done("record erasure", lambda: self._record_erasure(request, hashes))
+        deleted = await self._until_done("erase", self._eraser(request.person_id))
         self.stats.erasures += 1
+        hashed = self._hash(request.person_id)
         record = AuditRecord(
             request_id=request.request_id,
             kind="erase",
@@ -187,15 +358,13 @@ class ClickHouseSink:
         await self._until_done("audit", lambda: self._audit(record))
         log.info("erased person %s in ClickHouse (request %s)", hashed[:12], request.request_id)
 
-    async def _erase_in_clickhouse(self, request: ErasureRequest, hashed: str) -> dict[str, int]:
-        deleted = await asyncio.to_thread(erase_person, self.client, request.person_id)
+    async def _record_erasure(self, request: ErasureRequest, hashes: list[str]) -> None:
         await asyncio.to_thread(
             self.client.insert,
             "erasures",
-            [[hashed, request.request_id, request.requested_at]],
+            [[hashed, request.request_id, request.requested_at] for hashed in hashes],
             column_names=["person_hash", "request_id", "requested_at"],
         )
-        return deleted
 
     async def _audit(self, record: AuditRecord) -> None:
         assert self._producer is not None, "audit records are sent while the sink runs"
@@ -212,10 +381,24 @@ class ClickHouseSink:
             except Exception as error:  # every failure is retried; the message is not acked meanwhile
                 self.stats.last_error = f"{type(error).__name__}: {error}"
                 log.warning("%s failed (%s); retrying in %.1fs", what, self.stats.last_error, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                backoff = await self._backoff(backoff)
 
-    async def _insert_until_done(self, spec: TableSpec, rows: list[list[Any]], token: str) -> None:
+    async def _backoff(self, seconds: float) -> float:
+        """Wait before the next attempt (cut short by stop()); returns the next wait."""
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            return min(seconds * 2, MAX_BACKOFF_SECONDS)
+        raise _Stopped
+
+    def _token(self, part: list[tuple[list[Any], Any]]) -> str:
+        # The same rows give the same token: a part re-sent after a crash is recognised as already written.
+        first, last = part[0][1], part[-1][1]
+        return f"{first.topic}/{first.partition}/{first.offset}-{last.offset}/{len(part)}"
+
+    async def _insert(self, spec: TableSpec, part: list[tuple[list[Any], Any]]) -> None:
+        """Insert the rows, retried while ClickHouse is unavailable. Rows it refuses are found by halving
+        the part (each half with a token of its own) and dead-lettered; the rest is written."""
         backoff = 0.5
         while True:
             started = time.perf_counter()
@@ -223,28 +406,31 @@ class ClickHouseSink:
                 await asyncio.to_thread(
                     self.client.insert,
                     spec.table,
-                    rows,
+                    [row for row, _ in part],
                     column_names=list(spec.columns),
-                    settings={"insert_deduplication_token": token},
+                    settings={"insert_deduplication_token": self._token(part)},
                 )
-            except Exception as error:  # every failure of the store is retried; the batch is not acked
+            except Exception as error:  # classified below: refused rows are split out, the rest retried
                 self.stats.insert_errors += 1
                 self.metrics.insert_errors.labels(spec.table).inc()
                 self.stats.last_error = f"{type(error).__name__}: {error}"
-                log.warning(
-                    "insert into %s failed (%s); retrying in %.1fs",
-                    spec.table,
-                    self.stats.last_error,
-                    backoff,
-                )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                if is_data_error(error):
+                    if len(part) == 1:
+                        reason = f"refused by ClickHouse ({spec.table}): {self.stats.last_error}"
+                        await self._reject(part[0][1], reason, spec.table)
+                        return
+                    middle = len(part) // 2
+                    await self._insert(spec, part[:middle])
+                    await self._insert(spec, part[middle:])
+                    return
+                log.warning("insert into %s failed (%s); retrying in %.1fs", spec.table, self.stats.last_error, backoff)
+                backoff = await self._backoff(backoff)
                 continue
             elapsed = time.perf_counter() - started
             self.stats.batches += 1
-            self.stats.rows_written[spec.table] += len(rows)
-            self.metrics.rows_written.labels(spec.table).inc(len(rows))
-            self.metrics.batch_size.labels(spec.table).observe(len(rows))
+            self.stats.rows_written[spec.table] += len(part)
+            self.metrics.rows_written.labels(spec.table).inc(len(part))
+            self.metrics.batch_size.labels(spec.table).observe(len(part))
             self.metrics.insert_latency.labels(spec.table).observe(elapsed)
-            log.debug("wrote %d rows into %s in %.3fs", len(rows), spec.table, elapsed)
+            log.debug("wrote %d rows into %s in %.3fs", len(part), spec.table, elapsed)
             return

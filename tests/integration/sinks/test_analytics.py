@@ -20,7 +20,7 @@ from sinks.attribution import Model
 from sinks.rows import EVENTS, SEGMENT_CHANGES, SUPPRESSIONS, TRIGGERS
 from sinks.web import build_web_app, start_web
 from sinks.writer import ClickHouseSink
-from tests.integration.conftest import free_port
+from tests.integration.conftest import API_AUTH, TEST_API_TOKEN, free_port
 from tests.integration.sinks.scenario import Scenario, shop, track
 from tests.integration.sinks.sink_runner import sink_while
 
@@ -165,22 +165,29 @@ async def test_dashboard_renders_real_figures_in_headless_chromium(
         pytest.skip(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium package")
     sink = await load(shop(datetime.now(UTC)), sink_settings, clickhouse, producer)
     port = free_port()
-    runner = await start_web(build_web_app(clickhouse, sink.metrics), "127.0.0.1", port)
+    runner = await start_web(build_web_app(clickhouse, sink.metrics, sink_settings), "127.0.0.1", port)
     url = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{url}/metrics") as response:
                 metrics = await response.text()
-            async with http.get(f"{url}/api/variants?days=30") as response:
+            async with http.get(f"{url}/api/variants?days=30", headers=API_AUTH) as response:
                 variants = await response.json()
         assert 'nudgeflow_sink_rows_written_total{table="events"}' in metrics
         assert sum(arm["sent"] for arm in variants["arms"]) == 9
 
         screenshot = tmp_path / "dashboard.png"
-        dom = await chromium(tmp_path, "--dump-dom", f"{url}/dashboard")
-        await chromium(tmp_path, f"--screenshot={screenshot}", f"{url}/dashboard")
+        # The token travels in the fragment, which the browser keeps to itself; the page sends it as a header.
+        with_token = f"{url}/dashboard#token={TEST_API_TOKEN}"
+        dom = await chromium(tmp_path / "a", "--dump-dom", with_token)
+        await chromium(tmp_path / "b", f"--screenshot={screenshot}", with_token)
+        without = await chromium(tmp_path / "c", "--dump-dom", f"{url}/dashboard")
+        wrong = await chromium(tmp_path / "d", "--dump-dom", f"{url}/dashboard#token=not-{TEST_API_TOKEN}")
     finally:
         await runner.cleanup()
+    assert 'data-loaded="unauthorized"' in without and "No API token" in without, without[-2000:]
+    assert 'data-loaded="unauthorized"' in wrong and "The API token was refused" in wrong, wrong[-2000:]
+    assert "data-kpi" not in without + wrong
     assert 'data-loaded="true"' in dom, dom[-2000:]
     assert 'data-chart="funnel" data-points="4"' in dom
     assert 'data-chart="variants" data-points="3"' in dom

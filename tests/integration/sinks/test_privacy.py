@@ -20,12 +20,15 @@ from schemas.settings import Settings
 from schemas.triggers import Channel, DeadLetter, Suppression, SuppressionReason, Trigger, make_trigger_id
 from sinks import queries
 from sinks.contacts import hash_email, hash_phone
+from sinks.rows import RowOptions
 from sinks.web import build_web_app, start_web
 from sinks.writer import ClickHouseSink
-from tests.integration.conftest import free_port, read_topic
+from tests.integration.conftest import API_AUTH, TEST_HASH_SECRET, free_port, read_topic
 from tests.integration.sinks.sink_runner import sink_while
 
 pytestmark = pytest.mark.integration
+KEY = TEST_HASH_SECRET.encode()
+OPTIONS = RowOptions(KEY)
 
 ANA, BEN = "person-ana-7f3", "person-ben-2c1"
 ANA_ANONYMOUS = "anon-ana-91d"
@@ -122,11 +125,18 @@ def produce_person(producer: KafkaProducer, settings: Settings, person: str, mom
         received_at=moment,
     )
     producer.send(settings.dead_letter_topic, key=key, value=letter.model_dump_json().encode())
+    # A dead letter with no key that names the person only inside text that is not JSON.
+    unkeyed = letter.model_copy(
+        update={"key": None, "offset": 10 + letter.offset, "value": f"garbage from {person} at {email} ###"}
+    )
+    producer.send(settings.dead_letter_topic, value=unkeyed.model_dump_json().encode())
     producer.flush()
 
 
 def rows_of(client: Any, person: str) -> dict[str, int]:
-    return {table: len(rows) for table, rows in queries.person_export(client, person)["tables"].items() if rows}
+    return {
+        table: len(rows) for table, rows in queries.person_export(client, person, OPTIONS)["tables"].items() if rows
+    }
 
 
 def string_columns(client: Any) -> list[tuple[str, str]]:
@@ -181,12 +191,13 @@ async def test_an_erased_person_cannot_be_read_back_from_any_table_and_the_other
     # Stored hashed by default: neither address is anywhere in plain text, their digests are.
     contacts = [contact for pair in CONTACTS.values() for contact in pair]
     assert found_anywhere(clickhouse, contacts) == []
-    [profile] = queries.person_export(clickhouse, ANA)["tables"]["profile_snapshots"]
+    [profile] = queries.person_export(clickhouse, ANA, OPTIONS)["tables"]["profile_snapshots"]
     assert (profile["profile"]["email"], profile["profile"]["phone"]) == (
-        hash_email(CONTACTS[ANA][0]),
-        hash_phone(CONTACTS[ANA][1]),
+        hash_email(CONTACTS[ANA][0], KEY),
+        hash_phone(CONTACTS[ANA][1], KEY),
     )
-    assert profile["profile"]["traits"]["email"] == hash_email(CONTACTS[ANA][0])
+    assert profile["profile"]["traits"]["email"] == hash_email(CONTACTS[ANA][0], KEY)
+    assert rows_of(clickhouse, ANA)["dead_letters"] == 2  # the keyed one and the one naming her in text
     period = queries.Period(now - timedelta(days=1), now + timedelta(days=1))
     assert [step.people for step in queries.funnel(clickhouse, period)] == [3, 0, 0, 2]  # her anonymous self too
     assert [hour["people"] for hour in queries.active_people_hourly(clickhouse, period)] == [3]
@@ -196,7 +207,7 @@ async def test_an_erased_person_cannot_be_read_back_from_any_table_and_the_other
 
     web_port = free_port()
     erasing = ClickHouseSink(settings, clickhouse)
-    runner = await start_web(build_web_app(clickhouse, erasing.metrics), "127.0.0.1", web_port)
+    runner = await start_web(build_web_app(clickhouse, erasing.metrics, settings), "127.0.0.1", web_port)
     try:
         await sink_while(erasing, lambda: erasing.stats.erasures == 1)
         # A late event of hers (a retried webhook, a replay) after the erasure is not written back.
@@ -206,7 +217,7 @@ async def test_an_erased_person_cannot_be_read_back_from_any_table_and_the_other
         late = ClickHouseSink(settings, clickhouse)
         await sink_while(late, lambda: late.stats.rows_dropped_as_erased == 1)
 
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(headers=API_AUTH) as http:
             async with http.get(f"http://127.0.0.1:{web_port}/api/people/{ANA}/export") as response:
                 assert response.status == 200
                 erased_export = await response.json()
@@ -217,7 +228,13 @@ async def test_an_erased_person_cannot_be_read_back_from_any_table_and_the_other
     finally:
         await runner.cleanup()
 
-    needles = [ANA, ANA_ANONYMOUS, *CONTACTS[ANA], hash_email(CONTACTS[ANA][0]), hash_phone(CONTACTS[ANA][1])]
+    needles = [
+        ANA,
+        ANA_ANONYMOUS,
+        *CONTACTS[ANA],
+        hash_email(CONTACTS[ANA][0], KEY),
+        hash_phone(CONTACTS[ANA][1], KEY),
+    ]
     assert found_anywhere(clickhouse, needles) == []
     assert erased_export["rows"] == 0 and all(rows == [] for rows in erased_export["tables"].values())
     assert rows_of(clickhouse, BEN) == ben_before
@@ -234,7 +251,7 @@ async def test_an_erased_person_cannot_be_read_back_from_any_table_and_the_other
     messages = read_topic(settings.kafka_bootstrap, settings.audit_topic, lambda found: len(found) >= 1, timeout=30)
     records = [AuditRecord.model_validate_json(message.value) for message in messages]
     sink_records = [record for record in records if record.component == "sink"]
-    assert [(r.request_id, r.person_hash) for r in sink_records] == [(request.request_id, person_hash(ANA))]
+    assert [(r.request_id, r.person_hash) for r in sink_records] == [(request.request_id, person_hash(ANA, KEY))]
     assert "events=5" in sink_records[0].detail
     assert all(ANA.encode() not in (message.value + (message.key or b"")) for message in messages)
 

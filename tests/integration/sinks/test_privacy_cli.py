@@ -53,7 +53,7 @@ async def test_erase_then_export_shows_nothing_left_in_clickhouse_and_names_the_
     produce_person(producer, settings, ANA, now)
     produce_person(producer, settings, BEN, now)
     sink = ClickHouseSink(settings, clickhouse)
-    runner = await start_web(build_web_app(clickhouse, sink.metrics), "127.0.0.1", settings.sink_web_port)
+    runner = await start_web(build_web_app(clickhouse, sink.metrics, settings), "127.0.0.1", settings.sink_web_port)
     try:
         await sink_while(sink, lambda: "profile_snapshots" in rows_of(clickhouse, ANA))
         before = orjson.loads((await nudgeflow(settings, "export", ANA)).stdout)

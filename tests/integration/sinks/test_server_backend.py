@@ -20,6 +20,7 @@ from sinks.rows import (
     SEGMENT_CHANGES,
     SUPPRESSIONS,
     TRIGGERS,
+    RowOptions,
     event_row,
     segment_change_row,
     suppression_row,
@@ -29,6 +30,7 @@ from sinks.schema import apply_migrations
 from tests.integration.sinks.scenario import shop
 
 pytestmark = pytest.mark.integration
+OPTIONS = RowOptions(b"server-test-key")
 
 
 @pytest.fixture
@@ -47,19 +49,21 @@ def server() -> Iterator[Any]:
 def load_shop(server: Any, now: datetime) -> None:
     scenario = shop(now)
     # Rows through the sink's own row functions, inserted as the sink does (no broker needed here).
-    events = [event_row(value, "events", 0, n) for n, (_, value) in enumerate(scenario.events)]
+    events = [event_row(value, "events", 0, n, OPTIONS) for n, (_, value) in enumerate(scenario.events)]
     server.insert(EVENTS.table, events, column_names=list(EVENTS.columns))
     server.insert(
-        TRIGGERS.table, [trigger_row(t.to_json()) for t in scenario.triggers], column_names=list(TRIGGERS.columns)
+        TRIGGERS.table,
+        [trigger_row(t.to_json(), OPTIONS) for t in scenario.triggers],
+        column_names=list(TRIGGERS.columns),
     )
     server.insert(
         SUPPRESSIONS.table,
-        [suppression_row(s.to_json()) for s in scenario.suppressions],
+        [suppression_row(s.to_json(), OPTIONS) for s in scenario.suppressions],
         column_names=list(SUPPRESSIONS.columns),
     )
     server.insert(
         SEGMENT_CHANGES.table,
-        [segment_change_row(c.to_json()) for c in scenario.segments],
+        [segment_change_row(c.to_json(), OPTIONS) for c in scenario.segments],
         column_names=list(SEGMENT_CHANGES.columns),
     )
 
@@ -87,9 +91,9 @@ def test_erasure_and_export_run_unchanged_on_a_server(server: Any) -> None:
     load_shop(server, now)
     period = queries.Period(now - timedelta(days=30), now)
     people_before = [s.people for s in queries.funnel(server, period)]
-    assert queries.person_export(server, "p1")["rows"] > 0
-    deleted = erase_person(server, "p1")
+    assert queries.person_export(server, "p1", OPTIONS)["rows"] > 0
+    deleted = erase_person(server, "p1", OPTIONS)
     assert deleted["events"] > 0
-    assert queries.person_export(server, "p1")["rows"] == 0
+    assert queries.person_export(server, "p1", OPTIONS)["rows"] == 0
     assert queries.funnel(server, period)[0].people == people_before[0] - 1
-    assert erase_person(server, "p1") == dict.fromkeys(deleted, 0)  # a second run finds nothing left
+    assert erase_person(server, "p1", OPTIONS) == dict.fromkeys(deleted, 0)  # a second run finds nothing left

@@ -8,11 +8,23 @@ from sinks.erasure import PERSON_TABLES, ROLLUPS, person_parameters
 from sinks.schema import migration_files
 
 TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+)\s*\((.*?)\)\s*ENGINE\s*=\s*(\w+)", re.S)
+RENAME = re.compile(r"RENAME TABLE (.*?);", re.S)
+DROP = re.compile(r"DROP TABLE (?:IF EXISTS )?(\w+)")
 
 
 def _tables() -> dict[str, tuple[str, str]]:
+    """The tables the migrations leave behind, by the name they end up with (a table built under a new
+    name and renamed into place is counted under its final name; a dropped one not at all)."""
     sql = "\n".join(text for _, text in migration_files())
-    return {name: (columns, engine) for name, columns, engine in TABLE.findall(sql)}
+    tables = {name: (columns, engine) for name, columns, engine in TABLE.findall(sql)}
+    for renames in RENAME.findall(sql):
+        for pair in renames.split(","):
+            old, _, new = (word.strip() for word in pair.partition(" TO "))
+            if old in tables:
+                tables[new] = tables.pop(old)
+    for dropped in DROP.findall(sql):
+        tables.pop(dropped, None)
+    return tables
 
 
 def test_every_table_with_a_person_column_is_erased() -> None:
@@ -37,5 +49,16 @@ def test_rebuilds_leave_the_person_out_and_touch_only_the_affected_buckets() -> 
         )
 
 
-def test_ids_are_bound_as_parameters_and_quoted_as_json_for_raw_dead_letters() -> None:
-    assert person_parameters(["ana", 'o"brien']) == {"people": ["ana", 'o"brien'], "quoted": ['"ana"', '"o\\"brien"']}
+def test_ids_are_bound_as_parameters_and_looked_for_in_raw_dead_letters_with_contact_digests() -> None:
+    contact = "contact:email:" + "d" * 64
+    assert person_parameters(["ana", 'o"brien', contact]) == {
+        "people": ["ana", 'o"brien', contact],
+        "needles": ["ana", 'o"brien', contact, "d" * 64],
+    }
+
+
+def test_the_events_table_collapses_copies_on_person_and_message_alone() -> None:
+    engine = _tables()["events"][1]
+    last = [text for name, text in migration_files() if "events_by_message" in text][-1]
+    assert engine == "ReplacingMergeTree"
+    assert "ORDER BY (person_id, message_id)" in last and "PARTITION BY" not in last.split("ENGINE")[1]
