@@ -125,7 +125,9 @@ def command_sink(settings: Settings, arguments: argparse.Namespace) -> int:
             loop.add_signal_handler(signum, sink.stop)
         reporter = asyncio.create_task(report()) if arguments.report_every else None
         # In embedded mode only this process may open the chDB directory, so it answers the dashboard too.
-        web = await start_web(build_web_app(client, sink.metrics), settings.sink_web_host, settings.sink_web_port)
+        web = await start_web(
+            build_web_app(client, sink.metrics, settings), settings.sink_web_host, settings.sink_web_port
+        )
         log.info("dashboard on http://%s:%d/dashboard", settings.sink_web_host, settings.sink_web_port)
         try:
             await sink.run()
