@@ -191,9 +191,16 @@ def command_collector(settings: Settings, arguments: argparse.Namespace) -> int:
     ensure_topics(settings)
     host = arguments.host or settings.collector_host
     port = arguments.port if arguments.port is not None else settings.collector_port
-    if settings.sendgrid_public_key is None or settings.twilio_auth_token is None:
-        log.warning("collector: webhook signatures are not verified for senders without a configured key")
-    app = build_app(Collector(settings, KafkaEventProducer(settings)))
+    unkeyed = [
+        name
+        for name, key in (("SendGrid", settings.sendgrid_public_key), ("Twilio", settings.twilio_auth_token))
+        if key is None
+    ]
+    if unkeyed and (settings.allow_unsigned_webhooks or settings.demo):
+        log.warning("collector: %s webhooks are accepted unsigned (demo only)", " and ".join(unkeyed))
+    elif unkeyed:
+        log.info("collector: %s webhooks are refused until a verification key is set", " and ".join(unkeyed))
+    app = build_app(Collector(settings, KafkaEventProducer(settings)), listen_host=host)  # --host decides /metrics too
     print(f"collector: listening on http://{host}:{port} (OpenAPI at /openapi.json)", flush=True)
     web.run_app(app, host=host, port=port, print=None, access_log=None)
     return 0
