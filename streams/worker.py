@@ -45,7 +45,7 @@ from schemas.settings import Settings
 from schemas.triggers import DeadLetter, QuarantinedState
 from streams.metrics import WorkerMetrics
 from streams.outbox import Outbox, partition_of
-from streams.rules.contacts import contact_changes, forgotten_contacts, with_contact
+from streams.rules.contacts import CONTACT_TRAITS, contact_changes, forgotten_contacts, with_contact
 from streams.rules.engine import Step, absorb, advance_time, apply_event
 from streams.rules.state import PersonState, SourcePosition
 from streams.rules.timers import PartitionClock, utc_now
@@ -379,9 +379,17 @@ class Worker:
             # (an SMS STOP naming only the sender): the message follows each of them.
             if not state.already_applied(position):
                 self._save(state.model_copy(update={"applied_offsets": state.record(position)}), message.partition)
+                document = orjson.loads(message.value)
+                if state.contact_of:
+                    # What a contact's message says of the address or number is the person's already (and
+                    # may be spelt otherwise): it must not rewrite their own.
+                    traits = document.get("traits")
+                    if isinstance(traits, dict):
+                        document["traits"] = {k: v for k, v in traits.items() if k not in CONTACT_TRAITS}
                 for person_id in forward_to:
-                    document = {**orjson.loads(message.value), "userId": person_id}
-                    await self._send(settings.events_topic, person_id.encode(), orjson.dumps(document))
+                    await self._send(
+                        settings.events_topic, person_id.encode(), orjson.dumps({**document, "userId": person_id})
+                    )
             return
         step = apply_event(state, parsed, position, self.rules, settings.limits)
         if step.repeated:

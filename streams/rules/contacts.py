@@ -8,6 +8,7 @@ from schemas.privacy import ContactKind, contact_person_id, is_contact_id
 from schemas.profile import Profile
 
 CONTACT_FIELDS: tuple[tuple[ContactKind, str], ...] = (("email", "email"), ("phone", "phone"))
+CONTACT_TRAITS = frozenset(field for _, field in CONTACT_FIELDS)
 
 
 def contact_ids(profile: Profile, key: bytes) -> dict[ContactKind, str]:
