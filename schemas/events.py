@@ -20,7 +20,10 @@ from schemas.limits import DEFAULT_LIMITS, LimitExceeded, Limits, check_document
 
 def _as_utc(moment: datetime) -> datetime:
     # A timestamp without a zone is taken as UTC, as Segment does; every time inside nudgeflow is aware.
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    try:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+01:00, whose UTC instant is before year 1
+        raise ValueError("outside the range of dates") from None
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]

@@ -83,34 +83,53 @@ class LimitExceeded(ValueError):
 def check_document(document: Mapping[str, Any], limits: Limits) -> None:
     """Raise LimitExceeded for the first part of a decoded event that is over a limit.
 
-    Iterative, so an input nested far beyond the limit costs no recursion and raises the same way."""
+    Iterative, so an input nested far beyond the limit costs no recursion and raises the same way. A value's
+    path is kept as a chain of (parent, key) links and spelt out only for the message of a violation."""
     _check_fields(document, limits)
-    stack: list[tuple[str, Any, int]] = [("", document, 1)]
+    depth_limit, keys_limit, items_limit = limits.json_depth, limits.object_keys, limits.array_items
+    key_length, string_length, magnitude = limits.id_length, limits.string_length, limits.number_magnitude
+    stack: list[tuple[Any, int, _Path]] = [(document, 1, None)]
     while stack:
-        where, value, depth = stack.pop()
-        if isinstance(value, dict):
-            if depth > limits.json_depth:
-                raise LimitExceeded(where or "event", f"nested deeper than {limits.json_depth} levels")
-            if len(value) > limits.object_keys:
-                raise LimitExceeded(where or "event", f"{len(value)} keys; at most {limits.object_keys}")
+        value, depth, path = stack.pop()
+        kind = type(value)
+        if kind is str:
+            if len(value) > string_length:
+                raise LimitExceeded(_spelt(path), f"{len(value)} characters; at most {string_length}")
+        elif kind is dict:
+            if depth > depth_limit:
+                raise LimitExceeded(_spelt(path), f"nested deeper than {depth_limit} levels")
+            if len(value) > keys_limit:
+                raise LimitExceeded(_spelt(path), f"{len(value)} keys; at most {keys_limit}")
             for key, item in value.items():
-                if len(key) > limits.id_length:
-                    raise LimitExceeded(where or "event", f"a key of {len(key)} characters; at most {limits.id_length}")
-                stack.append((f"{where}.{key}" if where else key, item, depth + 1))
-        elif isinstance(value, list):
-            if depth > limits.json_depth:
-                raise LimitExceeded(where, f"nested deeper than {limits.json_depth} levels")
-            if len(value) > limits.array_items:
-                raise LimitExceeded(where, f"{len(value)} items; at most {limits.array_items}")
-            stack.extend((f"{where}[{index}]", item, depth + 1) for index, item in enumerate(value))
-        elif isinstance(value, str):
-            if len(value) > limits.string_length:
-                raise LimitExceeded(where, f"{len(value)} characters; at most {limits.string_length}")
-        elif isinstance(value, float):
-            if not math.isfinite(value) or abs(value) > limits.number_magnitude:
-                raise LimitExceeded(where, f"number {value!r} outside ±{limits.number_magnitude:g}")
-        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > limits.number_magnitude:
-            raise LimitExceeded(where, f"number {value} outside ±{limits.number_magnitude:g}")
+                if len(key) > key_length:
+                    raise LimitExceeded(_spelt(path), f"a key of {len(key)} characters; at most {key_length}")
+                if type(item) in _CONTAINERS or type(item) is str or type(item) in _NUMBERS:
+                    stack.append((item, depth + 1, (path, key)))
+        elif kind is list:
+            if depth > depth_limit:
+                raise LimitExceeded(_spelt(path), f"nested deeper than {depth_limit} levels")
+            if len(value) > items_limit:
+                raise LimitExceeded(_spelt(path), f"{len(value)} items; at most {items_limit}")
+            stack.extend((item, depth + 1, (path, index)) for index, item in enumerate(value))
+        elif kind is float:
+            if not math.isfinite(value) or abs(value) > magnitude:
+                raise LimitExceeded(_spelt(path), f"number {value!r} outside ±{magnitude:g}")
+        elif kind is int and abs(value) > magnitude:
+            raise LimitExceeded(_spelt(path), f"number {value} outside ±{magnitude:g}")
+
+
+# A value's place in a document: None for the document itself, else (the parent's place, key or index).
+_Path = tuple[Any, str | int] | None
+_CONTAINERS = (dict, list)
+_NUMBERS = (int, float)
+
+
+def _spelt(path: _Path) -> str:
+    parts: list[str] = []
+    while path is not None:
+        path, step = path
+        parts.append(f"[{step}]" if isinstance(step, int) else f".{step}")
+    return "".join(reversed(parts)).removeprefix(".") or "event"
 
 
 def _check_fields(document: Mapping[str, Any], limits: Limits) -> None:
