@@ -187,7 +187,7 @@ async def test_dashboard_renders_real_figures_in_headless_chromium(
         await runner.cleanup()
     assert 'data-loaded="unauthorized"' in without and "No API token" in without, without[-2000:]
     assert 'data-loaded="unauthorized"' in wrong and "The API token was refused" in wrong, wrong[-2000:]
-    assert "data-kpi" not in without + wrong
+    assert 'data-kpi="sent"' not in without + wrong  # no figures without a token
     assert 'data-loaded="true"' in dom, dom[-2000:]
     assert 'data-chart="funnel" data-points="4"' in dom
     assert 'data-chart="variants" data-points="3"' in dom

@@ -13,7 +13,7 @@ from kafka import KafkaProducer
 from schemas.settings import Settings
 from sinks.queries import table_counts, triggers_by_rule
 from sinks.writer import ClickHouseSink
-from streams.rules.timers import utc_now
+from streams.timers import utc_now
 from tests.integration.conftest import WorkerProcess
 from tests.integration.test_worker import event, known, send, with_rules
 
