@@ -147,7 +147,7 @@ class Settings(BaseSettings):
         if self.demo:
             return
         problems = []
-        if self.hash_secret is None:
+        if self.hash_secret is None or not self.hash_secret.get_secret_value().strip():  # an empty line in an env file
             problems.append("set NUDGEFLOW_HASH_SECRET (the HMAC key of hashed contacts and erased people)")
         if component == "collector" and DEMO_WRITE_KEY in self.collector_write_keys:
             problems.append(f"remove {DEMO_WRITE_KEY} from NUDGEFLOW_COLLECTOR_WRITE_KEYS: it works only in demo mode")

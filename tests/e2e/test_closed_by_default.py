@@ -43,10 +43,13 @@ def nudgeflow(environment: dict[str, str], *arguments: str) -> subprocess.Comple
     )
 
 
+@pytest.mark.parametrize("secret", [None, "", "  "], ids=["unset", "empty", "blank"])
 @pytest.mark.parametrize("component", ["worker", "sink", "collector"])
-def test_a_process_without_the_hash_secret_refuses_to_start(component: str) -> None:
+def test_a_process_without_the_hash_secret_refuses_to_start(component: str, secret: str | None) -> None:
     started = time.monotonic()
-    result = nudgeflow(bare_environment(), component)
+    # An env file line "NUDGEFLOW_HASH_SECRET=" sets an empty secret: no key at all, so refused too.
+    values = {} if secret is None else {"NUDGEFLOW_HASH_SECRET": secret}
+    result = nudgeflow(bare_environment(**values), component)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip() == f"nudgeflow {component} will not start: {NO_SECRET}"
     assert time.monotonic() - started < 20  # refused before waiting for the broker
