@@ -5,6 +5,7 @@ There is no container engine on the test machines, so this is what can be checke
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,14 +14,22 @@ from typing import Any
 import pytest
 import yaml
 
+from schemas.access import METRICS_PATH
 from schemas.rules import load_rules, parse_rules
 from schemas.settings import Settings
+from streams.api import HEALTH_PATH
 from streams.settings_docs import environment_variables
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "k8s"
-SCALE_OUT_FILES = [DEPLOY / "compose.yaml", DEPLOY / "prometheus.yml", REPO / "Dockerfile", *sorted(K8S.glob("*.yaml"))]
+SCALE_OUT_FILES = [
+    DEPLOY / "compose.yaml",
+    DEPLOY / "prometheus.yml",
+    DEPLOY / "secrets.env.example",
+    REPO / "Dockerfile",
+    *sorted(K8S.glob("*.yaml")),
+]
 
 KNOWN_VARIABLES = {
     variable for name, field in Settings.model_fields.items() for variable in environment_variables(name, field)
@@ -124,6 +133,8 @@ def test_k8s_has_every_part_in_one_namespace() -> None:
         ("Service", "collector"),
         ("Deployment", "sink"),
         ("ScaledObject", "worker"),
+        ("Ingress", "collector"),
+        ("PodMonitor", "nudgeflow"),
     } <= kinds
     assert {m["metadata"].get("namespace", m["metadata"]["name"]) for m in manifests()} == {"nudgeflow"}
     listed = yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]
@@ -167,3 +178,173 @@ def test_the_image_installs_the_package_on_python_3_11_slim() -> None:
     )
     assert "pip install" in dockerfile
     assert 'ENTRYPOINT ["nudgeflow"]' in dockerfile
+
+
+# --- Closed by default: secrets only from Secrets or the env file, no demo mode, only the collector outside.
+
+SECRET_VARIABLES = {
+    "NUDGEFLOW_HASH_SECRET",
+    "NUDGEFLOW_API_TOKENS",
+    "NUDGEFLOW_COLLECTOR_WRITE_KEYS",
+    "NUDGEFLOW_SENDGRID_PUBLIC_KEY",
+    "NUDGEFLOW_TWILIO_AUTH_TOKEN",
+}
+# Every process needs these two; the collector the write keys and webhook keys as well.
+REQUIRED_SECRETS = {"NUDGEFLOW_HASH_SECRET", "NUDGEFLOW_API_TOKENS"}
+COLLECTOR_SECRETS = SECRET_VARIABLES
+SECRETS_EXAMPLE = DEPLOY / "secrets.env.example"
+NUDGEFLOW_SERVICES = ("worker", "collector", "sink")
+# Paths a probe may use: answered without a token, naming nobody.
+PROBE_PATHS = {"worker": {HEALTH_PATH}, "collector": {"/openapi.json"}, "sink": {"/dashboard"}}
+
+
+def env_file(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            values[key.strip()] = value
+    return values
+
+
+def workloads() -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(component, pod spec, its one container) of every Deployment and StatefulSet."""
+    for document in manifests():
+        if document["kind"] in {"Deployment", "StatefulSet"}:
+            pod = document["spec"]["template"]["spec"]
+            [container] = pod["containers"]
+            yield container["args"][0], pod, container
+
+
+def truthy(value: Any) -> bool:
+    return str(value).strip().lower() in {"1", "true", "yes", "on"}
+
+
+def test_every_secret_comes_from_a_k8s_secret() -> None:
+    for component, _, container in workloads():
+        env = {e["name"]: e for e in container.get("env", [])}
+        wanted = COLLECTOR_SECRETS if component == "collector" else REQUIRED_SECRETS
+        for name in wanted:
+            assert name in env, f"{component}: {name} is not set"
+            reference = env[name].get("valueFrom", {}).get("secretKeyRef", {})
+            assert reference.get("name") == "nudgeflow-secrets", f"{component}: {name} is not from the Secret"
+            assert reference.get("optional", False) == (
+                name not in REQUIRED_SECRETS | {"NUDGEFLOW_COLLECTOR_WRITE_KEYS"}
+            )
+        literal = {e["name"] for e in container.get("env", []) if "value" in e}
+        assert not literal & SECRET_VARIABLES, f"{component} writes a secret into its manifest"
+    assert not set(manifest("ConfigMap", "nudgeflow-env")["data"]) & SECRET_VARIABLES
+    assert not [m for m in manifests() if m["kind"] == "Secret"], "Secrets are created by the operator, not shipped"
+
+
+def test_compose_takes_every_secret_from_the_env_file_and_git_ignores_it() -> None:
+    services = compose()["services"]
+    for name in NUDGEFLOW_SERVICES:
+        assert services[name]["env_file"] == ["secrets.env"], name
+        assert not set(services[name].get("environment") or {}) & SECRET_VARIABLES, f"{name} sets a secret inline"
+    example = env_file(SECRETS_EXAMPLE)
+    assert set(example) == SECRET_VARIABLES
+    # Placeholders only: a value copied without editing is visibly wrong, and no real secret is committed.
+    assert all("<" in value and ">" in value for value in example.values()), example
+    ignored = (DEPLOY / ".gitignore").read_text().split()
+    assert "secrets.env" in ignored
+    assert all(secret["file"].removeprefix("./") in ignored for secret in compose()["secrets"].values())
+
+
+def deployed_environments() -> Iterator[tuple[str, str, dict[str, str]]]:
+    """(where, component, environment) of each nudgeflow process, secrets filled in from the example."""
+    secrets = env_file(SECRETS_EXAMPLE)
+    for where, environment in k8s_environments():
+        component = "worker" if where.endswith("/worker") else where.rsplit("/", 1)[1]
+        yield where, component, {**environment, **secrets}
+    for where, environment in compose_environments():
+        component = where.removeprefix("compose/")
+        if component in NUDGEFLOW_SERVICES:
+            yield where, component, {**environment, **secrets}
+
+
+def test_nothing_deployed_runs_in_demo_mode_and_each_process_starts_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    for path in [*SCALE_OUT_FILES, SECRETS_EXAMPLE]:
+        assert "dev-write-key" not in path.read_text(), path.name
+    checked = set()
+    for where, component, environment in deployed_environments():
+        assert not truthy(environment.get("NUDGEFLOW_DEMO", "false")), where
+        assert not truthy(environment.get("NUDGEFLOW_ALLOW_UNSIGNED_WEBHOOKS", "false")), where
+        with monkeypatch.context() as patched:
+            for key in [key for key in os.environ if key.startswith("NUDGEFLOW_")]:
+                patched.delenv(key)
+            for key, value in environment.items():
+                if key.startswith("NUDGEFLOW_"):
+                    patched.setenv(key, value)
+            settings = Settings()
+            settings.check_closed(component)  # raises UnsafeSettings with what is left open
+            assert not settings.demo and settings.api_tokens and settings.hash_secret is not None
+        checked.add(component)
+    assert checked == set(NUDGEFLOW_SERVICES)
+
+
+def test_in_k8s_only_the_collector_is_reachable_from_outside_the_cluster() -> None:
+    for service in (m for m in manifests() if m["kind"] == "Service"):
+        spec = service["spec"]
+        assert spec.get("type", "ClusterIP") == "ClusterIP", service["metadata"]["name"]
+        assert not {"externalIPs", "loadBalancerIP", "externalName"} & set(spec)
+        assert all("nodePort" not in port for port in spec["ports"])
+    for component, pod, container in workloads():
+        assert not pod.get("hostNetwork"), component
+        assert all("hostPort" not in port for port in container.get("ports", [])), component
+    backends = {
+        path["backend"]["service"]["name"]
+        for ingress in manifests()
+        if ingress["kind"] == "Ingress"
+        for rule in ingress["spec"]["rules"]
+        for path in rule["http"]["paths"]
+    }
+    assert backends == {"collector"}
+    [ingress] = [m for m in manifests() if m["kind"] == "Ingress"]
+    paths = {path["path"] for rule in ingress["spec"]["rules"] for path in rule["http"]["paths"]}
+    assert paths == {"/v1/", "/webhooks/"}  # not /metrics
+    assert ingress["spec"]["tls"]
+
+
+def test_compose_publishes_only_the_collector_beyond_this_host() -> None:
+    for name, service in compose()["services"].items():
+        for port in service.get("ports", []):
+            if name != "collector":
+                assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+    assert compose()["services"]["collector"]["ports"] == ["8088:8088"]
+    assert not compose()["services"]["worker"].get("ports")  # replicas: reached on the compose network only
+
+
+def test_probes_use_paths_answered_without_a_token() -> None:
+    for component, _, container in workloads():
+        for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+            if probe in container:
+                path = container[probe]["httpGet"]["path"]
+                assert path in PROBE_PATHS[component], f"{component} {probe} asks {path}, which wants a token"
+
+
+def test_prometheus_sends_a_bearer_token_to_every_nudgeflow_process() -> None:
+    services = compose()["services"]
+    config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    [secret] = services["prometheus"]["secrets"]
+    assert secret in compose()["secrets"]
+    jobs = [job for job in config["scrape_configs"] if job["job_name"].startswith("nudgeflow-")]
+    assert {job["job_name"] for job in jobs} == {f"nudgeflow-{name}" for name in NUDGEFLOW_SERVICES}
+    for job in jobs:
+        assert job["authorization"] == {"type": "Bearer", "credentials_file": f"/run/secrets/{secret}"}, job
+    # k8s: the Prometheus Operator's PodMonitor, with the token from the Secret; annotation-based scraping
+    # cannot send one, so no pod asks for it.
+    [monitor] = [m for m in manifests() if m["kind"] == "PodMonitor"]
+    assert monitor["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/part-of": "nudgeflow"}
+    [endpoint] = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["path"] == METRICS_PATH
+    assert endpoint["authorization"] == {
+        "type": "Bearer",
+        "credentials": {"name": "nudgeflow-secrets", "key": "metrics-token"},
+    }
+    for component, _, container in workloads():
+        assert "http" in {port["name"] for port in container["ports"]}, component
+    for document in manifests():
+        if document["kind"] in {"Deployment", "StatefulSet"}:
+            annotations = document["spec"]["template"]["metadata"].get("annotations", {})
+            assert "prometheus.io/scrape" not in annotations
