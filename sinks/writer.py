@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Collection
@@ -146,7 +147,7 @@ def is_data_error(error: BaseException) -> bool:
         return True
     if isinstance(error, DatabaseError):
         return getattr(error, "code", None) in DATA_ERROR_CODES
-    return isinstance(error, TypeError | ValueError | AttributeError | OverflowError)
+    return isinstance(error, TypeError | ValueError | AttributeError | OverflowError | struct.error)
 
 
 @dataclass
