@@ -71,7 +71,7 @@ from worker_throughput import (
 
 from schemas.rules import DEFAULT_RULES_FILE
 from schemas.settings import Settings
-from streams.rules.timers import utc_now
+from streams.timers import utc_now
 from streams.topics import ensure_topics
 
 NAN = float("nan")

@@ -42,8 +42,8 @@ from schemas.events import parse_event
 from schemas.rules import RulesConfig, load_rules
 from streams.rules.engine import advance_time, apply_event
 from streams.rules.state import PersonState, SourcePosition
-from streams.rules.timers import utc_now
 from streams.simulator import shopper_session, stamp
+from streams.timers import utc_now
 
 TARGET_BYTES = 2 * 1024
 PARTITIONS = 8

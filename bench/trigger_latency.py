@@ -38,7 +38,7 @@ from _harness import (
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from schemas.settings import Settings
-from streams.rules.timers import utc_now
+from streams.timers import utc_now
 from streams.topics import ensure_topics
 
 # One rule that fires in the same step as its event (no delay means no grace and no timer), and a policy with

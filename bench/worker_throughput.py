@@ -39,8 +39,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
 from schemas.settings import Settings
-from streams.rules.timers import utc_now
 from streams.simulator import interleaved_sessions
+from streams.timers import utc_now
 from streams.topics import ensure_topics
 
 TIMEZONES = ("America/New_York", "America/Los_Angeles", "Europe/Berlin", "Europe/London", "Asia/Tokyo")

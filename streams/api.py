@@ -23,9 +23,9 @@ from kafka.errors import KafkaError
 from schemas.access import token_guard
 from schemas.settings import Settings
 from streams.outbox import partition_of
-from streams.rules.timers import utc_now
+from streams.runners.batched import BatchedRunner
+from streams.timers import utc_now
 from streams.views import profile_document, segment_page
-from streams.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def _assigned(assignment: Any) -> list[tuple[str, list[int]]]:
     return result
 
 
-def build_api(worker: Worker) -> web.Application:
+def build_api(worker: BatchedRunner) -> web.Application:
     settings = worker.settings
     routes = web.RouteTableDef()
 
@@ -118,7 +118,7 @@ def build_api(worker: Worker) -> web.Application:
     @routes.get("/metrics")
     async def metrics_view(request: web.Request) -> web.StreamResponse:
         worker.metrics.pending_timers.set(len(worker.schedule))
-        worker.metrics.profiles.set(len(worker.persons))
+        worker.metrics.profiles.set(worker.held_states())
         return web.Response(body=worker.metrics.exposition(), content_type="text/plain", charset="utf-8")
 
     @routes.get(HEALTH_PATH)

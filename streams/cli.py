@@ -68,8 +68,8 @@ REFUSED = 2
 def command_worker(settings: Settings, arguments: argparse.Namespace) -> int:
     from sinks.web import start_web
     from streams.api import build_api
+    from streams.runners.batched import BatchedRunner, tune_garbage_collector
     from streams.topics import ensure_topics
-    from streams.worker import Worker, tune_garbage_collector
 
     if refused(settings, "worker"):
         return REFUSED
@@ -78,7 +78,7 @@ def command_worker(settings: Settings, arguments: argparse.Namespace) -> int:
     tune_garbage_collector()
 
     async def main() -> None:
-        worker = Worker(settings, rules)
+        worker = BatchedRunner(settings, rules)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, worker.stop)

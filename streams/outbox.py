@@ -23,7 +23,7 @@ def partition_of(key: bytes, partitions: int) -> int:
 
 @dataclass
 class Outbox:
-    producer: AIOKafkaProducer
+    producer: AIOKafkaProducer | None  # None until the runner has started it; only `send` needs it
     _messages: dict[tuple[str, int | None], list[tuple[bytes | None, bytes | None]]] = field(default_factory=dict)
     _partition_counts: dict[str, int] = field(default_factory=dict)
     _spread: itertools.count[int] = field(default_factory=itertools.count)
@@ -40,6 +40,7 @@ class Outbox:
 
         Returns (topic, partition, base offset of the last record batch) per partition written; raises the
         first failure once every send has settled (the caller then replays: nothing was acknowledged to it)."""
+        assert self.producer is not None, "the runner starts its producer before sending"
         queued, self._messages = self._messages, {}
         by_partition: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = {}
         for (topic, partition), messages in queued.items():
@@ -70,6 +71,7 @@ class Outbox:
         return [(topic, partition, offset) for (topic, partition), offset in last.items()]
 
     async def _send_batch(self, batch: Any, topic: str, partition: int) -> asyncio.Future[Any]:
+        assert self.producer is not None
         delivery: asyncio.Future[Any] = await self.producer.send_batch(batch, topic, partition=partition)
         return delivery
 
@@ -78,6 +80,7 @@ class Outbox:
         # count must still get each key where every other producer puts it.
         count = self._partition_counts.get(topic)
         if count is None:
+            assert self.producer is not None
             count = len(await self.producer.partitions_for(topic))
             self._partition_counts[topic] = count
         return count

@@ -19,7 +19,7 @@ from kafka import KafkaProducer
 
 from schemas.events import EventName
 from schemas.settings import Settings
-from streams.rules.timers import utc_now
+from streams.timers import utc_now
 
 CATALOG: tuple[dict[str, Any], ...] = tuple(
     {

@@ -43,7 +43,7 @@ from streams.collector.segment_api import (
     source_for,
     write_key_from_authorization,
 )
-from streams.rules.timers import utc_now
+from streams.timers import utc_now
 
 log = logging.getLogger(__name__)
 

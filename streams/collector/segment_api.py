@@ -136,9 +136,6 @@ def prepare_event(
         event = Event.model_validate(document)
     except ValidationError as error:
         raise InvalidCall(describe_validation_error(error)) from None
-    except OverflowError:
-        # A time at the very edge of the calendar (year 1 with a positive offset) has no UTC equivalent.
-        raise InvalidCall("timestamp: outside the range of dates") from None
     updates: dict[str, Any] = {}
     timestamp = event.timestamp
     if event.sent_at is not None:

@@ -4,19 +4,18 @@ A table belongs to the worker that owns the matching partition of the source top
 while a batch is processed and leave in one go at its end: one changelog record per key per batch, and
 the local store is only updated once the broker has acknowledged them. The changelog is the truth: on
 assignment, a partition's store catches up from the changelog offset it last recorded (all of it for an
-in-memory store), so a worker that died at any moment comes back with exactly what the broker holds.
+in-memory store, see streams/state/recovery.py), so a worker that died at any moment comes back with
+exactly what the broker holds.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from rocksdict import Rdict
 
 from streams.outbox import Outbox
@@ -104,51 +103,28 @@ class Table:
 
     # Ownership ---------------------------------------------------------------------------------------
 
-    async def assign(self, partitions: set[int], bootstrap: str) -> None:
-        """Open the partitions' stores and bring them up to the end of the changelog."""
+    def open(self, partitions: set[int]) -> list[int]:
+        """Open the stores of newly assigned partitions, each at the changelog offset it last recorded
+        (none for an in-memory store); returns the partitions opened. `streams.state.recovery` then
+        brings them up to the end of the changelog."""
         new = sorted(partitions - set(self._stores))
         for partition in new:
             self._stores[partition] = self._open(partition)
             self._applied[partition] = self._recorded_offsets().get(partition, -1) if self.directory else -1
-        await self.catch_up(partitions, bootstrap)
+        return new
 
-    async def catch_up(self, partitions: set[int], bootstrap: str) -> None:
-        """Apply what the changelog holds beyond each store's recorded offset."""
-        wanted = {TopicPartition(self.changelog_topic, p) for p in partitions if p in self._stores}
-        if not wanted:
-            return
-        started = time.monotonic()
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, enable_auto_commit=False, client_id="nudgeflow-restore"
-        )
-        await consumer.start()
-        restored = 0
-        try:
-            consumer.assign(list(wanted))
-            ends = await consumer.end_offsets(list(wanted))
-            for tp in wanted:
-                consumer.seek(tp, self._applied[tp.partition] + 1)
-            remaining = {tp for tp in wanted if ends[tp] > self._applied[tp.partition] + 1}
-            while remaining:
-                batch = await consumer.getmany(*remaining, timeout_ms=500, max_records=10_000)
-                for tp, messages in batch.items():
-                    store = self._stores[tp.partition]
-                    for message in messages:
-                        if message.value is None:
-                            if message.key in store:
-                                del store[message.key]
-                        else:
-                            store[message.key] = message.value
-                        self._applied[tp.partition] = message.offset
-                    restored += len(messages)
-                remaining = {tp for tp in remaining if await consumer.position(tp) < ends[tp]}
-        finally:
-            await consumer.stop()
-        self.record_offsets()
-        log.info(
-            "table %s: partitions %s caught up (%d changelog records in %.1fs)",
-            self.name, sorted(p.partition for p in wanted), restored, time.monotonic() - started,
-        )  # fmt: skip
+    def next_changelog_offset(self, partition: int) -> int:
+        return self._applied[partition] + 1
+
+    def restore(self, partition: int, key: bytes, value: bytes | None, offset: int) -> None:
+        """One changelog record read back into the partition's store."""
+        store = self._stores[partition]
+        if value is None:
+            if key in store:
+                del store[key]
+        else:
+            store[key] = value
+        self._applied[partition] = offset
 
     def revoke(self, partitions: set[int]) -> None:
         self.record_offsets()

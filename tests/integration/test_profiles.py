@@ -23,8 +23,9 @@ from schemas.settings import Settings
 from streams.api import build_api
 from streams.outbox import partition_of
 from streams.rules.state import PersonState
-from streams.rules.timers import utc_now
-from streams.worker import Worker
+from streams.runners.batched import BatchedRunner
+from streams.state import recovery
+from streams.timers import utc_now
 from tests.integration.conftest import API_AUTH, TEST_API_TOKEN, WorkerProcess, read_topic
 from tests.integration.test_worker import event, identify, send, wait_until_processed
 
@@ -183,14 +184,14 @@ async def worker_api(
     """The worker's API in this process, over a worker holding `held` partitions (default all) and a state
     for ada, as though it listened on `listen_host` (the test server itself is on loopback)."""
     configured = settings.model_copy(update={"worker_web_host": listen_host, "table_store": "memory"})
-    worker = Worker(configured, load_rules(None))
+    worker = BatchedRunner(configured, load_rules(None))
     partitions = set(range(configured.partitions)) if held is None else held
-    await worker.persons.assign(partitions, configured.kafka_bootstrap)
-    worker.owned = partitions
+    await recovery.assign(worker.store.persons, partitions, configured.kafka_bootstrap)
+    worker.processor.owned = partitions
     key = b"ada"
     if partition_of(key, configured.partitions) in partitions:
         state = PersonState.new("ada").model_copy(update={"segments": {"active_30d": utc_now()}})
-        worker.persons.put(partition_of(key, configured.partitions), key, state.to_json())
+        worker.store.persons.put(partition_of(key, configured.partitions), key, state.to_json())
     async with TestClient(TestServer(build_api(worker))) as client:
         yield client
 

@@ -1,4 +1,4 @@
-from streams.schedule import DeadlineIndex, stored_deadline
+from streams.timers import DeadlineIndex, stored_deadline
 from tests.unit.factories import Feed, added, at, days, identify, shipped_rules, track
 
 
