@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from schemas.settings import Settings
-from streams.rules.timers import utc_now
+from streams.timers import utc_now
 from tests.integration.conftest import API_AUTH, REPO, free_port, read_topic, settings_environment
 from tests.integration.test_worker import with_rules
 

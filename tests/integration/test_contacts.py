@@ -21,7 +21,7 @@ from schemas.privacy import contact_person_id
 from schemas.settings import Settings
 from schemas.triggers import Suppression, Trigger
 from streams.collector import twilio
-from streams.rules.timers import utc_now
+from streams.timers import utc_now
 from tests.integration.collector.test_collector import CollectorThread
 from tests.integration.conftest import TEST_HASH_SECRET, WorkerProcess, read_topic
 from tests.integration.test_profiles import profile_when

@@ -22,7 +22,7 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.errors import KafkaError
 
 from schemas.settings import Settings
-from streams.rules.timers import utc_now
+from streams.timers import utc_now
 from tests.integration.conftest import (
     API_AUTH,
     REPO,

@@ -15,8 +15,8 @@ from kafka import KafkaProducer
 
 from schemas.settings import Settings
 from schemas.triggers import Trigger
-from streams.rules.timers import utc_now
 from streams.simulator import interleaved_sessions
+from streams.timers import utc_now
 from streams.topics import ensure_topics
 from tests.integration.conftest import WorkerProcess, read_topic
 from tests.integration.test_worker import event, identify, send

@@ -15,7 +15,7 @@ from kafka import KafkaProducer
 
 from schemas.settings import Settings
 from schemas.triggers import Trigger
-from streams.rules.timers import utc_now
+from streams.timers import utc_now
 from tests.integration.conftest import WorkerProcess, read_topic
 
 pytestmark = pytest.mark.integration
