@@ -63,6 +63,13 @@ class Settings(BaseSettings):
         description="store email addresses and phone numbers in ClickHouse as written; default sha256 hex digests",
     )
     rules_file: Path | None = Field(default=None, description="YAML rules file; unset means the built-in defaults")
+    runner: Literal["batched", "faust"] = Field(
+        default="batched",
+        description="what hosts the worker: the batched aiokafka loop, or Faust agents with Faust tables",
+    )
+    faust_standby_replicas: int = Field(
+        default=0, ge=0, description="Faust runner: standby copies of each table partition kept by other workers"
+    )
     table_store: Literal["rocksdb", "memory"] = Field(
         default="rocksdb", description="where the worker keeps its tables between batches: rocksdb or memory"
     )
