@@ -255,7 +255,7 @@ def deployed_environments() -> Iterator[tuple[str, str, dict[str, str]]]:
     """(where, component, environment) of each nudgeflow process, secrets filled in from the example."""
     secrets = env_file(SECRETS_EXAMPLE)
     for where, environment in k8s_environments():
-        component = "worker" if where.endswith("/worker") else where.rsplit("/", 1)[1]
+        component = where.rsplit("/", 1)[1]  # Deployment/sink, StatefulSet/worker
         yield where, component, {**environment, **secrets}
     for where, environment in compose_environments():
         component = where.removeprefix("compose/")
