@@ -245,5 +245,7 @@ def worker_environment(settings: Settings, data_dir: Path, **extra: str) -> dict
         "NUDGEFLOW_SINK_WEB_PORT": str(free_port()),
         "NUDGEFLOW_TABLE_STORE": "rocksdb",
         "NUDGEFLOW_LOG_LEVEL": "warning",
+        # A benchmark is a local development run: demo mode's built-in hash secret and write key.
+        "NUDGEFLOW_DEMO": "true",
         **extra,
     }

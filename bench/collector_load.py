@@ -225,7 +225,10 @@ def run_benchmark(arguments: argparse.Namespace) -> int:
         Children() as children,
     ):
         settings = Settings(
-            kafka_bootstrap=broker.bootstrap, namespace=f"bench{uuid.uuid4().hex[:8]}", data_dir=scratch
+            demo=True,  # a benchmark is a local development run
+            kafka_bootstrap=broker.bootstrap,
+            namespace=f"bench{uuid.uuid4().hex[:8]}",
+            data_dir=scratch,
         )
         ensure_topics(settings)
         collector_port, bare_port = free_port(), free_port()

@@ -395,6 +395,7 @@ def main() -> int:
 
         def settings_for(tag: str) -> Settings:
             return Settings(
+                demo=True,  # a benchmark is a local development run
                 kafka_bootstrap=broker.bootstrap,
                 namespace=f"bench{run_id}{tag}",
                 partitions=arguments.partitions,

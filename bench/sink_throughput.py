@@ -95,7 +95,7 @@ def main() -> None:
     arguments = parser.parse_args()
     now = datetime.now(UTC)
     with tempfile.TemporaryDirectory() as directory:
-        settings = Settings(clickhouse_path=Path(directory), clickhouse_database="bench_sink")
+        settings = Settings(demo=True, clickhouse_path=Path(directory), clickhouse_database="bench_sink")
         client = connect(settings)
         apply_migrations(client)
         batch = messages(arguments.rows, now)
@@ -116,7 +116,7 @@ def main() -> None:
         ):
             print(f"{label:<52}{seconds:>10.2f}{arguments.rows / seconds:>12,.0f}")
 
-        settings = Settings(clickhouse_path=Path(directory), clickhouse_database="bench_queries")
+        settings = Settings(demo=True, clickhouse_path=Path(directory), clickhouse_database="bench_queries")
         client.command("CREATE DATABASE IF NOT EXISTS bench_queries")
         client.command("USE bench_queries")
         apply_migrations(client)

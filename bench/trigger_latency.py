@@ -325,6 +325,7 @@ def main() -> int:
         Children() as children,
     ):
         settings = Settings(
+            demo=True,  # a benchmark is a local development run
             kafka_bootstrap=broker.bootstrap,
             namespace=f"bench{run}",
             partitions=arguments.partitions,

@@ -259,6 +259,7 @@ def main() -> int:
         Children() as children,
     ):
         settings = Settings(
+            demo=True,  # a benchmark is a local development run
             kafka_bootstrap=broker.bootstrap,
             namespace=f"bench{uuid.uuid4().hex[:8]}",
             partitions=arguments.partitions,

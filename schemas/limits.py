@@ -8,7 +8,6 @@ store, to read back or to send to the broker (docs/architecture.md, "Bounded inp
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -83,45 +82,40 @@ class LimitExceeded(ValueError):
 def check_document(document: Mapping[str, Any], limits: Limits) -> None:
     """Raise LimitExceeded for the first part of a decoded event that is over a limit.
 
-    Iterative, so an input nested far beyond the limit costs no recursion and raises the same way. A value's
-    path is kept as a chain of (parent, key) links and spelt out only for the message of a violation."""
+    Iterative, so an input nested far beyond the limit costs no recursion and raises the same way. Scalars
+    are checked where they stand and only containers are stacked; a value's path is kept as a chain of
+    (parent, key) links and spelt out only for the message of a violation (this runs on every event)."""
     _check_fields(document, limits)
     depth_limit, keys_limit, items_limit = limits.json_depth, limits.object_keys, limits.array_items
     key_length, string_length, magnitude = limits.id_length, limits.string_length, limits.number_magnitude
     stack: list[tuple[Any, int, _Path]] = [(document, 1, None)]
     while stack:
-        value, depth, path = stack.pop()
-        kind = type(value)
-        if kind is str:
-            if len(value) > string_length:
-                raise LimitExceeded(_spelt(path), f"{len(value)} characters; at most {string_length}")
-        elif kind is dict:
-            if depth > depth_limit:
-                raise LimitExceeded(_spelt(path), f"nested deeper than {depth_limit} levels")
-            if len(value) > keys_limit:
-                raise LimitExceeded(_spelt(path), f"{len(value)} keys; at most {keys_limit}")
-            for key, item in value.items():
-                if len(key) > key_length:
-                    raise LimitExceeded(_spelt(path), f"a key of {len(key)} characters; at most {key_length}")
-                if type(item) in _CONTAINERS or type(item) is str or type(item) in _NUMBERS:
-                    stack.append((item, depth + 1, (path, key)))
-        elif kind is list:
-            if depth > depth_limit:
-                raise LimitExceeded(_spelt(path), f"nested deeper than {depth_limit} levels")
-            if len(value) > items_limit:
-                raise LimitExceeded(_spelt(path), f"{len(value)} items; at most {items_limit}")
-            stack.extend((item, depth + 1, (path, index)) for index, item in enumerate(value))
-        elif kind is float:
-            if not math.isfinite(value) or abs(value) > magnitude:
-                raise LimitExceeded(_spelt(path), f"number {value!r} outside ±{magnitude:g}")
-        elif kind is int and abs(value) > magnitude:
-            raise LimitExceeded(_spelt(path), f"number {value} outside ±{magnitude:g}")
+        container, depth, path = stack.pop()
+        if depth > depth_limit:
+            raise LimitExceeded(_spelt(path), f"nested deeper than {depth_limit} levels")
+        if type(container) is dict:
+            if len(container) > keys_limit:
+                raise LimitExceeded(_spelt(path), f"{len(container)} keys; at most {keys_limit}")
+            entries: Any = container.items()
+        else:
+            if len(container) > items_limit:
+                raise LimitExceeded(_spelt(path), f"{len(container)} items; at most {items_limit}")
+            entries = enumerate(container)
+        for step, item in entries:
+            if type(step) is str and len(step) > key_length:
+                raise LimitExceeded(_spelt(path), f"a key of {len(step)} characters; at most {key_length}")
+            kind = type(item)
+            if kind is str:
+                if len(item) > string_length:
+                    raise LimitExceeded(_spelt((path, step)), f"{len(item)} characters; at most {string_length}")
+            elif kind is dict or kind is list:
+                stack.append((item, depth + 1, (path, step)))
+            elif (kind is float or kind is int) and not -magnitude <= item <= magnitude:  # NaN fails too
+                raise LimitExceeded(_spelt((path, step)), f"number {item!r} outside ±{magnitude:g}")
 
 
 # A value's place in a document: None for the document itself, else (the parent's place, key or index).
 _Path = tuple[Any, str | int] | None
-_CONTAINERS = (dict, list)
-_NUMBERS = (int, float)
 
 
 def _spelt(path: _Path) -> str:
@@ -133,25 +127,29 @@ def _spelt(path: _Path) -> str:
 
 
 def _check_fields(document: Mapping[str, Any], limits: Limits) -> None:
+    most = limits.id_length
     for name in ID_FIELDS:
-        _check_id(name, document.get(name), limits)
-    for section, most in (("properties", limits.properties), ("traits", limits.traits)):
+        value = document.get(name)
+        if type(value) is str and len(value) > most:
+            raise LimitExceeded(name, f"{len(value)} characters; at most {most}")
+    for section, count in (("properties", limits.properties), ("traits", limits.traits)):
         values = document.get(section)
-        if isinstance(values, dict):
-            if len(values) > most:
-                raise LimitExceeded(section, f"{len(values)} {section}; at most {most}")
-            for name in ID_PROPERTIES:
-                _check_id(f"{section}.{name}", values.get(name), limits)
-            products = values.get("products")
-            if isinstance(products, list):
-                for index, product in enumerate(products):
-                    if isinstance(product, dict):
-                        _check_id(f"{section}.products[{index}].product_id", product.get("product_id"), limits)
-
-
-def _check_id(where: str, value: Any, limits: Limits) -> None:
-    if isinstance(value, str) and len(value) > limits.id_length:
-        raise LimitExceeded(where, f"{len(value)} characters; at most {limits.id_length}")
+        if type(values) is not dict:
+            continue
+        if len(values) > count:
+            raise LimitExceeded(section, f"{len(values)} {section}; at most {count}")
+        for name in ID_PROPERTIES:
+            value = values.get(name)
+            if type(value) is str and len(value) > most:
+                raise LimitExceeded(f"{section}.{name}", f"{len(value)} characters; at most {most}")
+        products = values.get("products")
+        if type(products) is list:
+            for index, product in enumerate(products):
+                value = product.get("product_id") if type(product) is dict else None
+                if type(value) is str and len(value) > most:
+                    raise LimitExceeded(
+                        f"{section}.products[{index}].product_id", f"{len(value)} characters; at most {most}"
+                    )
 
 
 def check_timestamp(moment: datetime, received_at: datetime, limits: Limits) -> None:
