@@ -6,7 +6,7 @@ One run: a throw-away broker, the collector on a free port (acks from Kafka befo
 server in another process (the HTTP stack's ceiling on this machine, right now) and a load generator in a third
 process sending both the same kind of requests: single /v1/track calls, then /v1/batch calls of 100 events,
 with Basic auth. The bare server goes first in each pair; both share the machine with the same load generator,
-so the ratio is what the collector's work costs (DESIGN principle 7).
+so the ratio is what the collector's work costs (docs/architecture.md, principle 10).
 
 The same file is the bare server (`--role bare`) and the load generator (`--role load`) in the child processes.
 """

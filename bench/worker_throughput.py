@@ -6,7 +6,7 @@ One run: start a throw-away broker, produce N events of simulated shopping (an i
 consent per shopper first, so nudges pass the policy gate), read them all with a raw aiokafka consumer (the
 client's ceiling on this machine, right now), run the worker(s) from an empty group until their committed
 offsets reach the end of the events topic, then read with the raw consumer once more, so the baseline brackets
-the worker in time on this shared, noisy machine (DESIGN principle 7).
+the worker in time on this shared, noisy machine (docs/architecture.md, principle 10).
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ class RuleModel(BaseModel):
 
 
 class TimerPolicy(RuleModel):
-    """How long a deadline waits for late events before it fires (event time, DESIGN principle 2)."""
+    """How long a deadline waits for late events before it fires (docs/architecture.md, "Event time")."""
 
     grace: Duration = Field(default=timedelta(seconds=5), ge=timedelta(0))
 
