@@ -8,8 +8,8 @@ a single trigger that fires at once on Product Added; send an identify (with ema
 the worker has published their profiles; then produce Product Added events at the same rate, each with its own
 cart_id, and time each one from its send to the arrival of its trigger (matched on the trigger's context.key).
 The baseline runs again after the worker stops, so it brackets the worker in time on this shared, noisy machine
-(docs/architecture.md, principle 10). With --load, the worker's ceiling is measured on a backlog first and the latency phase
-runs once more at half of it.
+(docs/architecture.md, principle 10). With --load, the worker's ceiling is measured on a backlog first and
+the latency phase runs once more at half of it.
 """
 
 from __future__ import annotations
