@@ -14,60 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from aiohttp import web
-from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from schemas.access import token_guard
-from schemas.settings import Settings
 from streams.outbox import partition_of
+from streams.routing import owner_url
 from streams.runners.batched import BatchedRunner
 from streams.timers import utc_now
 from streams.views import profile_document, segment_page
 
 log = logging.getLogger(__name__)
 
-CLIENT_PREFIX = "nudgeflow-worker "
 # Liveness and readiness probes reach the pod's own address without a token; the answer names nobody.
 HEALTH_PATH = "/health"
-
-
-def owner_url(settings: Settings, partition: int) -> str | None:
-    """The URL of the worker whose consumer holds `partition` of the events topic, from the group's
-    description (workers put their URL in their client id); None while nobody holds it."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap.split(","), client_id="nudgeflow-api")
-    try:
-        description: dict[str, Any] = admin.describe_groups([settings.app_id])[settings.app_id]
-    finally:
-        admin.close()
-    for member in description.get("members") or []:
-        client_id = str(member.get("client_id", ""))
-        if not client_id.startswith(CLIENT_PREFIX):
-            continue
-        for topic, numbers in _assigned(member.get("member_assignment")):
-            if topic == settings.events_topic and partition in numbers:
-                return client_id.removeprefix(CLIENT_PREFIX)
-    return None
-
-
-def _assigned(assignment: Any) -> list[tuple[str, list[int]]]:
-    """(topic, partitions) pairs of a member's decoded assignment, as a dict or as a protocol object."""
-    if assignment is None:
-        return []
-    if isinstance(assignment, dict):
-        pairs = assignment.get("assigned_partitions") or assignment.get("assignment") or []
-    else:
-        pairs = getattr(assignment, "assigned_partitions", None) or getattr(assignment, "assignment", [])
-    result = []
-    for pair in pairs:
-        if isinstance(pair, dict):
-            result.append((str(pair.get("topic")), list(pair.get("partitions") or [])))
-        else:
-            topic, numbers = pair[0], pair[1]
-            result.append((str(topic), list(numbers)))
-    return result
 
 
 def build_api(worker: BatchedRunner) -> web.Application:

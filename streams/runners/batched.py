@@ -28,6 +28,7 @@ from schemas.settings import Settings
 from streams.metrics import WorkerMetrics
 from streams.outbox import Outbox
 from streams.processing.processor import Processor
+from streams.routing import CLIENT_PREFIX
 from streams.rules.state import PersonState
 from streams.state import checkpoint, recovery
 from streams.state.store import TableStore
@@ -105,7 +106,7 @@ class BatchedRunner:
         settings = self.settings
         self._producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap,
-            client_id=f"nudgeflow-worker {self.url}",
+            client_id=f"{CLIENT_PREFIX}{self.url}",  # how the API finds the owner of a partition
             acks="all",
             linger_ms=0,  # the outbox already sends a whole batch at once: waiting longer only adds latency
             max_batch_size=1_048_576,
@@ -116,7 +117,7 @@ class BatchedRunner:
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
             group_id=settings.app_id,
-            client_id=f"nudgeflow-worker {self.url}",
+            client_id=f"{CLIENT_PREFIX}{self.url}",  # how the API finds the owner of a partition
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             partition_assignment_strategy=(RangePartitionAssignor,),
