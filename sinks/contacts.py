@@ -38,9 +38,10 @@ _PHONE_ID = re.compile(r"\+[0-9][0-9 ().\-]{6,23}")
 # from an '@', so text of any length costs time in proportion to its length.
 MAX_LOCAL = 64
 MAX_DOMAIN = 255
-_LOCAL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-")
-_DOMAIN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-")
-_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+# Anchored, bounded matches (no backtracking: each is one character class repeated).
+_LOCAL_RUN = re.compile(r"[A-Za-z0-9._%+\-]*")
+_DOMAIN_RUN = re.compile(r"[A-Za-z0-9.\-]*")
+_LETTER_RUN = re.compile(r"[A-Za-z]*")
 
 
 def hash_email(email: str, key: bytes) -> str:
@@ -102,9 +103,9 @@ def hash_emails_in_text(text: str, key: bytes) -> str:
     copied = 0  # text[:copied] is in pieces already
     at = text.find("@")
     while at != -1:
-        start = at
-        while start > copied and at - start < MAX_LOCAL and text[start - 1] in _LOCAL_CHARS:
-            start -= 1
+        # The local part, read backwards from the '@': never into the previous match, at most MAX_LOCAL long.
+        before = text[max(copied, at - MAX_LOCAL) : at]
+        start = at - _run_end(_LOCAL_RUN, before[::-1], 0, len(before))
         end = _domain_end(text, at + 1) if start < at else -1
         if end == -1:
             at = text.find("@", at + 1)
@@ -120,17 +121,18 @@ def hash_emails_in_text(text: str, key: bytes) -> str:
 def _domain_end(text: str, begin: int) -> int:
     """Where the domain starting at `begin` ends: after the last '.' followed by two letters or more, with
     something before that '.'; -1 when there is no such domain."""
-    stop = begin
-    limit = min(len(text), begin + MAX_DOMAIN)
-    while stop < limit and text[stop] in _DOMAIN_CHARS:
-        stop += 1
+    stop = _run_end(_DOMAIN_RUN, text, begin, begin + MAX_DOMAIN)
     # The rightmost dot with two letters after it ends the longest match (as the regex's backtracking would).
     dot = text.rfind(".", begin + 1, stop)
     while dot != -1:
-        letters = dot + 1
-        while letters < stop and text[letters] in _LETTERS:
-            letters += 1
+        letters = _run_end(_LETTER_RUN, text, dot + 1, stop)
         if letters - dot - 1 >= 2:
             return letters
         dot = text.rfind(".", begin + 1, dot)
     return -1
+
+
+def _run_end(run: re.Pattern[str], text: str, begin: int, limit: int) -> int:
+    """Where a run of `run`'s characters starting at `begin` ends, looking no further than `limit`."""
+    found = run.match(text, begin, limit)
+    return found.end() if found else begin
