@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint typecheck unit integration bench kafka-jars clean browser
+.PHONY: setup run test lint typecheck unit integration e2e bench kafka-jars clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Each kind of test alone (markers set by tests/conftest.py from where a test lives).
 unit: $(STAMP)
-	$(BIN)/pytest -q tests/unit
+	$(BIN)/pytest -q -p no:cacheprovider -m unit
+
+integration: setup
+	$(BIN)/pytest -q -p no:cacheprovider -m integration
+
+e2e: setup browser
+	$(BIN)/pytest -q -p no:cacheprovider -m e2e
 
 # Headless Chromium for the dashboard test; installed only when absent.
 browser:
