@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     )
     clickhouse_plain_contacts: bool = Field(
         default=False,
-        description="store email addresses and phone numbers in ClickHouse as written; default sha256 hex digests",
+        description="store email addresses and phone numbers in ClickHouse as written; default HMAC-SHA256 digests",
     )
     rules_file: Path | None = Field(default=None, description="YAML rules file; unset means the built-in defaults")
     runner: Literal["batched", "faust"] = Field(

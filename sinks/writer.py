@@ -252,8 +252,8 @@ class ClickHouseSink:
                 built = build_rows(route, messages, erased, self.settings.hash_key)
             self.stats.rows_dropped_as_erased += built.dropped_as_erased
             self.metrics.rows_dropped_as_erased.labels(route.spec.table).inc(built.dropped_as_erased)
-            for message, reason in built.failed:
-                await self._reject(message, reason, route.spec.table)
+            if built.failed:
+                await self._reject(built.failed, route.spec.table)
             if built.kept:
                 await self._insert(route.spec, built.kept)
                 written.update(person for row, _ in built.kept for person in route.people(row))
@@ -294,43 +294,49 @@ class ClickHouseSink:
     def _hash(self, person: str) -> str:
         return person_hash(person, self.settings.hash_key)
 
-    async def _reject(self, message: Any, reason: str, table: str) -> None:
-        """Set a message aside on the dead-letter topic with the reason; a dead letter is only logged."""
-        if message.topic == self.settings.dead_letter_topic:
-            self.stats.unstorable_letters += 1
-            self.metrics.unstorable_letters.inc()
-            log.error(
-                "dead letter %s/%d@%d cannot be stored (%s); dropped, not dead-lettered again",
-                message.topic,
-                message.partition,
-                message.offset,
-                truncated(reason.encode(), self.settings.limits).decode(errors="replace"),
-            )
-            return
+    async def _reject(self, failed: list[tuple[Any, str]], table: str) -> None:
+        """Set messages aside on the dead-letter topic with their reasons; a dead letter is only logged."""
         limits = self.settings.limits
-        key = message.key.decode(errors="replace") if message.key else None
-        stored_key = self.options.person(key) if key else None  # never an address or a number as a key
-        letter = DeadLetter(
-            reason=truncated(reason.encode(), limits).decode(errors="replace"),
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            key=stored_key,
-            value=truncated(message.value or b"", limits).decode(errors="replace"),
-            received_at=datetime.now(UTC),
-        )
-        log.warning("dead letter %s/%d@%d: %s", message.topic, message.partition, message.offset, letter.reason)
-        await self._until_done("dead letter", lambda: self._send_letter(stored_key, letter))
-        self.stats.dead_lettered += 1
-        self.metrics.dead_lettered.labels(table).inc()
+        letters: list[tuple[str | None, DeadLetter]] = []
+        for message, reason in failed:
+            why = truncated(reason.encode(), limits).decode(errors="replace")
+            where = f"{message.topic}/{message.partition}@{message.offset}"
+            if message.topic == self.settings.dead_letter_topic:
+                self.stats.unstorable_letters += 1
+                self.metrics.unstorable_letters.inc()
+                log.error("dead letter %s cannot be stored (%s); dropped, not dead-lettered again", where, why)
+                continue
+            key = message.key.decode(errors="replace") if message.key else None
+            stored_key = self.options.person(key) if key else None  # never an address or a number as a key
+            letter = DeadLetter(
+                reason=why,
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                key=stored_key,
+                value=truncated(message.value or b"", limits).decode(errors="replace"),
+                received_at=datetime.now(UTC),
+            )
+            log.warning("dead letter %s: %s", where, why)
+            letters.append((stored_key, letter))
+        if not letters:
+            return
+        # Sent again whole if any fails: copies collapse on (topic, partition, offset) in dead_letters.
+        await self._until_done("dead letters", lambda: self._send_letters(letters))
+        self.stats.dead_lettered += len(letters)
+        self.metrics.dead_lettered.labels(table).inc(len(letters))
 
-    async def _send_letter(self, key: str | None, letter: DeadLetter) -> None:
+    async def _send_letters(self, letters: list[tuple[str | None, DeadLetter]]) -> None:
         assert self._producer is not None, "dead letters are sent while the sink runs"
-        await self._producer.send_and_wait(
-            self.settings.dead_letter_topic,
-            key=key.encode() if key else None,
-            value=letter.model_dump_json().encode(),
-        )
+        sent = [
+            await self._producer.send(
+                self.settings.dead_letter_topic,
+                key=key.encode() if key else None,
+                value=letter.model_dump_json().encode(),
+            )
+            for key, letter in letters
+        ]
+        await asyncio.gather(*sent)
 
     async def _erase(self, message: Any) -> None:
         try:
@@ -418,7 +424,7 @@ class ClickHouseSink:
                 if is_data_error(error):
                     if len(part) == 1:
                         reason = f"refused by ClickHouse ({spec.table}): {self.stats.last_error}"
-                        await self._reject(part[0][1], reason, spec.table)
+                        await self._reject([(part[0][1], reason)], spec.table)
                         return
                     middle = len(part) // 2
                     await self._insert(spec, part[:middle])
