@@ -15,7 +15,7 @@ This is the only module of the worker that reads the wall clock; the pure core i
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -87,6 +87,17 @@ class DeadlineIndex:
 
     def partitions(self) -> list[int]:
         return [partition for partition, heap in self._heaps.items() if heap]
+
+    def earliest(self, partitions: Iterable[int]) -> datetime | None:
+        """The soonest current deadline among `partitions` (stale heap entries are dropped on the way)."""
+        soonest: datetime | None = None
+        for partition in partitions:
+            heap = self._heaps.get(partition)
+            while heap and self._current.get(heap[0][1]) != (heap[0][0], partition):
+                heapq.heappop(heap)
+            if heap and (soonest is None or heap[0][0] < soonest):
+                soonest = heap[0][0]
+        return soonest
 
     def pop_due(self, partition: int, now: datetime) -> list[bytes]:
         """Keys of `partition` due at or before `now`, removed from the index."""

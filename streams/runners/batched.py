@@ -175,7 +175,7 @@ class BatchedRunner:
         settings = self.settings
         limit = settings.worker_batch_size
         batch: dict[TopicPartition, list[Any]] = await self._consumer.getmany(
-            timeout_ms=int(settings.timer_interval_seconds * 1000), max_records=limit
+            timeout_ms=self._wait_ms(), max_records=limit
         )
         gathered = sum(len(messages) for messages in batch.values())
         until = time.monotonic() + settings.worker_linger_ms / 1000
@@ -185,6 +185,17 @@ class BatchedRunner:
                 batch.setdefault(tp, []).extend(messages)
                 gathered += len(messages)
         return batch
+
+    def _wait_ms(self) -> int:
+        """How long to wait for messages: until the soonest deadline comes due (so a delayed nudge goes out
+        on time rather than at the next poll), and at most a timer interval (clocks that follow event time
+        and idle partitions are looked at that often)."""
+        longest = self.settings.timer_interval_seconds
+        soonest = self.schedule.earliest(self.owned)
+        if soonest is None:
+            return int(longest * 1000)
+        until_due = (soonest - utc_now()).total_seconds()
+        return max(1, int(min(longest, until_due) * 1000) + 1)
 
     async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
         assert self._consumer is not None

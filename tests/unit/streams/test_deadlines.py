@@ -36,3 +36,15 @@ def test_a_stored_state_gives_the_deadline_the_state_itself_gives() -> None:
     feed.tick(days(2))  # everything has fired; only segment checks may remain
     stored = feed.state.to_json()
     assert stored_deadline(stored) == feed.state.next_deadline()
+
+
+def test_the_earliest_deadline_skips_moved_and_cleared_ones_and_other_partitions() -> None:
+    index = DeadlineIndex()
+    index.set(b"a", at(1), 0)
+    index.set(b"a", at(30), 0)  # moved later: its old entry is stale
+    index.set(b"b", at(2), 0)
+    index.set(b"b", None, 0)
+    index.set(b"c", at(5), 1)
+    assert index.earliest({0}) == at(30)
+    assert index.earliest({0, 1}) == at(5)
+    assert index.earliest({2}) is None
