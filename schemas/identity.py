@@ -17,7 +17,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from schemas.events import UtcDatetime, describe_validation_error
-from schemas.limits import Limits
+from schemas.limits import LimitExceeded, Limits, check_depth, check_document
 
 
 class _IdentityModel(BaseModel):
@@ -59,6 +59,8 @@ _ADAPTER: TypeAdapter[Link | Merge | ContactLink | ForgetMerged] = TypeAdapter(I
 
 # A merge carries a whole state: its bound is the record size the worker itself stores, not an event's.
 MERGE_BYTES = 1024 * 1024
+# A state nests a few levels of its own (state, profile, traits) above what an event's traits may nest.
+STATE_LEVELS = 8
 
 
 class InvalidIdentityMessage(ValueError):
@@ -82,4 +84,15 @@ def parse_identity(raw: bytes | None, limits: Limits) -> Link | Merge | ContactL
         value = getattr(message, name, None)
         if isinstance(value, str) and len(value) > limits.id_length:
             raise InvalidIdentityMessage(f"over a limit: {name}: {len(value)} characters; at most {limits.id_length}")
+    if isinstance(message, Merge):
+        # The state of a merge is absorbed into a person's: it must hold no more than an event could have
+        # put there, or every later snapshot of that person would be refused downstream.
+        try:
+            check_depth(message.state, limits.json_depth + STATE_LEVELS, "state")
+            profile = message.state.get("profile")
+            traits = profile.get("traits") if isinstance(profile, dict) else None
+            if isinstance(traits, dict):
+                check_document(traits, limits)
+        except LimitExceeded as error:
+            raise InvalidIdentityMessage(f"over a limit: merge {error}") from None
     return message

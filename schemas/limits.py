@@ -157,11 +157,29 @@ def check_timestamp(moment: datetime, received_at: datetime, limits: Limits) -> 
     one would move its partition's stream time forward and fire other people's reminders early."""
     if moment < limits.oldest_timestamp:
         raise LimitExceeded("timestamp", f"{moment.isoformat()} is before {limits.oldest_timestamp.date().isoformat()}")
-    if moment > received_at + limits.future:
+    if moment - received_at > limits.future:  # a difference cannot overflow near year 9999; a sum can
         raise LimitExceeded(
             "timestamp",
             f"{moment.isoformat()} is more than {limits.future_seconds:g}s after the time it was received",
         )
+
+
+def check_depth(document: Any, most: int, where: str) -> None:
+    """Raise LimitExceeded when `document` nests deeper than `most` levels (iteratively: no recursion)."""
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > most:
+            raise LimitExceeded(where, f"nested deeper than {most} levels")
+        if type(value) is dict:
+            stack.extend((item, depth + 1) for item in value.values() if type(item) in (dict, list))
+        elif type(value) is list:
+            stack.extend((item, depth + 1) for item in value if type(item) in (dict, list))
+
+
+def check_id(where: str, value: str, limits: Limits) -> None:
+    if len(value) > limits.id_length:
+        raise LimitExceeded(where, f"{len(value)} characters; at most {limits.id_length}")
 
 
 def truncated(raw: bytes, limits: Limits) -> bytes:

@@ -7,6 +7,7 @@ import hmac
 from typing import Literal
 
 from schemas.events import UtcDatetime, WireModel
+from schemas.limits import LimitExceeded, Limits, check_id
 
 # Person ids the collector gives a message that names only an address or a number (an SMS STOP, an
 # unsubscribe): "contact:email:<digest>" or "contact:phone:<digest>". The worker hands such a message to
@@ -69,3 +70,23 @@ class AuditRecord(WireModel):
     component: Literal["worker", "sink"]
     completed_at: UtcDatetime
     detail: str = ""
+
+
+class InvalidPrivacyRequest(ValueError):
+    """A message of the privacy topic that cannot be acted on; the reason goes to the dead letter."""
+
+
+def parse_erasure(raw: bytes | None, limits: Limits) -> ErasureRequest:
+    """An erasure request within the limits (its ids no longer than any id), or InvalidPrivacyRequest."""
+    try:
+        request = ErasureRequest.model_validate_json(raw or b"")
+    except ValueError as error:
+        raise InvalidPrivacyRequest(f"invalid privacy request: {error}") from None
+    try:
+        check_id("personId", request.person_id, limits)
+        check_id("requestId", request.request_id, limits)
+    except LimitExceeded as error:
+        raise InvalidPrivacyRequest(f"over a limit: {error}") from None
+    if not request.person_id:
+        raise InvalidPrivacyRequest("invalid privacy request: personId: empty")
+    return request

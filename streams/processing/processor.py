@@ -19,7 +19,7 @@ from schemas.encoding import model_json
 from schemas.events import InvalidEvent, parse_event
 from schemas.identity import InvalidIdentityMessage, parse_identity
 from schemas.limits import truncated
-from schemas.privacy import ErasureRequest, is_contact_id, person_hash
+from schemas.privacy import InvalidPrivacyRequest, is_contact_id, parse_erasure, person_hash
 from schemas.rules import RulesConfig
 from schemas.settings import Settings
 from schemas.triggers import DeadLetter, QuarantinedState
@@ -91,9 +91,9 @@ class Processor:
             return
         if record.topic == settings.privacy_topic:
             try:
-                request = ErasureRequest.model_validate_json(record.value or b"")
-            except ValueError as error:
-                self.dead_letter(record, f"invalid privacy request: {error}")
+                request = parse_erasure(record.value, settings.limits)
+            except InvalidPrivacyRequest as error:
+                self.dead_letter(record, str(error))
                 return
             erasure.handle(self, request, position)
             return

@@ -55,3 +55,18 @@ def test_unknown_track_events_are_accepted_with_free_properties():
         b'"properties":{"anything":[1,2]}}'
     )
     assert event.properties == {"anything": [1, 2]}
+
+
+def test_a_timestamp_near_the_end_of_the_calendar_is_refused_without_overflow() -> None:
+    from datetime import UTC, datetime
+
+    import orjson
+
+    from schemas.limits import DEFAULT_LIMITS
+
+    raw = orjson.dumps({"type": "track", "event": "x", "userId": "u", "timestamp": "9999-12-31T23:59:59Z"})
+    with pytest.raises(InvalidEvent, match="after the time it was received"):
+        parse_event(raw, DEFAULT_LIMITS, received_at=datetime(2026, 1, 1, tzinfo=UTC))
+    raw = orjson.dumps({"type": "track", "event": "x", "userId": "u", "timestamp": "0001-01-01T00:00:00+01:00"})
+    with pytest.raises(InvalidEvent, match="outside the range of dates"):
+        parse_event(raw)
