@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.limits import Limits
@@ -18,6 +18,57 @@ DEMO_HASH_SECRET = "nudgeflow-demo-hash-secret"
 
 class UnsafeSettings(ValueError):
     """Settings that would leave a process open outside demo mode; the message says what to set."""
+
+
+class SenderSettings(BaseModel):
+    """How `nudgeflow send` delivers nudges: providers, their rate limits, retries, templates and links.
+
+    Set from the environment as NUDGEFLOW_SENDER__<NAME>, e.g. NUDGEFLOW_SENDER__SMTP_HOST=mail.internal."""
+
+    email_provider: Literal["smtp", "sendgrid"] = Field(
+        default="smtp", description="where email goes: an SMTP server, or SendGrid's v3 Mail Send API"
+    )
+    smtp_host: str = Field(default="127.0.0.1", description="SMTP server (a relay or the ESP's SMTP endpoint)")
+    smtp_port: int = Field(default=25, ge=1, le=65535, description="SMTP port (587 for submission with STARTTLS)")
+    smtp_security: Literal["starttls", "tls", "none"] = Field(
+        default="starttls", description="STARTTLS after connecting, TLS from the start (port 465), or none"
+    )
+    smtp_user: str | None = Field(default=None, description="SMTP login; unset sends without AUTH")
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP password of smtp_user")
+    smtp_connections: int = Field(default=4, ge=1, le=64, description="SMTP connections kept open, one send each")
+    from_email: str | None = Field(default=None, description="the From address of every email; required for email")
+    from_name: str | None = Field(default=None, description="display name of the From address")
+    sendgrid_api_key: SecretStr | None = Field(default=None, description="SendGrid API key (Mail Send permission)")
+    sendgrid_base_url: str = Field(default="https://api.sendgrid.com", description="SendGrid API base URL")
+    twilio_account_sid: str | None = Field(
+        default=None,
+        description="Twilio account SID; the API key is NUDGEFLOW_TWILIO_AUTH_TOKEN, which also verifies its webhooks",
+    )
+    twilio_from_number: str | None = Field(default=None, description="the Twilio number (E.164) SMS are sent from")
+    twilio_base_url: str = Field(default="https://api.twilio.com", description="Twilio REST API base URL")
+    smtp_per_second: float = Field(default=20.0, gt=0, description="emails per second through SMTP, at most")
+    sendgrid_per_second: float = Field(default=50.0, gt=0, description="Mail Send requests per second, at most")
+    twilio_per_second: float = Field(default=1.0, gt=0, description="SMS per second (a long code's rate is 1/s)")
+    concurrency: int = Field(default=16, ge=1, le=1024, description="nudges being rendered and sent at once, at most")
+    max_attempts: int = Field(default=5, ge=1, le=50, description="tries of one nudge before it is dead-lettered")
+    retry_seconds: float = Field(
+        default=2.0, gt=0, description="wait before the second try; doubled for each later one, at most 5 minutes"
+    )
+    request_timeout_seconds: float = Field(default=30.0, gt=0, description="longest wait for one provider call")
+    stale_after_hours: float = Field(
+        default=24.0, gt=0, description="a nudge without expires_at fired longer ago than this is dropped, not sent"
+    )
+    templates_dir: Path | None = Field(
+        default=None, description="directory of message templates; unset means the built-in English and Chinese ones"
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="the collector's public URL (https://host[:port]) for unsubscribe links and SMS status callbacks; "
+        "default webhook_public_url, else http://collector_host:collector_port",
+    )
+    unsubscribe_days: float = Field(default=60.0, gt=0, description="how long an email's unsubscribe link works")
+    web_host: str = Field(default="127.0.0.1", description="interface of the sender's /metrics and /health")
+    web_port: int = Field(default=6068, ge=0, le=65535, description="port of the sender's /metrics and /health")
 
 
 class Settings(BaseSettings):
@@ -134,6 +185,9 @@ class Settings(BaseSettings):
     default_phone_region: str = Field(
         default="US", description="ISO region for phone numbers written without a country code"
     )
+    sender: SenderSettings = Field(
+        default_factory=SenderSettings, description="delivery by `nudgeflow send`; see the sender rows of the table"
+    )
 
     @property
     def write_keys(self) -> dict[str, str]:
@@ -181,6 +235,17 @@ class Settings(BaseSettings):
     @property
     def triggers_topic(self) -> str:
         return self.topic("triggers")
+
+    @property
+    def deliveries_topic(self) -> str:
+        """The sender's ledger: one DeliveryRecord per nudge and state, keyed by trigger_id (compacted)."""
+        return self.topic("deliveries")
+
+    @property
+    def sender_public_url(self) -> str:
+        """The collector's URL as recipients and providers reach it, without a trailing slash."""
+        url = self.sender.public_url or self.webhook_public_url or f"http://{self.collector_host}:{self.collector_port}"
+        return url.rstrip("/")
 
     @property
     def suppressed_topic(self) -> str:
@@ -236,4 +301,5 @@ class Settings(BaseSettings):
             self.privacy_topic,
             self.audit_topic,
             self.quarantine_topic,
+            self.deliveries_topic,
         ]

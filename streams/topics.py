@@ -44,6 +44,9 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
     configs[settings.audit_topic] = {"retention.ms": str(365 * 24 * 3_600_000)}
     for name in (*settings.table_changelog_topics, settings.profiles_topic):
         configs[name] = {"cleanup.policy": "compact"}
+    # The sender's ledger names no one (trigger ids and states) and must outlive every trigger a replay of
+    # the triggers topic could bring back: compacted to the last state, kept four times that topic's retention.
+    configs[settings.deliveries_topic] = {"cleanup.policy": "compact,delete", "retention.ms": str(int(retention) * 4)}
     return configs
 
 
