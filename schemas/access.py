@@ -47,14 +47,18 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def token_guard(tokens: Sequence[SecretStr], public: Collection[str], listen_host: str) -> Middleware:
-    """An aiohttp middleware: 401 without a valid bearer token, except on the public paths (and on /metrics
-    while the server listens on loopback only, where Prometheus on the same host scrapes it)."""
+def token_guard(
+    tokens: Sequence[SecretStr], public: Collection[str], listen_host: str, public_prefixes: Sequence[str] = ()
+) -> Middleware:
+    """An aiohttp middleware: 401 without a valid bearer token, except on the public paths and under the
+    public prefixes (and on /metrics while the server listens on loopback only, where Prometheus on the
+    same host scrapes it)."""
     open_paths = {*public, METRICS_PATH} if is_loopback(listen_host) else set(public)
+    open_prefixes = tuple(public_prefixes)
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in open_paths or request.method == "OPTIONS":
+        if request.path in open_paths or request.path.startswith(open_prefixes) or request.method == "OPTIONS":
             return await handler(request)
         if not token_allowed(bearer_token(request.headers.get("Authorization")), tokens):
             return web.json_response(

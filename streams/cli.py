@@ -206,6 +206,109 @@ def command_collector(settings: Settings, arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _sender_template_problems(settings: Settings) -> list[str]:
+    """Faults of the templates directory, and template_ids of the rules it has no template for."""
+    from sinks.sender.templates import EMAIL_PARTS, SMS_PART, Templates, check_directory
+
+    templates = Templates(settings.sender.templates_dir)
+    problems = [str(problem) for problem in check_directory(templates.directory)]
+    rules = load_rules(settings.rules_file)
+    for rule in rules.triggers:
+        part = EMAIL_PARTS[1] if rule.channel.value == "email" else SMS_PART
+        wanted = {step.template_id for step in rule.schedule} | {v.template_id for v in rule.variants if v.template_id}
+        for template_id in sorted(wanted - templates.template_ids(part)):
+            problems.append(f"{templates.directory}: rule {rule.name} needs {template_id}.{part}, which is missing")
+    return problems
+
+
+def command_send(settings: Settings, arguments: argparse.Namespace) -> int:
+    """The sender: each nudge on the triggers topic rendered from its template and delivered once."""
+    from sinks.sender.channels import EmailChannel, SmsChannel
+    from sinks.sender.channels.sendgrid import SendGridChannel
+    from sinks.sender.channels.smtp import SmtpChannel
+    from sinks.sender.channels.twilio import TwilioChannel
+    from sinks.sender.loop import Sender
+    from sinks.sender.metrics import SenderMetrics, web_app
+    from sinks.sender.templates import Templates
+    from sinks.web import start_web
+    from streams.topics import ensure_topics
+
+    if refused(settings, "sender"):
+        return REFUSED
+    try:
+        problems = _sender_template_problems(settings)
+    except FileNotFoundError as error:
+        problems = [str(error)]
+    if problems:
+        print("nudgeflow send will not start: the templates have faults\n  " + "\n  ".join(problems), file=sys.stderr)
+        return REFUSED
+    config = settings.sender
+    email: EmailChannel | None = None
+    sms: SmsChannel | None = None
+    try:
+        email = SendGridChannel(config) if config.email_provider == "sendgrid" else SmtpChannel(config)
+    except ValueError as error:
+        log.warning("send: email nudges will be dead-lettered: %s", error)
+    try:
+        sms = TwilioChannel(config, settings.twilio_auth_token)
+    except ValueError as error:
+        log.warning("send: SMS nudges will be dead-lettered: %s", error)
+    ensure_topics(settings)
+
+    async def main() -> None:
+        metrics = SenderMetrics()
+        sender = Sender(settings, Templates(config.templates_dir), email, sms, metrics)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, sender.stop)
+        web = await start_web(web_app(metrics, settings), config.web_host, config.web_port)
+        providers = ", ".join(f"{c.provider}" for c in (email, sms) if c is not None) or "none"
+        where = f"http://{config.web_host}:{config.web_port}/metrics"
+        print(f"send: delivering through {providers}; metrics on {where}", flush=True)
+        try:
+            await sender.run()
+        finally:
+            await web.cleanup()
+
+    asyncio.run(main())
+    return 0
+
+
+def command_templates_check(settings: Settings, arguments: argparse.Namespace) -> int:
+    from sinks.sender.templates import check_directory
+
+    directory = Path(arguments.directory)
+    problems = check_directory(directory)
+    for problem in problems:
+        print(problem if str(problem).startswith(str(directory)) else f"{directory}/{problem}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"{directory}: ok")
+    return 0
+
+
+def command_demo_audience(settings: Settings, arguments: argparse.Namespace) -> int:
+    """The demo's recipients: a local SMTP server and Twilio stand-in, acting on what they get."""
+    from schemas.settings import DEMO_WRITE_KEY
+    from sinks.sender.demo_audience import Audience, serve
+
+    if not settings.demo:
+        print("nudgeflow demo-audience is for the local demo (NUDGEFLOW_DEMO=true) only", file=sys.stderr)
+        return REFUSED
+    token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None
+    audience = Audience(settings.sender_public_url, DEMO_WRITE_KEY, token, seed=arguments.seed)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await serve(audience, arguments.smtp_port, arguments.twilio_port, settings.sender.twilio_account_sid, stop)
+
+    asyncio.run(main())
+    return 0
+
+
 def command_triggers(settings: Settings, arguments: argparse.Namespace) -> int:
     """Print each trigger as it is published: what the email and SMS senders receive."""
     from kafka import KafkaConsumer
@@ -388,8 +491,39 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _demo_delivery(environment: dict[str, str], smtp_port: int, twilio_port: int) -> dict[str, str]:
+    """The sender's settings in the demo: email to the audience's SMTP server, SMS to its Twilio stand-in.
+    Settings already in the environment win, except where the demo's own servers must be used."""
+    defaults = {
+        "NUDGEFLOW_SENDER__FROM_EMAIL": "nudges@shop.example",
+        "NUDGEFLOW_SENDER__FROM_NAME": "nudgeflow demo shop",
+        "NUDGEFLOW_SENDER__TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+        "NUDGEFLOW_SENDER__TWILIO_FROM_NUMBER": "+14155550100",
+        "NUDGEFLOW_SENDER__SMTP_PER_SECOND": "50",
+        "NUDGEFLOW_SENDER__TWILIO_PER_SECOND": "20",
+        "NUDGEFLOW_TWILIO_AUTH_TOKEN": secrets.token_hex(16),  # the audience signs its Twilio callbacks with it
+    }
+    forced = {
+        "NUDGEFLOW_SENDER__EMAIL_PROVIDER": "smtp",
+        "NUDGEFLOW_SENDER__SMTP_HOST": "127.0.0.1",
+        "NUDGEFLOW_SENDER__SMTP_PORT": str(smtp_port),
+        "NUDGEFLOW_SENDER__SMTP_SECURITY": "none",
+        "NUDGEFLOW_SENDER__TWILIO_BASE_URL": f"http://127.0.0.1:{twilio_port}",
+    }
+    return {**defaults, **{k: v for k, v in environment.items() if k in defaults}, **forced}
+
+
 def command_run(settings: Settings, arguments: argparse.Namespace) -> int:
-    """Kafka, the worker, the sink, the simulator and a trigger printer, until Ctrl-C."""
+    """Kafka, the worker, the sink, the collector, the sender and its audience, the simulator and a trigger
+    printer, until Ctrl-C."""
     environment, token = demo_environment(settings)
     started_kafka = (
         subprocess.call(
@@ -399,10 +533,17 @@ def command_run(settings: Settings, arguments: argparse.Namespace) -> int:
     )
     if started_kafka and subprocess.call(["bash", str(KAFKA_SCRIPT), "start"], env=kafka_environment(settings)) != 0:
         return 1
+    smtp_port, twilio_port = _free_port(), _free_port()
+    environment.update(_demo_delivery(environment, smtp_port, twilio_port))
     supervisor = Supervisor(
         [
             Child("worker", ["worker"]),
             Child("sink", ["sink", "--report-every", "5"]),
+            Child("collector", ["collector"]),
+            # The loop closes here: nudges go to the audience, whose opens, clicks, orders and opt-outs come
+            # back through the collector's webhooks and /v1 calls onto the events topic.
+            Child("audience", ["demo-audience", "--smtp-port", str(smtp_port), "--twilio-port", str(twilio_port)]),
+            Child("sender", ["send"]),
             Child("triggers", ["triggers", "--follow-new"]),
             Child(
                 "simulate",
@@ -651,7 +792,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="start Kafka, worker, sink and the simulator; print triggers and counts")
+    run = commands.add_parser(
+        "run", help="start Kafka, worker, sink, collector, sender, audience and simulator; print triggers and counts"
+    )
     run.add_argument("--rate", type=float, default=3.0, help="shopper sessions per second")
     run.add_argument("--duration", type=float, default=600.0, help="seconds of simulated traffic")
     run.set_defaults(handler=command_run)
@@ -684,6 +827,24 @@ def build_parser() -> argparse.ArgumentParser:
     collector.add_argument("--host", default=None, help="interface to listen on (default: collector_host setting)")
     collector.add_argument("--port", type=int, default=None, help="port (default: collector_port setting)")
     collector.set_defaults(handler=command_collector)
+
+    commands.add_parser("send", help="render and deliver each nudge once (SMTP, SendGrid, Twilio)").set_defaults(
+        handler=command_send
+    )
+
+    templates = commands.add_parser("templates", help="message templates")
+    templates_commands = templates.add_subparsers(dest="templates_command", required=True)
+    templates_check = templates_commands.add_parser(
+        "check", help="check a templates directory; non-zero exit with the file, line and reason"
+    )
+    templates_check.add_argument("directory")
+    templates_check.set_defaults(handler=command_templates_check)
+
+    audience = commands.add_parser("demo-audience", help="the demo's SMTP server, Twilio stand-in and recipients")
+    audience.add_argument("--smtp-port", type=int, default=2525)
+    audience.add_argument("--twilio-port", type=int, default=6069)
+    audience.add_argument("--seed", type=int, default=None)
+    audience.set_defaults(handler=command_demo_audience)
 
     triggers = commands.add_parser("triggers", help="print triggers as the senders receive them")
     triggers.add_argument("--follow-new", action="store_true", help="only triggers published from now on")

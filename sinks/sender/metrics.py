@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
+
+from schemas.access import METRICS_PATH, token_guard
+from schemas.settings import Settings
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 DELAY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
@@ -65,3 +69,19 @@ class SenderMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def web_app(metrics: SenderMetrics, settings: Settings) -> web.Application:
+    """/metrics (open on loopback only, as every nudgeflow server's) and /health, which names nobody."""
+
+    async def metrics_page(request: web.Request) -> web.Response:
+        return web.Response(body=metrics.exposition(), content_type="text/plain", charset="utf-8")
+
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    guard = token_guard(settings.api_tokens, public={"/health"}, listen_host=settings.sender.web_host)
+    app = web.Application(middlewares=[guard])
+    app.router.add_get(METRICS_PATH, metrics_page)
+    app.router.add_get("/health", health)
+    return app

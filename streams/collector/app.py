@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from schemas.access import METRICS_PATH, token_guard
 from schemas.events import Event
 from schemas.settings import Settings
+from schemas.unsubscribe import InvalidToken
 from streams.collector import sendgrid, twilio
 from streams.collector.dead_letters import collector_dead_letter
 from streams.collector.dedupe import DedupeWindow
@@ -43,6 +44,7 @@ from streams.collector.segment_api import (
     source_for,
     write_key_from_authorization,
 )
+from streams.collector.unsubscribe import ONE_CLICK_BODY, page, unsubscribe_documents
 from streams.timers import utc_now
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ MAX_FORM_BYTES = 64 * 1024
 DEDUPE_SECONDS = 600.0
 DEDUPE_ENTRIES = 200_000
 OPENAPI_PATH = "/openapi.json"
+UNSUBSCRIBE_PREFIX = "/unsubscribe/"
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 
@@ -69,6 +72,10 @@ class RequestFailed(Exception):
 
 def json_response(status: int, document: dict[str, Any]) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(document), content_type="application/json")
+
+
+def _html(status: int, text: str) -> web.Response:
+    return web.Response(status=status, text=text, content_type="text/html")
 
 
 @dataclass
@@ -354,6 +361,32 @@ class Collector:
         # An empty TwiML answer: acknowledge without sending an automatic reply.
         return web.Response(status=200, text=EMPTY_TWIML, content_type="text/xml")
 
+    # --- one-click unsubscribe (RFC 8058) -----------------------------------------------------------------
+
+    async def unsubscribe(self, request: web.Request) -> web.Response:
+        received_at = self.clock()
+        body = await self.read_body(request, MAX_FORM_BYTES, "form body")
+        try:
+            documents = unsubscribe_documents(request.match_info["token"], self.hash_key, received_at)
+        except InvalidToken as error:
+            raise RequestFailed(400, f"unsubscribe link refused: {error}") from None
+        delivery = self.prepare_documents(list(enumerate(documents)), "unsubscribe", received_at)
+        await self.deliver(delivery, "unsubscribe", received_at)
+        if delivery.rejected:
+            raise RequestFailed(400, delivery.rejected[0].reason)
+        one_click = ONE_CLICK_BODY.encode() in body.replace(b"%3D", b"=")
+        if one_click and "text/html" not in request.headers.get("Accept", ""):
+            return json_response(200, {"success": True})  # a mailbox provider's button
+        return _html(200, page("Unsubscribed", "You will get no more of these emails.", False))
+
+    async def unsubscribe_page(self, request: web.Request) -> web.Response:
+        """What a recipient sees on opening the link: a button that POSTs; a GET changes nothing."""
+        try:
+            unsubscribe_documents(request.match_info["token"], self.hash_key, self.clock())
+        except InvalidToken as error:
+            return _html(400, page("Unsubscribe", f"This link does not work: {error}.", False))
+        return _html(200, page("Unsubscribe", "Stop these emails? Press the button to unsubscribe.", True))
+
     async def openapi(self, request: web.Request) -> web.Response:
         return json_response(200, openapi_document(self.settings.limits))
 
@@ -426,12 +459,15 @@ def build_app(collector: Collector, listen_host: str | None = None) -> web.Appli
         collector.settings.api_tokens,
         public={*posts, OPENAPI_PATH},
         listen_host=listen_host or collector.settings.collector_host,
+        public_prefixes=[UNSUBSCRIBE_PREFIX],  # the signed token is the credential
     )
     app = web.Application(middlewares=[measured, json_errors, guard])
     app[COLLECTOR_KEY] = collector
     for path, handler in posts.items():
         app.router.add_post(path, handler)
     app.router.add_get(OPENAPI_PATH, collector.openapi)
+    app.router.add_post(UNSUBSCRIBE_PREFIX + "{token}", collector.unsubscribe)
+    app.router.add_get(UNSUBSCRIBE_PREFIX + "{token}", collector.unsubscribe_page)
     app.router.add_get(METRICS_PATH, collector.metrics_page)
 
     async def close_producer(app: web.Application) -> None:
