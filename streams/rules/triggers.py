@@ -277,6 +277,8 @@ def build_trigger(state: PersonState, waiting: PendingTrigger, rule: TriggerRule
     variant = choose_variant(state.person_id, rule)
     template = next((v.template_id for v in rule.variants if v.name == variant and v.template_id), step.template_id)
     profile = state.profile
+    if profile.name:
+        context["name"] = profile.name  # for the greeting of the sender's templates
     address = profile.email if rule.channel is Channel.EMAIL else profile.phone
     occurrence_key = f"{waiting.key}#{waiting.step}" if len(rule.schedule) > 1 else waiting.key
     return Trigger(
