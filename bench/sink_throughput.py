@@ -22,7 +22,7 @@ from schemas.settings import Settings
 from sinks import queries
 from sinks.attribution import Model
 from sinks.client import connect
-from sinks.rows import EVENTS, event_row
+from sinks.rows import EVENTS, RowOptions, event_row
 from sinks.schema import apply_migrations
 from sinks.writer import ClickHouseSink
 
@@ -103,7 +103,7 @@ def main() -> None:
 
         client.command("CREATE DATABASE IF NOT EXISTS bench_plain")
         client.command("CREATE TABLE bench_plain.events AS bench_sink.events")  # same table, no views
-        rows = [event_row(m.value, m.topic, m.partition, m.offset) for m in batch]
+        rows = [event_row(m.value, m.topic, m.partition, m.offset, RowOptions.of(settings)) for m in batch]
         started = time.perf_counter()
         client.insert("bench_plain.events", rows, column_names=list(EVENTS.columns))
         plain_seconds = time.perf_counter() - started

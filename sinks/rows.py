@@ -132,10 +132,18 @@ def _model(model: type[Any], document: dict[str, Any]) -> Any:
         raise Unusable(f"invalid {model.__name__}: {describe_validation_error(error)}") from None
 
 
-def event_row(value: bytes | None, topic: str, partition: int, offset: int, options: RowOptions) -> list[Any] | None:
-    """The events row of one message, or None for a message the worker sends to the dead-letter topic."""
+def event_row(
+    value: bytes | None,
+    topic: str,
+    partition: int,
+    offset: int,
+    options: RowOptions,
+    received_at: datetime | None = None,
+) -> list[Any] | None:
+    """The events row of one message, or None for a message the worker sends to the dead-letter topic
+    (the same limits, a timestamp too far past `received_at`, the reader's clock, included)."""
     try:
-        event = parse_event(value, options.limits)
+        event = parse_event(value, options.limits, received_at=received_at)
     except InvalidEvent:
         return None
     # A producer that sets no messageId still gets a stable key: where the message sits in the log.

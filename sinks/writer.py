@@ -30,10 +30,9 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, ProgrammingError
-from pydantic import ValidationError
 
 from schemas.limits import truncated
-from schemas.privacy import AuditRecord, ErasureRequest, person_hash
+from schemas.privacy import AuditRecord, ErasureRequest, parse_erasure, person_hash
 from schemas.settings import Settings
 from schemas.triggers import DeadLetter
 from sinks.erasure import erase_person, erasure_hashes
@@ -93,7 +92,9 @@ def routes_for(settings: Settings) -> dict[str, Route]:
 
     return {
         settings.events_topic: Route(
-            EVENTS, lambda m: event_row(m.value, m.topic, m.partition, m.offset, options), person_of(EVENTS)
+            EVENTS,
+            lambda m: event_row(m.value, m.topic, m.partition, m.offset, options, datetime.now(UTC)),
+            person_of(EVENTS),
         ),
         settings.triggers_topic: Route(TRIGGERS, lambda m: trigger_row(m.value, options), person_of(TRIGGERS)),
         settings.dead_letter_topic: Route(DEAD_LETTERS, lambda m: dead_letter_row(m.value, options), letter_people),
@@ -342,8 +343,8 @@ class ClickHouseSink:
         try:
             if len(message.value or b"") > self.settings.limits.event_bytes:
                 raise ValueError(f"{len(message.value)} bytes; at most {self.settings.limits.event_bytes}")
-            request = ErasureRequest.model_validate_json(message.value or b"")
-        except (ValidationError, ValueError) as error:
+            request = parse_erasure(message.value, self.settings.limits)
+        except ValueError as error:
             # Nothing can be erased without a person; saying so in the log is all that is left to do.
             log.error("privacy message %s/%d/%d ignored: %s", message.topic, message.partition, message.offset, error)
             return

@@ -187,3 +187,14 @@ def test_a_person_id_that_is_an_address_is_stored_as_its_contact_id_in_every_tab
         assert email not in orjson.dumps(row, default=str).decode(), spec.table
     plain = RowOptions(b"k", plain_contacts=True)
     assert event_row(orjson.dumps(event), "events", 0, 1, plain)[1] == email  # type: ignore[index]
+
+
+def test_an_event_dated_far_past_the_readers_clock_is_no_row_as_the_worker_drops_it() -> None:
+    document = {"type": "track", "event": "Product Viewed", "userId": "ana", "messageId": "m1",
+                "timestamp": "2027-12-01T00:00:00Z", "properties": {"product_id": "p"}}  # fmt: skip
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    assert event_row(orjson.dumps(document), "events", 0, 1, OPTIONS, now) is None
+    assert (
+        event_row(orjson.dumps({**document, "timestamp": "9999-12-31T23:59:59Z"}), "events", 0, 2, OPTIONS, now) is None
+    )
+    assert event_row(orjson.dumps({**document, "timestamp": "2026-11-30T00:00:00Z"}), "events", 0, 3, OPTIONS, now)
