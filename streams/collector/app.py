@@ -63,10 +63,13 @@ EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 class RequestFailed(Exception):
     """Ends a request with a JSON error; raised by the steps of a handler."""
 
-    def __init__(self, status: int, error: str, **details: Any) -> None:
+    def __init__(self, status: int, error: str, close: bool = False, **details: Any) -> None:
         super().__init__(error)
         self.status = status
         self.error = error
+        # The rest of a body that was not (or could not be) read would be taken for the next request on a
+        # kept-alive connection: such an answer closes it.
+        self.close = close
         self.details = details
 
 
@@ -114,7 +117,9 @@ class Collector:
 
     async def read_body(self, request: web.Request, limit: int, what: str) -> bytes:
         """The (gunzipped: aiohttp inflates Content-Encoding: gzip) body, at most `limit` bytes."""
-        too_large = RequestFailed(413, f"{what} is more than {limit} bytes; at most {limit} bytes are accepted")
+        too_large = RequestFailed(
+            413, f"{what} is more than {limit} bytes; at most {limit} bytes are accepted", close=True
+        )
         if request.content_length is not None and request.content_length > limit:
             raise too_large
         chunks: list[bytes] = []
@@ -128,7 +133,7 @@ class Collector:
         except (HttpProcessingError, web.RequestPayloadError) as error:
             encoding = request.headers.get("Content-Encoding", "identity")
             raise RequestFailed(
-                400, f"cannot read the body (Content-Encoding: {encoding}): {_first_line(error)}"
+                400, f"cannot read the body (Content-Encoding: {encoding}): {_first_line(error)}", close=True
             ) from None
         return b"".join(chunks)
 
@@ -422,7 +427,10 @@ async def json_errors(
     except RequestFailed as failure:
         if failure.status >= 500:
             log.warning("%s %s: %s", request.method, request.path, failure.error)
-        return json_response(failure.status, {"success": False, "error": failure.error, **failure.details})
+        response = json_response(failure.status, {"success": False, "error": failure.error, **failure.details})
+        if failure.close:
+            response.force_close()
+        return response
     except web.HTTPException as error:
         if error.status < 400:
             raise
