@@ -92,7 +92,8 @@ def parse_identity(raw: bytes | None, limits: Limits) -> Link | Merge | ContactL
             profile = message.state.get("profile")
             traits = profile.get("traits") if isinstance(profile, dict) else None
             if isinstance(traits, dict):
-                check_document(traits, limits)
+                # An event's traits start one level down: they may nest one level less than the event.
+                check_document(traits, limits.model_copy(update={"json_depth": limits.json_depth - 1}))
         except LimitExceeded as error:
             raise InvalidIdentityMessage(f"over a limit: merge {error}") from None
     return message

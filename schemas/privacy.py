@@ -86,7 +86,7 @@ def parse_erasure(raw: bytes | None, limits: Limits) -> ErasureRequest:
         check_id("personId", request.person_id, limits)
         check_id("requestId", request.request_id, limits)
     except LimitExceeded as error:
-        raise InvalidPrivacyRequest(f"over a limit: {error}") from None
+        raise InvalidPrivacyRequest(f"invalid privacy request: {error}") from None
     if not request.person_id:
         raise InvalidPrivacyRequest("invalid privacy request: personId: empty")
     return request

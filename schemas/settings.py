@@ -275,6 +275,12 @@ class Settings(BaseSettings):
         return self.topic("privacy")
 
     @property
+    def clock_topic(self) -> str:
+        """Ticks of the Faust runner's timer, one per partition, co-partitioned with the source topics: a
+        Faust timer cannot write a table, so the agent advances each partition's time when it reads one."""
+        return self.topic("clock")
+
+    @property
     def audit_topic(self) -> str:
         """What was done about each privacy request; the person appears only as a hash."""
         return self.topic("audit")
@@ -302,4 +308,5 @@ class Settings(BaseSettings):
             self.audit_topic,
             self.quarantine_topic,
             self.deliveries_topic,
+            self.clock_topic,
         ]
