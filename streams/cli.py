@@ -76,6 +76,10 @@ def command_worker(settings: Settings, arguments: argparse.Namespace) -> int:
     rules = load_rules(settings.rules_file)
     ensure_topics(settings)
     tune_garbage_collector()
+    if (arguments.runner or settings.runner) == "faust":
+        from streams.runners.faust import run_worker
+
+        return run_worker(settings.model_copy(update={"runner": "faust"}), rules)
 
     async def main() -> None:
         worker = BatchedRunner(settings, rules)
@@ -799,9 +803,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--duration", type=float, default=600.0, help="seconds of simulated traffic")
     run.set_defaults(handler=command_run)
 
-    commands.add_parser("worker", help="run the stream worker (profiles, rules, timers)").set_defaults(
-        handler=command_worker
-    )
+    worker = commands.add_parser("worker", help="run the stream worker (profiles, rules, timers)")
+    worker.add_argument("--runner", choices=["batched", "faust"], help="what hosts it (default: the runner setting)")
+    worker.set_defaults(handler=command_worker)
 
     sink = commands.add_parser("sink", help="write events, triggers and dead letters to ClickHouse")
     sink.add_argument("--report-every", type=float, default=0.0, help="print table counts every N seconds")

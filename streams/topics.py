@@ -38,10 +38,12 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
     State that is replaced (table changelogs, profile snapshots) is compacted, so an erasure's tombstone
     removes every earlier copy. Every other topic carrying personal data keeps it for at most
     `personal_data_retention_hours`, the bound on how long a raw copy outlives an erasure. The audit topic
-    names people only by hash and is kept for a year."""
+    names people only by hash and is kept for a year; the clock topic's ticks name nobody and matter only
+    until read, so it keeps an hour."""
     retention = str(int(settings.personal_data_retention_hours * 3_600_000))
     configs: dict[str, dict[str, str]] = {name: {"retention.ms": retention} for name in settings.source_topics}
     configs[settings.audit_topic] = {"retention.ms": str(365 * 24 * 3_600_000)}
+    configs[settings.clock_topic] = {"retention.ms": str(3_600_000)}
     for name in (*settings.table_changelog_topics, settings.profiles_topic):
         configs[name] = {"cleanup.policy": "compact"}
     # The sender's ledger names no one (trigger ids and states) and must outlive every trigger a replay of

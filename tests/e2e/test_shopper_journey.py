@@ -20,10 +20,10 @@ import pytest
 
 from schemas.settings import Settings
 from streams.timers import utc_now
-from tests.integration.conftest import API_AUTH, REPO, free_port, read_topic, settings_environment
+from tests.integration.conftest import API_AUTH, REPO, RUNNERS, free_port, read_topic, settings_environment
 from tests.integration.test_worker import with_rules
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.parametrize("runner", RUNNERS, indirect=True)]
 
 AUTH = "Basic " + base64.b64encode(b"e2e-key:").decode()
 

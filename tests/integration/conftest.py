@@ -27,6 +27,10 @@ TEST_HASH_SECRET = "test-hash-secret"
 TEST_API_TOKEN = "test-api-token"
 API_AUTH = {"Authorization": f"Bearer {TEST_API_TOKEN}"}
 KAFKA_SCRIPT = REPO / "deploy" / "kafka" / "kafka.sh"
+# What hosts `nudgeflow worker`. A module whose tests hold for both runners marks itself
+# `pytest.mark.parametrize("runner", RUNNERS, indirect=True)`; every other test gets the default.
+RUNNERS = ["batched", "faust"]
+DEFAULT_RUNNER = "batched"
 
 
 def free_port() -> int:
@@ -65,10 +69,18 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 
 
 @pytest.fixture
-def settings(broker: Broker, tmp_path: Path) -> Settings:
+def runner(request: pytest.FixtureRequest) -> str:
+    """The runner the test's worker processes use (`settings.runner`)."""
+    chosen: str = getattr(request, "param", DEFAULT_RUNNER)
+    return chosen
+
+
+@pytest.fixture
+def settings(broker: Broker, tmp_path: Path, runner: str) -> Settings:
     """Settings of a pipeline of its own: topics, consumer groups and local state apart from other tests."""
     namespace = f"t{uuid.uuid4().hex[:10]}"
     isolated = Settings(
+        runner=runner,
         kafka_bootstrap=broker.bootstrap,
         namespace=namespace,
         partitions=4,
@@ -97,6 +109,7 @@ def settings_environment(settings: Settings) -> dict[str, str]:
         "NUDGEFLOW_LOG_LEVEL": "warning",
         "NUDGEFLOW_HASH_SECRET": TEST_HASH_SECRET,
         "NUDGEFLOW_API_TOKENS": orjson.dumps([TEST_API_TOKEN]).decode(),
+        "NUDGEFLOW_RUNNER": settings.runner,
     }
     if settings.rules_file is not None:
         values["NUDGEFLOW_RULES_FILE"] = str(settings.rules_file)

@@ -23,11 +23,11 @@ from schemas.triggers import Suppression, Trigger
 from streams.collector import twilio
 from streams.timers import utc_now
 from tests.integration.collector.test_collector import CollectorThread
-from tests.integration.conftest import TEST_HASH_SECRET, WorkerProcess, read_topic
+from tests.integration.conftest import RUNNERS, TEST_HASH_SECRET, WorkerProcess, read_topic
 from tests.integration.test_profiles import profile_when
 from tests.integration.test_worker import event, send
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.parametrize("runner", RUNNERS, indirect=True)]
 
 TWILIO_TOKEN = "twilio-test-token"
 

@@ -15,11 +15,11 @@ from schemas.privacy import ErasureRequest, person_hash
 from schemas.settings import Settings
 from streams.rules.state import PersonState
 from streams.timers import utc_now
-from tests.integration.conftest import TEST_HASH_SECRET, WorkerProcess, read_topic
+from tests.integration.conftest import RUNNERS, TEST_HASH_SECRET, WorkerProcess, read_topic
 from tests.integration.test_profiles import get, profile_when
 from tests.integration.test_worker import event, identify, send
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.parametrize("runner", RUNNERS, indirect=True)]
 KEY = TEST_HASH_SECRET.encode()
 # More than a profile lists (limits.anonymous_ids): every one of them must be erased, not the last 20.
 ANONYMOUS_IDS = [f"anon-eve-{n}" for n in range(25)]

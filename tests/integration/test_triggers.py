@@ -18,10 +18,10 @@ from schemas.triggers import Trigger
 from streams.simulator import interleaved_sessions
 from streams.timers import utc_now
 from streams.topics import ensure_topics
-from tests.integration.conftest import WorkerProcess, read_topic
+from tests.integration.conftest import RUNNERS, WorkerProcess, read_topic
 from tests.integration.test_worker import event, identify, send
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.parametrize("runner", RUNNERS, indirect=True)]
 
 RULES = """
 timers: {grace: 1s}

@@ -16,9 +16,9 @@ from kafka import KafkaProducer
 from schemas.settings import Settings
 from schemas.triggers import Trigger
 from streams.timers import utc_now
-from tests.integration.conftest import WorkerProcess, read_topic
+from tests.integration.conftest import RUNNERS, WorkerProcess, read_topic
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.parametrize("runner", RUNNERS, indirect=True)]
 
 
 def event(event_name: str, person: str, moment: datetime, **properties: Any) -> bytes:
