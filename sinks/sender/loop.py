@@ -171,8 +171,9 @@ class Sender:
                 batch = await self.consumer.getmany(timeout_ms=200)
                 for tp, messages in batch.items():
                     for message in messages:
-                        if tp in self.held:
-                            await self.take(tp, message)
+                        if not await self.take(tp, message):
+                            self._refetch(tp, message.offset)
+                            break
                 if time.monotonic() - committed_at >= COMMIT_EVERY_SECONDS:
                     await self.commit_offsets()
                     committed_at = time.monotonic()
@@ -207,33 +208,43 @@ class Sender:
         except Exception as error:  # a rebalance under way; the ledger keeps what is replayed from sending twice
             log.warning("sender: offsets not committed (%s); triggers since then will be looked up again", error)
 
-    async def take(self, tp: TopicPartition, message: ConsumerRecord) -> None:
-        """Decide about one trigger message; a send gets a task of its own."""
+    def _refetch(self, tp: TopicPartition, offset: int) -> None:
+        """Fetch from `offset` again: records can arrive before the ledger of their partition is read."""
+        assert self.consumer is not None
+        with contextlib.suppress(Exception):  # given away meanwhile: the new owner reads it
+            self.consumer.seek(tp, offset)
+
+    async def take(self, tp: TopicPartition, message: ConsumerRecord) -> bool:
+        """Decide about one trigger message (a send gets a task of its own); False when its partition is not
+        held (yet), so the message is fetched again."""
+        if tp not in self.held:
+            return False
         self.offsets.take(tp, message.offset)
         trigger = await self._read(tp, message)
         if trigger is None:
-            return
+            return True
         assert self.ledger is not None
         now = self.clock()
         if self.ledger.final(trigger.trigger_id) or trigger.trigger_id in self.jobs:
             self.metrics.dropped.labels(reason="duplicate").inc()
-            return
+            return True
         if trigger.expires_at is not None and trigger.expires_at <= now:
             await self._drop(trigger, tp, f"expired at {trigger.expires_at.isoformat()} before it could be sent")
-            return
+            return True
         stale = timedelta(hours=self.settings.sender.stale_after_hours)
         if trigger.expires_at is None and trigger.fired_at < now - stale:
             await self._drop(trigger, tp, f"stale: fired at {trigger.fired_at.isoformat()}, more than {stale} ago")
-            return
+            return True
         await self.slots.acquire()
-        if tp not in self.held:  # given away while every slot was busy: the new owner takes it
+        if tp not in self.held:  # given away while every slot was busy
             self.slots.release()
-            return
+            return False
         job = Job(trigger, tp, message.offset)
         self.offsets.start(tp, message.offset)
         self.jobs[trigger.trigger_id] = job
         self.metrics.in_flight.inc()
         job.task = asyncio.create_task(self._deliver(job))
+        return True
 
     async def _read(self, tp: TopicPartition, message: ConsumerRecord) -> Trigger | None:
         """The trigger, or None once the message is dead-lettered with the reason."""
@@ -354,12 +365,11 @@ class Sender:
         limiter = self.limiters[channel.provider]
         attempt = first
         while True:
-            if attempt > self.settings.sender.max_attempts:
+            if attempt > self.settings.sender.max_attempts:  # used up by earlier runs that stopped midway
                 record = self.ledger.get(trigger.trigger_id)
                 last = record.reason if record is not None else "no attempt left"
-                await self._fail(
-                    job, attempt - 1, channel.provider, "attempts", f"gave up after {attempt - 1} attempts: {last}"
-                )
+                reason = f"gave up after {attempt - 1} attempts: {last}"
+                await self._fail(job, attempt - 1, channel.provider, "attempts", reason)
                 return
             await limiter.acquire()
             if job.tp not in self.held:
@@ -393,6 +403,10 @@ class Sender:
                 job.committing = False
                 if not refusal.retryable:
                     await self._fail(job, attempt, channel.provider, "refused", refusal.reason)
+                    return
+                if attempt >= self.settings.sender.max_attempts:
+                    reason = f"gave up after {attempt} attempts: {refusal.reason}"
+                    await self._fail(job, attempt, channel.provider, "attempts", reason)
                     return
                 if job.tp not in self.held:
                     raise Aborted from None
