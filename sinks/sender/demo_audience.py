@@ -89,22 +89,29 @@ class Audience:
 
     # --- posting to the collector ----------------------------------------------------------------------
 
-    async def _post(self, what: str, url: str, **kwargs: Any) -> None:
+    async def _post(self, what: str, url: str, patience: float = 0.0, **kwargs: Any) -> None:
+        """POST once, or for up to `patience` seconds while nothing listens yet (the collector starting)."""
         assert self.session is not None
-        try:
-            async with self.session.post(url, timeout=aiohttp.ClientTimeout(total=10), **kwargs) as response:
-                if response.status >= 300:
-                    log.warning("audience: %s answered %d: %s", what, response.status, (await response.text())[:200])
+        deadline = asyncio.get_running_loop().time() + patience
+        while True:
+            try:
+                async with self.session.post(url, timeout=aiohttp.ClientTimeout(total=10), **kwargs) as response:
+                    if response.status >= 300:
+                        text = (await response.text())[:200]
+                        log.warning("audience: %s answered %d: %s", what, response.status, text)
+                        return
+                break
+            except (aiohttp.ClientError, TimeoutError, OSError) as error:
+                if asyncio.get_running_loop().time() >= deadline:
+                    log.warning("audience: %s failed: %s", what, error)
                     return
-        except (aiohttp.ClientError, TimeoutError, OSError) as error:
-            log.warning("audience: %s failed: %s", what, error)
-            return
+                await asyncio.sleep(0.5)
         self.tally.count(what)
 
-    async def track(self, document: dict[str, Any]) -> None:
+    async def track(self, document: dict[str, Any], patience: float = 0.0) -> None:
         what = str(document.get("event", document["type"]))
         url = f"{self.collector}/v1/{document['type']}"
-        await self._post(what, url, json=document, auth=aiohttp.BasicAuth(self.write_key, ""))
+        await self._post(what, url, patience, json=document, auth=aiohttp.BasicAuth(self.write_key, ""))
 
     async def sendgrid(self, kind: str, email: str, args: dict[str, str], **extra: Any) -> None:
         entry = {
@@ -225,7 +232,8 @@ class Audience:
                         "phone": f"+1415{number:07d}",
                     },
                     "context": {"locale": person["locale"]},
-                }
+                },
+                patience=120.0,
             )
             await self.track(
                 {
