@@ -433,11 +433,33 @@ class FaustRunner:
         partitions = {
             tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.settings.events_topic
         }
+        await self._rewind_uncommitted()
         async with self._lock:
             self.processor.owned = partitions
             self.store.forget_decoded()
             self.processor.rebuild_schedule()
         log.info("worker holds partitions %s; %d pending deadlines", sorted(partitions), len(self.schedule))
+
+    async def _rewind_uncommitted(self) -> None:
+        """Seek the source partitions that have no committed offset back to their first record.
+
+        Records Faust fetched but dropped during a rebalance (the flow stopped, or the generation changed
+        under them) it rewinds by seeking to the committed offsets; aiokafka's seek_to_committed leaves a
+        partition without a commit (or committed at 0) where it is, so those records were skipped, and once
+        a later one was acked Faust committed past them (faust/transport/consumer.py, _new_offset checks
+        for a hole only after a first commit). Seen in tests/integration/test_scale_out.py: the first
+        events of a fresh topic never applied. Reading such a partition from its start again is what a
+        restart does, and the processor skips what the stored states count already."""
+        consumer: Any = self.app.consumer  # the aiokafka driver's, which has seek_to_committed
+        sources = {*self.processor.source_topics, self.settings.clock_topic}
+        assigned = [tp for tp in consumer.assignment() if tp.topic in sources]
+        if not assigned:
+            return
+        committed = await consumer.seek_to_committed()
+        fresh = [tp for tp in assigned if not committed.get(tp)]
+        if fresh:
+            earliest = await consumer.earliest_offsets(*fresh)
+            await consumer.seek_wait({tp: earliest.get(tp) or 0 for tp in fresh})
 
     # Web pages -------------------------------------------------------------------------------------------------
 

@@ -28,9 +28,10 @@ TEST_API_TOKEN = "test-api-token"
 API_AUTH = {"Authorization": f"Bearer {TEST_API_TOKEN}"}
 KAFKA_SCRIPT = REPO / "deploy" / "kafka" / "kafka.sh"
 # What hosts `nudgeflow worker`. A module whose tests hold for both runners marks itself
-# `pytest.mark.parametrize("runner", RUNNERS, indirect=True)`; every other test gets the default.
+# `pytest.mark.parametrize("runner", RUNNERS, indirect=True)`; every other test gets the default, which
+# NUDGEFLOW_TEST_RUNNER=faust changes to run the rest of the suite's worker processes under Faust too.
 RUNNERS = ["batched", "faust"]
-DEFAULT_RUNNER = "batched"
+DEFAULT_RUNNER = os.environ.get("NUDGEFLOW_TEST_RUNNER", "batched")
 
 
 def free_port() -> int:
@@ -110,6 +111,7 @@ def settings_environment(settings: Settings) -> dict[str, str]:
         "NUDGEFLOW_HASH_SECRET": TEST_HASH_SECRET,
         "NUDGEFLOW_API_TOKENS": orjson.dumps([TEST_API_TOKEN]).decode(),
         "NUDGEFLOW_RUNNER": settings.runner,
+        "NUDGEFLOW_FAUST_STANDBY_REPLICAS": str(settings.faust_standby_replicas),
     }
     if settings.rules_file is not None:
         values["NUDGEFLOW_RULES_FILE"] = str(settings.rules_file)

@@ -148,7 +148,8 @@ def assert_exact(settings: Settings, expected: dict[str, int], logs: Callable[[]
 def test_two_workers_share_the_group_and_one_leaving_loses_nothing(
     settings: Settings, producer: KafkaProducer, tmp_path: Path
 ) -> None:
-    settings = with_rules(settings, tmp_path, delay=CART_DELAY)
+    # Under Faust each worker also keeps a standby copy of the other's tables (the batched runner has none).
+    settings = with_rules(settings, tmp_path, delay=CART_DELAY).model_copy(update={"faust_standby_replicas": 1})
     # Same app id and topics, so one consumer group; a port and RocksDB directory each, as on two machines.
     other = settings.model_copy(update={"worker_web_port": free_port(), "data_dir": tmp_path / "second"})
     first = WorkerProcess(settings, tmp_path / "worker-1.log").start()

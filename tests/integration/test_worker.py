@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
-from kafka import KafkaProducer
+from kafka import KafkaAdminClient, KafkaProducer
 
 from schemas.settings import Settings
 from schemas.triggers import Trigger
@@ -92,6 +92,35 @@ def wait_until_processed(worker: WorkerProcess, person: str, timeout: float = 90
         timeout=timeout,
     )
     assert any(message.key == person.encode() for message in found), f"worker did not process {person}:\n{worker.log()}"
+
+
+# The assignor each runner's consumer group uses: aiokafka's range assignor, or Faust's own.
+GROUP_PROTOCOL = {"batched": "range", "faust": "faust"}
+
+
+def group_protocol(settings: Settings, timeout: float = 60) -> str | None:
+    """The assignment protocol of the workers' consumer group once it is stable."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap.split(","), client_id="runner-test")
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            description: dict[str, Any] = admin.describe_groups([settings.app_id])[settings.app_id]
+            if description.get("group_state") == "Stable":
+                return str(description.get("protocol_data"))
+            time.sleep(0.5)
+    finally:
+        admin.close()
+    return None
+
+
+def test_the_worker_is_hosted_by_the_runner_its_settings_name(settings: Settings, producer: KafkaProducer) -> None:
+    worker = WorkerProcess(settings, settings.data_dir / "worker.log").start()
+    try:
+        send(producer, settings, "warmup", event("Product Viewed", "warmup", utc_now(), product_id="sku-0"))
+        wait_until_processed(worker, "warmup")
+        assert group_protocol(settings) == GROUP_PROTOCOL[settings.runner], worker.log()
+    finally:
+        worker.stop()
 
 
 @pytest.fixture
