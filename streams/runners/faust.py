@@ -160,24 +160,32 @@ class FaustStore:
         writes.extend((self.erased, partition, hashed, at) for hashed, (partition, at) in erased.items())
         return writes
 
-    def write(self, writes: list[Write]) -> list[Any]:
-        """Into the local stores, and to the changelogs: returns the changelog sends to wait for."""
-        sent = []
+    def write(self, writes: list[Write]) -> None:
+        """Into the local stores; `send` then sends them to the changelogs."""
         for table, partition, key, value in writes:
             with self._at(partition):
                 if value is None:
-                    sent.append(table.send_changelog(partition, key, None, value_serializer="raw"))
                     if key in table.data:
                         del table.data[key]
                 else:
-                    sent.append(table.send_changelog(partition, key, value))
                     table.data[key] = value
-        return sent
 
-    def resend(self, writes: list[Write]) -> list[Any]:
-        """The changelog records of writes whose sends failed (the local stores have them already)."""
+    async def send(self, writes: list[Write]) -> list[Any]:
+        """The writes' changelog records, sent: returns the deliveries to wait for.
+
+        Sent directly rather than through Faust's producer buffer (where `table[key] = value` queues them): a
+        batch's hundreds of records made the conductor warn of a full buffer and stop deliveries until it
+        drained. The table's own callback records the changelog offset its store holds, as for `table[key]`."""
         return [
-            table.send_changelog(partition, key, value, value_serializer="raw" if value is None else None)
+            await table.changelog_topic.send(
+                key=key,
+                value=value,
+                partition=partition,
+                key_serializer="raw",
+                value_serializer="raw",
+                callback=table._on_changelog_sent,
+                force=True,
+            )
             for table, partition, key, value in writes
         ]
 
@@ -369,14 +377,11 @@ class FaustRunner:
         outputs = self.output.take()
         if not await self._until_sent(lambda: self.output.send(outputs)):
             return False
-        sent = self.store.write(writes)
+        self.store.write(writes)
         self.store.release()
-        first = True
 
         async def changelog() -> None:
-            nonlocal first
-            deliveries = sent if first else self.store.resend(writes)
-            first = False
+            deliveries = await self.store.send(writes)
             results = await asyncio.gather(*deliveries, return_exceptions=True)
             for result in results:
                 if isinstance(result, BaseException):
