@@ -297,6 +297,7 @@ class FaustRunner:
         app.timer(settings.timer_interval_seconds, name="nudgeflow.clock")(self._tick)
         self.persons.on_recover(self._on_recovered)
         app.on_partitions_revoked.connect(self._on_revoked)
+        app.on_before_shutdown.connect(self._on_shutdown)
         self._add_pages()
 
     def _table(self, name: str) -> Any:
@@ -428,11 +429,28 @@ class FaustRunner:
     # Ownership -------------------------------------------------------------------------------------------------
 
     async def _on_revoked(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        # Faust has waited for the agent to ack what it took: nothing is pending.
+        # Faust has waited for the agent to ack what it took: nothing is pending but profile snapshots.
         async with self._lock:
+            await self._send_snapshots()
             self.processor.owned = set()
             self.processor.schedule.clear()
             self.store.forget_decoded()
+
+    async def _on_shutdown(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        async with self._lock:
+            await self._send_snapshots()
+
+    async def _send_snapshots(self) -> None:
+        """The snapshots of people changed since the last ones, before their partitions move or the worker
+        stops: sent later, by a worker that no longer holds them, one could land after the next owner's."""
+        self.processor.publish_snapshots()
+        records = self.output.take()
+        if not records:
+            return
+        try:
+            await self.output.send(records)
+        except Exception as error:  # a view only: the person's next change publishes it again
+            log.warning("profile snapshots not sent: %s", error)
 
     async def _on_recovered(self) -> None:
         partitions = {
