@@ -71,7 +71,18 @@ async def test_a_sink_holding_the_person_s_partitions_writes_nothing_back_after_
     tasks = [asyncio.create_task(eraser.run()), asyncio.create_task(holder.run())]
     try:
         every = 7 * settings.partitions  # the six topics written to ClickHouse and the privacy topic
-        await wait_for(lambda: len(eraser.assignment()) + len(holder.assignment()) == every)
+        # Settled: every partition held once, and each sink holding some of each topic (mid-rebalance one sink
+        # may briefly hold everything).
+        await wait_for(
+            lambda: (
+                len(eraser.assignment()) + len(holder.assignment()) == every
+                and all(
+                    {tp.topic for tp in sink.assignment()} >= {settings.privacy_topic, settings.events_topic}
+                    for sink in (eraser, holder)
+                )
+                and any(tp.topic == settings.dead_letter_topic for tp in holder.assignment())
+            )
+        )
         assert not eraser.assignment() & holder.assignment()
         # The erasure goes to a partition of one sink, the person's events and letters to partitions of the other.
         privacy = min(tp.partition for tp in eraser.assignment() if tp.topic == settings.privacy_topic)
