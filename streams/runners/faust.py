@@ -63,9 +63,8 @@ from schemas.settings import Settings
 from streams.metrics import WorkerMetrics
 from streams.outbox import partition_of
 from streams.processing.processor import Processor
-from streams.processing.types import UnreadableState
 from streams.rules.state import PersonState
-from streams.state.store import CACHED_STATES
+from streams.state.store import decode_cached
 from streams.timers import DeadlineIndex, PartitionClock, utc_now
 from streams.views import profile_document, segment_page
 
@@ -224,16 +223,7 @@ class FaustStore:
             return cached
         with self._at(partition):
             stored = self.persons.data.get(key)
-        if stored is None:
-            return None
-        try:
-            state = PersonState.from_json(stored)
-        except ValueError as error:
-            raise UnreadableState(stored, error) from None
-        if len(self._cache) >= CACHED_STATES:
-            self._cache.clear()  # crude, and cheap: the hot people come back within a batch or two
-        self._cache[key] = state
-        return state
+        return None if stored is None else decode_cached(self._cache, key, stored)
 
     def holds(self, key: bytes) -> bool:
         pending = self._pending.get(key)

@@ -21,6 +21,19 @@ from streams.state.tables import Table
 CACHED_STATES = 50_000
 
 
+def decode_cached(cache: dict[bytes, PersonState], key: bytes, stored: bytes) -> PersonState:
+    """A stored state decoded and kept in `cache` (at most CACHED_STATES of them); UnreadableState when it
+    does not decode. Both runners' stores read through here."""
+    try:
+        state = PersonState.from_json(stored)
+    except ValueError as error:
+        raise UnreadableState(stored, error) from None
+    if len(cache) >= CACHED_STATES:
+        cache.clear()  # crude, and cheap: the hot people come back within a batch or two
+    cache[key] = state
+    return state
+
+
 class TableStore:
     """A PersonStore over the persons and erased tables, with decoded states cached."""
 
@@ -48,16 +61,7 @@ class TableStore:
         if cached is not None:
             return cached
         stored = self.persons.get(partition, key)
-        if stored is None:
-            return None
-        try:
-            state = PersonState.from_json(stored)
-        except ValueError as error:
-            raise UnreadableState(stored, error) from None
-        if len(self._cache) >= CACHED_STATES:
-            self._cache.clear()  # crude, and cheap: the hot people come back within a batch or two
-        self._cache[key] = state
-        return state
+        return None if stored is None else decode_cached(self._cache, key, stored)
 
     def holds(self, key: bytes) -> bool:
         return key in self._unstored or key in self._cache
