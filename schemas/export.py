@@ -7,6 +7,7 @@ from pathlib import Path
 import orjson
 from pydantic import BaseModel
 
+from schemas.deliveries import DeliveryRecord
 from schemas.events import PROPERTIES_BY_EVENT, Event
 from schemas.identity import ContactLink, ForgetMerged, Link, Merge
 from schemas.privacy import AuditRecord, ErasureRequest
@@ -27,6 +28,7 @@ EXPORTED: dict[str, type[BaseModel]] = {
     "erasure_request": ErasureRequest,
     "audit_record": AuditRecord,
     "quarantined_state": QuarantinedState,
+    "delivery_record": DeliveryRecord,
     "identity.link": Link,
     "identity.merge": Merge,
     "identity.contact": ContactLink,
