@@ -7,6 +7,7 @@ from pathlib import Path
 import orjson
 from pydantic import BaseModel
 
+from schemas.campaigns import CampaignControl
 from schemas.deliveries import DeliveryRecord
 from schemas.events import PROPERTIES_BY_EVENT, Event
 from schemas.identity import ContactLink, ForgetMerged, Link, Merge
@@ -33,6 +34,7 @@ EXPORTED: dict[str, type[BaseModel]] = {
     "identity.merge": Merge,
     "identity.contact": ContactLink,
     "identity.forget_merged": ForgetMerged,
+    "campaign_control": CampaignControl,
     **{f"properties.{name.value.lower().replace(' ', '_')}": model for name, model in PROPERTIES_BY_EVENT.items()},
 }
 

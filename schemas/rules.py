@@ -11,12 +11,14 @@ import re
 from datetime import time, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from schemas.triggers import Channel
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 DEFAULT_RULES_FILE = Path(__file__).resolve().parent / "default_rules.yaml"
 
@@ -292,6 +294,11 @@ def _line_of(root: yaml.Node | None, location: tuple[int | str, ...]) -> int | N
 
 
 def parse_rules(text: str, source: str = "<rules>") -> RulesConfig:
+    return validated_yaml(RulesConfig, text, source, "rules file")
+
+
+def validated_yaml(model: type[ModelT], text: str, source: str, what: str) -> ModelT:
+    """`text` as `model`, or InvalidRules naming the line, the field and the reason of every problem."""
     try:
         root = yaml.compose(text)
         document: Any = yaml.safe_load(text)
@@ -302,9 +309,9 @@ def parse_rules(text: str, source: str = "<rules>") -> RulesConfig:
     if document is None:
         document = {}
     if not isinstance(document, dict):
-        raise InvalidRules(f"{source}:1: the rules file must be a mapping, not {type(document).__name__}")
+        raise InvalidRules(f"{source}:1: the {what} must be a mapping, not {type(document).__name__}")
     try:
-        return RulesConfig.model_validate(document)
+        return model.model_validate(document)
     except ValidationError as error:
         problems = []
         for problem in error.errors(include_url=False):

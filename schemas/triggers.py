@@ -89,6 +89,8 @@ class SuppressionReason(StrEnum):
     EXPIRED = "expired"
     HOLDOUT = "holdout"
     REENTRY = "reentry"
+    NOT_IN_AUDIENCE = "not_in_audience"  # a campaign's recipient who left its segments before their moment
+    CANCELLED = "cancelled"  # a campaign cancelled before this recipient's moment
 
 
 class Suppression(WireModel):

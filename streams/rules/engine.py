@@ -14,10 +14,20 @@ from datetime import datetime
 
 from schemas.events import Event
 from schemas.limits import DEFAULT_LIMITS, Limits
-from schemas.rules import RulesConfig
+from schemas.rules import RulesConfig, TriggerRule
 from schemas.segments import SegmentChange
 from schemas.triggers import Suppression, SuppressionReason, Trigger
 from streams.rules.bounds import bounded_history, message_digest, remembered_messages
+from streams.rules.campaigns import (
+    MEMBER_AT_SCHEDULE,
+    NO_CAMPAIGNS,
+    THROTTLED,
+    Campaigns,
+    campaign_trigger,
+    in_audience,
+    is_campaign,
+    pending_with_campaigns,
+)
 from streams.rules.carts import carts_after_event
 from streams.rules.facts import ProfileFacts
 from streams.rules.identity import anonymous_ids_to_link, merge_states
@@ -55,13 +65,19 @@ class Step:
 @dataclass
 class _Outcome:
     limits: Limits
+    campaigns: Campaigns = NO_CAMPAIGNS
     triggers: list[Trigger] = field(default_factory=list)
     suppressed: list[Suppression] = field(default_factory=list)
     segment_changes: list[SegmentChange] = field(default_factory=list)
 
 
 def apply_event(
-    state: PersonState, event: Event, position: SourcePosition, rules: RulesConfig, limits: Limits = DEFAULT_LIMITS
+    state: PersonState,
+    event: Event,
+    position: SourcePosition,
+    rules: RulesConfig,
+    limits: Limits = DEFAULT_LIMITS,
+    campaigns: Campaigns = NO_CAMPAIGNS,
 ) -> Step:
     """Apply one event at its own time. What fell due before it fires first, so processing a person's
     events live or replaying them later gives the same triggers. An event whose messageId the state
@@ -71,7 +87,7 @@ def apply_event(
     digest = message_digest(event.message_id) if event.message_id else None
     if digest is not None and digest in state.recent_messages:
         return Step(state, applied=False, repeated=True)
-    outcome = _Outcome(limits)
+    outcome = _Outcome(limits, campaigns)
     moment = event.timestamp
     links = anonymous_ids_to_link(state, event)
     current = _run_due(state, moment, moment, rules, outcome)
@@ -109,15 +125,29 @@ def absorb(
 
 
 def advance_time(
-    state: PersonState, now: datetime, position: SourcePosition, rules: RulesConfig, limits: Limits = DEFAULT_LIMITS
+    state: PersonState,
+    now: datetime,
+    position: SourcePosition,
+    rules: RulesConfig,
+    limits: Limits = DEFAULT_LIMITS,
+    campaigns: Campaigns = NO_CAMPAIGNS,
 ) -> Step:
     """Let time pass to `now` (the partition's clock): fire what is due and re-check segments."""
     if state.already_applied(position):
         return Step(state, applied=False)
-    outcome = _Outcome(limits)
+    outcome = _Outcome(limits, campaigns)
     current = _run_due(state, now, now, rules, outcome)
     current = current.model_copy(update={"applied_offsets": current.record(position)})
     return Step(current, outcome.triggers, outcome.suppressed, outcome.segment_changes)
+
+
+def schedule_campaigns(
+    state: PersonState, now: datetime, campaigns: Campaigns, rules: RulesConfig, limits: Limits = DEFAULT_LIMITS
+) -> PersonState:
+    """The person with a deadline for each live campaign's next occurrence (the runner's sweep of the people
+    of its partitions when a campaign arrives); the same state when nothing was missing."""
+    pending = pending_with_campaigns(state, state.pending, now, campaigns.plans.values(), rules.policy, limits)
+    return state if pending is state.pending else state.model_copy(update={"pending": pending})
 
 
 def _reevaluate_segments(state: PersonState, now: datetime, rules: RulesConfig, outcome: _Outcome) -> PersonState:
@@ -128,6 +158,10 @@ def _reevaluate_segments(state: PersonState, now: datetime, rules: RulesConfig, 
     pending = pending_with_birthdays(
         state, pending_after_segment_changes(state, state.pending, changes, rules, outcome.limits), now, rules
     )
+    if outcome.campaigns.plans:
+        # Someone who became known after a campaign was scheduled waits for it too.
+        plans = outcome.campaigns.plans.values()
+        pending = pending_with_campaigns(state, pending, now, plans, rules.policy, outcome.limits)
     if membership == state.segments and _same_moment(check_at, state.segment_check_at) and pending is state.pending:
         return state  # the usual outcome after an event: nothing to copy
     return state.model_copy(update={"segments": membership, "segment_check_at": check_at, "pending": pending})
@@ -167,6 +201,8 @@ def _priority(rules: RulesConfig, name: str) -> int:
 def _fire(
     state: PersonState, waiting: PendingTrigger, now: datetime, rules: RulesConfig, outcome: _Outcome
 ) -> PersonState:
+    if is_campaign(waiting.rule):
+        return _fire_campaign(state, waiting, now, rules, outcome)
     pending = {slot: p for slot, p in state.pending.items() if slot != waiting.slot}
     rule = trigger_rules_by_name(rules).get(waiting.rule)
     if rule is None or not rule.enabled:
@@ -177,13 +213,86 @@ def _fire(
     trigger = build_trigger(state, waiting, rule, now)
     if trigger is None:
         return state.model_copy(update={"pending": pending})
-    decided_at = waiting.fire_at if waiting.deferred else waiting.due_at
     if not reentry_allows_firing(state, rule, waiting):
         detail = f"re-entry {rule.reentry.value}: the rule already sent this person one"
         outcome.suppressed.append(
             Suppression(trigger=trigger, reason=SuppressionReason.REENTRY, detail=detail, decided_at=now)
         )
         return state.model_copy(update={"pending": pending})
+    return _decide(state, pending, waiting, rule, trigger, follow_up, now, rules, outcome)
+
+
+def _fire_campaign(
+    state: PersonState, waiting: PendingTrigger, now: datetime, rules: RulesConfig, outcome: _Outcome
+) -> PersonState:
+    """One person's occurrence of a campaign: dropped once cancelled, held by the throttle, checked against
+    the audience at this moment, then through the same gate as every rule's nudge."""
+    pending = {slot: p for slot, p in state.pending.items() if slot != waiting.slot}
+    campaigns = outcome.campaigns
+    each = campaigns.plans.get(waiting.rule)
+    if each is None:
+        return state.model_copy(update={"pending": pending})  # a campaign nobody scheduled (any more)
+    trigger = campaign_trigger(state, waiting, each, now)
+    if each.cancelled:
+        reason = SuppressionReason.CANCELLED
+        return _suppressed(state, pending, waiting, trigger, reason, "the campaign was cancelled", now, outcome)
+    until = campaigns.held_until.get(waiting.rule)
+    if until is not None and until > now:
+        context = {**waiting.context, THROTTLED: True}
+        pending[waiting.slot] = waiting.model_copy(update={"fire_at": until, "deferred": True, "context": context})
+        return state.model_copy(update={"pending": pending})
+    audience = each.campaign.audience
+    if not in_audience(state.segments, audience):
+        if not waiting.context.get(MEMBER_AT_SCHEDULE):
+            return _settled(state, pending, waiting, outcome)  # never in the audience: nothing to say
+        detail = f"no longer in {' or '.join(audience.segments)}" + (
+            f" (or now in {' or '.join(audience.exclude)})" if audience.exclude else ""
+        )
+        reason = SuppressionReason.NOT_IN_AUDIENCE
+        return _suppressed(state, pending, waiting, trigger, reason, detail, now, outcome)
+    decided = _decide(state, pending, waiting, each.rule, trigger, None, now, rules, outcome)
+    if waiting.slot in decided.pending:
+        return decided  # deferred (quiet hours): the next occurrence waits until this one is decided
+    # A recurrence: the next occurrence waits now that this one is decided (sent or suppressed).
+    later = pending_with_campaigns(decided, decided.pending, now, [each], rules.policy, outcome.limits)
+    return decided if later is decided.pending else decided.model_copy(update={"pending": later})
+
+
+def _suppressed(
+    state: PersonState,
+    pending: dict[str, PendingTrigger],
+    waiting: PendingTrigger,
+    trigger: Trigger,
+    reason: SuppressionReason,
+    detail: str,
+    now: datetime,
+    outcome: _Outcome,
+) -> PersonState:
+    outcome.suppressed.append(Suppression(trigger=trigger, reason=reason, detail=detail, decided_at=now))
+    return _settled(state, pending, waiting, outcome)
+
+
+def _settled(
+    state: PersonState, pending: dict[str, PendingTrigger], waiting: PendingTrigger, outcome: _Outcome
+) -> PersonState:
+    """An occurrence decided without the gate: remembered, so no later event schedules it again."""
+    fired = bounded_history({**state.fired, waiting.slot: waiting.due_at}, outcome.limits)
+    return state.model_copy(update={"pending": pending, "fired": fired})
+
+
+def _decide(
+    state: PersonState,
+    pending: dict[str, PendingTrigger],
+    waiting: PendingTrigger,
+    rule: TriggerRule,
+    trigger: Trigger,
+    follow_up: PendingTrigger | None,
+    now: datetime,
+    rules: RulesConfig,
+    outcome: _Outcome,
+) -> PersonState:
+    """The policy gate's verdict on a due nudge, applied: sent, deferred or suppressed with the reason."""
+    decided_at = waiting.fire_at if waiting.deferred else waiting.due_at
     verdict = gate(state, trigger, rule, rules.policy, decided_at, now)
     if isinstance(verdict, Defer):
         if follow_up is not None:
