@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.limits import Limits
@@ -18,6 +18,73 @@ DEMO_HASH_SECRET = "nudgeflow-demo-hash-secret"
 
 class UnsafeSettings(ValueError):
     """Settings that would leave a process open outside demo mode; the message says what to set."""
+
+
+def _read_secret(path: Path, variable: str) -> SecretStr:
+    """A secret mounted as a file (as container platforms do), without the newline editors leave at its end."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ValueError(f"{variable} names {path}, which cannot be read: {error.strerror}") from None
+    return SecretStr(text.rstrip("\r\n"))
+
+
+class SecuritySettings(BaseModel):
+    """How every client authenticates to Kafka and ClickHouse and protects the connection: TLS, SASL, credentials.
+
+    Set from the environment as NUDGEFLOW_SECURITY__<NAME>, e.g. NUDGEFLOW_SECURITY__KAFKA_PROTOCOL=SASL_SSL. Every
+    secret can come from a file instead (<NAME>_FILE). Secrets are SecretStr: never printed, logged or exported."""
+
+    kafka_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="Kafka security protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        default="PLAIN", description="SASL mechanism with SASL_*: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+    )
+    kafka_username: str | None = Field(default=None, description="SASL user (an API key on Confluent Cloud)")
+    kafka_password: SecretStr | None = Field(default=None, description="SASL password (the API secret)")
+    kafka_password_file: Path | None = Field(default=None, description="file holding kafka_password instead")
+    kafka_ca_file: Path | None = Field(
+        default=None, description="PEM CA bundle the brokers' certificates are checked against; unset: system CAs"
+    )
+    kafka_cert_file: Path | None = Field(default=None, description="PEM client certificate, for mutual TLS")
+    kafka_key_file: Path | None = Field(default=None, description="PEM private key of kafka_cert_file")
+    kafka_key_password: SecretStr | None = Field(default=None, description="password of an encrypted kafka_key_file")
+    kafka_key_password_file: Path | None = Field(default=None, description="file holding kafka_key_password instead")
+    kafka_check_hostname: bool = Field(
+        default=True, description="check that the broker's certificate names the host connected to"
+    )
+    kafka_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="longest wait for a broker's answer while connecting (a wrong setting fails)"
+    )
+    clickhouse_user: str | None = Field(default=None, description="ClickHouse user; unset: the URL's, else default")
+    clickhouse_password: SecretStr | None = Field(default=None, description="password of clickhouse_user")
+    clickhouse_password_file: Path | None = Field(default=None, description="file holding clickhouse_password instead")
+    clickhouse_ca_file: Path | None = Field(
+        default=None, description="PEM CA bundle an https:// clickhouse_url's certificate is checked against"
+    )
+    clickhouse_verify: bool = Field(
+        default=True, description="check an https:// ClickHouse server's certificate and host name"
+    )
+
+    @model_validator(mode="after")
+    def _secret_files(self) -> SecuritySettings:
+        for name in ("kafka_password", "kafka_key_password", "clickhouse_password"):
+            path = getattr(self, f"{name}_file")
+            if path is None:
+                continue
+            variable = f"NUDGEFLOW_SECURITY__{name.upper()}"
+            if getattr(self, name) is not None:
+                raise ValueError(f"set {variable} or {variable}_FILE, not both")
+            setattr(self, name, _read_secret(path, f"{variable}_FILE"))
+        if self.kafka_protocol.startswith("SASL_") and (not self.kafka_username or self.kafka_password is None):
+            raise ValueError(
+                f"NUDGEFLOW_SECURITY__KAFKA_PROTOCOL={self.kafka_protocol} needs NUDGEFLOW_SECURITY__KAFKA_USERNAME "
+                "and NUDGEFLOW_SECURITY__KAFKA_PASSWORD (or _FILE)"
+            )
+        if (self.kafka_cert_file is None) != (self.kafka_key_file is None):
+            raise ValueError("mutual TLS needs both NUDGEFLOW_SECURITY__KAFKA_CERT_FILE and ..._KAFKA_KEY_FILE")
+        return self
 
 
 class SenderSettings(BaseModel):
@@ -187,6 +254,10 @@ class Settings(BaseSettings):
     )
     sender: SenderSettings = Field(
         default_factory=SenderSettings, description="delivery by `nudgeflow send`; see the sender rows of the table"
+    )
+    security: SecuritySettings = Field(
+        default_factory=SecuritySettings,
+        description="TLS, SASL and credentials of the Kafka and ClickHouse clients; see the security rows of the table",
     )
 
     @property

@@ -31,6 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, ProgrammingError
 
+from schemas.connections import aiokafka_options
 from schemas.limits import truncated
 from schemas.privacy import AuditRecord, ErasureRequest, parse_erasure, person_hash
 from schemas.settings import Settings
@@ -193,15 +194,13 @@ class ClickHouseSink:
         consumer = AIOKafkaConsumer(
             *self.routes,
             self.settings.privacy_topic,
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            **aiokafka_options(self.settings),
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             client_id="nudgeflow-sink",
         )
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap, client_id="nudgeflow-sink-audit", acks="all"
-        )
+        producer = AIOKafkaProducer(**aiokafka_options(self.settings), client_id="nudgeflow-sink-audit", acks="all")
         await consumer.start()
         await producer.start()
         self._producer = producer

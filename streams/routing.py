@@ -11,6 +11,7 @@ from typing import Any
 
 from kafka import KafkaAdminClient
 
+from schemas.connections import kafka_python_options
 from schemas.settings import Settings
 
 CLIENT_PREFIX = "nudgeflow-worker "
@@ -19,7 +20,7 @@ CLIENT_PREFIX = "nudgeflow-worker "
 def owner_url(settings: Settings, partition: int) -> str | None:
     """The URL of the worker whose consumer holds `partition` of the events topic, from the group's
     description (workers put their URL in their client id); None while nobody holds it."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap.split(","), client_id="nudgeflow-api")
+    admin = KafkaAdminClient(**kafka_python_options(settings), client_id="nudgeflow-api")
     try:
         description: dict[str, Any] = admin.describe_groups([settings.app_id])[settings.app_id]
     finally:

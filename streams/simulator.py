@@ -17,6 +17,7 @@ from typing import Any
 
 from kafka import KafkaProducer
 
+from schemas.connections import kafka_python_options
 from schemas.events import EventName
 from schemas.settings import Settings
 from streams.timers import utc_now
@@ -154,7 +155,7 @@ class Simulator:
     def run(self, duration_seconds: float) -> int:
         import orjson
 
-        producer = KafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap.split(","), linger_ms=5)
+        producer = KafkaProducer(**kafka_python_options(self.settings), linger_ms=5)
         sessions = max(1, int(duration_seconds * self.sessions_per_second))
         start = utc_now()
         started = time.monotonic()

@@ -9,6 +9,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
+from schemas.connections import kafka_python_options
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ def admin_client(settings: Settings, wait_seconds: float = 60.0) -> KafkaAdminCl
     deadline = time.monotonic() + wait_seconds
     while True:
         try:
-            return KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap.split(","), client_id="nudgeflow-admin")
+            return KafkaAdminClient(**kafka_python_options(settings), client_id="nudgeflow-admin")
         except KafkaTimeoutError:
             if time.monotonic() >= deadline:
                 raise BrokerUnavailable(

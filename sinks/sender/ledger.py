@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import ValidationError
 
+from schemas.connections import aiokafka_options
 from schemas.deliveries import DeliveryRecord, DeliveryState
 from schemas.settings import Settings
 
@@ -61,7 +62,7 @@ class Ledger:
         if not wanted:
             return 0
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            **aiokafka_options(self.settings),
             enable_auto_commit=False,
             group_id=None,
             client_id=f"{self.settings.app_id}-sender-ledger",

@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from pydantic import ValidationError
 
+from schemas.connections import aiokafka_options
 from schemas.deliveries import DeliveryRecord, DeliveryState
 from schemas.settings import Settings
 from schemas.triggers import Channel, DeadLetter, Trigger
@@ -146,7 +147,7 @@ class Sender:
     async def run(self) -> None:
         settings = self.settings
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
+            **aiokafka_options(settings),
             acks="all",
             enable_idempotence=True,  # keeps one trigger's records in the order they were sent
             linger_ms=1,
@@ -155,7 +156,7 @@ class Sender:
         await self.producer.start()
         self.ledger = Ledger(settings, self.producer)
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap,
+            **aiokafka_options(settings),
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

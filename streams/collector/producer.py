@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from schemas.connections import aiokafka_options
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class KafkaEventProducer:
         async with self._lock:
             if self._producer is None:
                 producer = AIOKafkaProducer(
-                    bootstrap_servers=self._settings.kafka_bootstrap.split(","),
+                    **aiokafka_options(self._settings),
                     client_id="nudgeflow-collector",
                     acks="all",
                     enable_idempotence=True,

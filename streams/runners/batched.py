@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
+from schemas.connections import aiokafka_options
 from schemas.rules import RulesConfig
 from schemas.settings import Settings
 from streams.metrics import WorkerMetrics
@@ -105,7 +106,7 @@ class BatchedRunner:
     async def run(self) -> None:
         settings = self.settings
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
+            **aiokafka_options(settings),
             client_id=f"{CLIENT_PREFIX}{self.url}",  # how the API finds the owner of a partition
             acks="all",
             linger_ms=0,  # the outbox already sends a whole batch at once: waiting longer only adds latency
@@ -115,7 +116,7 @@ class BatchedRunner:
         # The range assignor gives a worker the same partition numbers of every source topic, so a
         # person's events, identity messages and privacy requests all reach the worker holding their state.
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap,
+            **aiokafka_options(settings),
             group_id=settings.app_id,
             client_id=f"{CLIENT_PREFIX}{self.url}",  # how the API finds the owner of a partition
             enable_auto_commit=False,
@@ -252,7 +253,7 @@ class BatchedRunner:
             self.processor.applied_events.clear()
             try:
                 for table in self.store.tables:
-                    await recovery.catch_up(table, self.owned, self.settings.kafka_bootstrap)
+                    await recovery.catch_up(table, self.owned, self.settings)
                 self.processor.rebuild_schedule()
                 for tp in self._consumer.assignment():
                     if await self._consumer.committed(tp) is None:
@@ -279,7 +280,7 @@ class BatchedRunner:
                 # Until the tables are restored the partitions cannot be processed: keep trying.
                 while True:
                     try:
-                        await recovery.assign(table, partitions, self.settings.kafka_bootstrap)
+                        await recovery.assign(table, partitions, self.settings)
                         break
                     except KafkaError as error:
                         log.warning("restoring table %s failed (%s); retrying", table.name, error)

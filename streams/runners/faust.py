@@ -58,6 +58,7 @@ from aiohttp import web
 from faust.web import Request, View
 
 from schemas.access import token_guard
+from schemas.connections import faust_broker_options
 from schemas.rules import RulesConfig
 from schemas.settings import Settings
 from streams.metrics import WorkerMetrics
@@ -546,7 +547,7 @@ def app_settings(settings: Settings) -> dict[str, Any]:
     """The Faust configuration of nudgeflow's own app."""
     host, port = settings.worker_web_host, settings.worker_web_port
     return {
-        "broker": [f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
+        **faust_broker_options(settings),
         "store": "rocksdb://" if settings.table_store == "rocksdb" else "memory://",
         "datadir": str(settings.data_dir / "faust"),
         "topic_partitions": settings.partitions,

@@ -12,24 +12,26 @@ import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from schemas.connections import aiokafka_options
+from schemas.settings import Settings
 from streams.state.tables import Table
 
 log = logging.getLogger(__name__)
 
 
-async def assign(table: Table, partitions: set[int], bootstrap: str) -> None:
+async def assign(table: Table, partitions: set[int], settings: Settings) -> None:
     """Open the partitions' stores and bring them up to the end of the changelog."""
     table.open(partitions)
-    await catch_up(table, partitions, bootstrap)
+    await catch_up(table, partitions, settings)
 
 
-async def catch_up(table: Table, partitions: set[int], bootstrap: str) -> None:
+async def catch_up(table: Table, partitions: set[int], settings: Settings) -> None:
     """Apply what the changelog holds beyond each store's recorded offset."""
     wanted = {TopicPartition(table.changelog_topic, p) for p in partitions if p in table.partitions}
     if not wanted:
         return
     started = time.monotonic()
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, client_id="nudgeflow-restore")
+    consumer = AIOKafkaConsumer(**aiokafka_options(settings), enable_auto_commit=False, client_id="nudgeflow-restore")
     await consumer.start()
     restored = 0
     try:

@@ -186,7 +186,7 @@ async def worker_api(
     configured = settings.model_copy(update={"worker_web_host": listen_host, "table_store": "memory"})
     worker = BatchedRunner(configured, load_rules(None))
     partitions = set(range(configured.partitions)) if held is None else held
-    await recovery.assign(worker.store.persons, partitions, configured.kafka_bootstrap)
+    await recovery.assign(worker.store.persons, partitions, configured)
     worker.processor.owned = partitions
     key = b"ada"
     if partition_of(key, configured.partitions) in partitions:

@@ -29,21 +29,21 @@ async def write(settings: Settings, table: Table, writes: dict[bytes, bytes | No
 async def test_a_fresh_worker_gets_back_exactly_the_flushed_state(settings: Settings) -> None:
     topic = settings.changelog_topic("persons")
     first = Table("persons", topic, None)
-    await recovery.assign(first, {1, 2}, settings.kafka_bootstrap)
+    await recovery.assign(first, {1, 2}, settings)
     await write(settings, first, {b"ann": b"1", b"bob": b"1"})
     await write(settings, first, {b"ann": b"2", b"bob": None})  # one record per key per flush; a tombstone
     assert first.get(1, b"ann") == b"2"
     assert first.get(1, b"bob") is None
 
     second = Table("persons", topic, None)  # another worker, nothing on disk
-    await recovery.assign(second, {1, 2}, settings.kafka_bootstrap)
+    await recovery.assign(second, {1, 2}, settings)
     assert dict(second.items(1)) == {b"ann": b"2"}
     assert dict(second.items(2)) == {}
 
 
 async def test_staged_writes_are_seen_at_once_and_gone_if_discarded(settings: Settings) -> None:
     table = Table("persons", settings.changelog_topic("persons"), None)
-    await recovery.assign(table, {1}, settings.kafka_bootstrap)
+    await recovery.assign(table, {1}, settings)
     table.put(1, b"ann", b"staged")
     assert table.get(1, b"ann") == b"staged"
     assert dict(table.items(1)) == {b"ann": b"staged"}
@@ -58,15 +58,15 @@ async def test_a_store_on_disk_catches_up_from_where_it_stopped(settings: Settin
     topic = settings.changelog_topic("persons")
     directory = tmp_path / "persons"
     table = Table("persons", topic, directory)
-    await recovery.assign(table, {1}, settings.kafka_bootstrap)
+    await recovery.assign(table, {1}, settings)
     await write(settings, table, {b"ann": b"1"})
     table.close()  # the partition moves away; its store stays on disk with the offset it reached
 
     elsewhere = Table("persons", topic, None)  # the partition's next owner writes on
-    await recovery.assign(elsewhere, {1}, settings.kafka_bootstrap)
+    await recovery.assign(elsewhere, {1}, settings)
     await write(settings, elsewhere, {b"ann": b"2", b"cy": b"1"})
 
     back = Table("persons", topic, directory)  # and the partition comes back
-    await recovery.assign(back, {1}, settings.kafka_bootstrap)
+    await recovery.assign(back, {1}, settings)
     assert dict(back.items(1)) == {b"ann": b"2", b"cy": b"1"}
     back.close()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from schemas.limits import Limits
-from schemas.settings import SenderSettings, Settings
+from schemas.settings import SecuritySettings, SenderSettings, Settings
 from streams.settings_docs import environment_variables, settings_table
 
 README = Path(__file__).resolve().parents[3] / "README.md"
@@ -23,11 +23,13 @@ def test_the_readme_holds_exactly_the_generated_table() -> None:
 def test_every_setting_has_a_row_and_a_description() -> None:
     rows = settings_table().splitlines()[2:]
     names = [row.split(" | ")[0].removeprefix("| ") for row in rows]
-    plain = [name for name in Settings.model_fields if name not in ("limits", "sender")]
+    plain = [name for name in Settings.model_fields if name not in ("limits", "sender", "security")]
     groups = [f"limits.{name}" for name in Limits.model_fields]
     groups += [f"sender.{name}" for name in SenderSettings.model_fields]
+    groups += [f"security.{name}" for name in SecuritySettings.model_fields]
     assert names == plain + groups
     every = [*Settings.model_fields.values(), *Limits.model_fields.values(), *SenderSettings.model_fields.values()]
+    every += SecuritySettings.model_fields.values()
     assert all(field.description for field in every)
 
 
