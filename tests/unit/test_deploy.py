@@ -13,11 +13,13 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from schemas.access import METRICS_PATH
 from schemas.rules import load_rules, parse_rules
 from schemas.settings import Settings
 from streams.api import HEALTH_PATH
+from streams.collector.app import UNSUBSCRIBE_PREFIX
 from streams.settings_docs import environment_variables
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,6 +35,11 @@ SCALE_OUT_FILES = [
 
 KNOWN_VARIABLES = {
     variable for name, field in Settings.model_fields.items() for variable in environment_variables(name, field)
+} | {  # the nested settings, as NUDGEFLOW_SENDER__SMTP_HOST
+    f"NUDGEFLOW_{name}__{inner}".upper()
+    for name, field in Settings.model_fields.items()
+    if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+    for inner in field.annotation.model_fields
 }
 
 
@@ -119,6 +126,7 @@ def test_prometheus_scrapes_every_process_on_the_port_it_listens_on() -> None:
         "worker": services["worker"]["environment"]["NUDGEFLOW_WORKER_WEB_PORT"],
         "collector": services["collector"]["environment"]["NUDGEFLOW_COLLECTOR_PORT"],
         "sink": services["sink"]["environment"]["NUDGEFLOW_SINK_WEB_PORT"],
+        "sender": services["sender"]["environment"]["NUDGEFLOW_SENDER__WEB_PORT"],
     }
     assert {f"{name}:{port}" for name, port in ports.items()} <= targets
 
@@ -189,13 +197,20 @@ SECRET_VARIABLES = {
     "NUDGEFLOW_SENDGRID_PUBLIC_KEY",
     "NUDGEFLOW_TWILIO_AUTH_TOKEN",
 }
+# The senders' provider keys: optional (only the provider used needs its own), never in a manifest.
+SENDER_SECRETS = {
+    "NUDGEFLOW_SENDER__SMTP_PASSWORD",
+    "NUDGEFLOW_SENDER__SENDGRID_API_KEY",
+    "NUDGEFLOW_TWILIO_AUTH_TOKEN",
+}
 # Every process needs these two; the collector the write keys and webhook keys as well.
 REQUIRED_SECRETS = {"NUDGEFLOW_HASH_SECRET", "NUDGEFLOW_API_TOKENS"}
 COLLECTOR_SECRETS = SECRET_VARIABLES
+WANTED_SECRETS = {"collector": COLLECTOR_SECRETS, "send": REQUIRED_SECRETS | SENDER_SECRETS}
 SECRETS_EXAMPLE = DEPLOY / "secrets.env.example"
-NUDGEFLOW_SERVICES = ("worker", "collector", "sink")
+NUDGEFLOW_SERVICES = ("worker", "collector", "sink", "sender")
 # Paths a probe may use: answered without a token, naming nobody.
-PROBE_PATHS = {"worker": {HEALTH_PATH}, "collector": {"/openapi.json"}, "sink": {"/dashboard"}}
+PROBE_PATHS = {"worker": {HEALTH_PATH}, "collector": {"/openapi.json"}, "sink": {"/dashboard"}, "send": {"/health"}}
 
 
 def env_file(path: Path) -> dict[str, str]:
@@ -223,7 +238,7 @@ def truthy(value: Any) -> bool:
 def test_every_secret_comes_from_a_k8s_secret() -> None:
     for component, _, container in workloads():
         env = {e["name"]: e for e in container.get("env", [])}
-        wanted = COLLECTOR_SECRETS if component == "collector" else REQUIRED_SECRETS
+        wanted = WANTED_SECRETS.get(component, REQUIRED_SECRETS)
         for name in wanted:
             assert name in env, f"{component}: {name} is not set"
             reference = env[name].get("valueFrom", {}).get("secretKeyRef", {})
@@ -232,7 +247,7 @@ def test_every_secret_comes_from_a_k8s_secret() -> None:
                 name not in REQUIRED_SECRETS | {"NUDGEFLOW_COLLECTOR_WRITE_KEYS"}
             )
         literal = {e["name"] for e in container.get("env", []) if "value" in e}
-        assert not literal & SECRET_VARIABLES, f"{component} writes a secret into its manifest"
+        assert not literal & (SECRET_VARIABLES | SENDER_SECRETS), f"{component} writes a secret into its manifest"
     assert not set(manifest("ConfigMap", "nudgeflow-env")["data"]) & SECRET_VARIABLES
     assert not [m for m in manifests() if m["kind"] == "Secret"], "Secrets are created by the operator, not shipped"
 
@@ -241,7 +256,8 @@ def test_compose_takes_every_secret_from_the_env_file_and_git_ignores_it() -> No
     services = compose()["services"]
     for name in NUDGEFLOW_SERVICES:
         assert services[name]["env_file"] == ["secrets.env"], name
-        assert not set(services[name].get("environment") or {}) & SECRET_VARIABLES, f"{name} sets a secret inline"
+        inline = set(services[name].get("environment") or {}) & (SECRET_VARIABLES | SENDER_SECRETS)
+        assert not inline, f"{name} sets a secret inline"
     example = env_file(SECRETS_EXAMPLE)
     assert set(example) == SECRET_VARIABLES
     # Placeholders only: a value copied without editing is visibly wrong, and no real secret is committed.
@@ -302,7 +318,7 @@ def test_in_k8s_only_the_collector_is_reachable_from_outside_the_cluster() -> No
     assert backends == {"collector"}
     [ingress] = [m for m in manifests() if m["kind"] == "Ingress"]
     paths = {path["path"] for rule in ingress["spec"]["rules"] for path in rule["http"]["paths"]}
-    assert paths == {"/v1/", "/webhooks/"}  # not /metrics
+    assert paths == {"/v1/", "/webhooks/", UNSUBSCRIBE_PREFIX}  # not /metrics
     assert ingress["spec"]["tls"]
 
 
@@ -348,3 +364,31 @@ def test_prometheus_sends_a_bearer_token_to_every_nudgeflow_process() -> None:
         if document["kind"] in {"Deployment", "StatefulSet"}:
             annotations = document["spec"]["template"]["metadata"].get("annotations", {})
             assert "prometheus.io/scrape" not in annotations
+
+
+def test_the_deployed_senders_links_reach_the_collector_over_tls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An email's unsubscribe link (and an SMS's status callback) is the sender's public URL plus a path the
+    collector serves: in k8s the Ingress's TLS host, routed to the collector; in compose the same URL the
+    collector verifies Twilio's signatures against."""
+    [ingress] = [m for m in manifests() if m["kind"] == "Ingress"]
+    [host] = [rule["host"] for rule in ingress["spec"]["rules"]]
+    assert host in ingress["spec"]["tls"][0]["hosts"]
+    senders = {where: env for where, component, env in deployed_environments() if component == "sender"}
+    collectors = {where: env for where, component, env in deployed_environments() if component == "collector"}
+    assert set(senders) == {"Deployment/sender", "compose/sender"}
+    for where, environment in senders.items():
+        with monkeypatch.context() as patched:
+            for key in [key for key in os.environ if key.startswith("NUDGEFLOW_")]:
+                patched.delenv(key)
+            for key, value in environment.items():
+                patched.setenv(key, value)
+            settings = Settings()
+        assert settings.sender_public_url == f"https://{host}", where
+        assert settings.sender.web_host == "0.0.0.0", where  # scraped from its own address (with the token)
+        collector = collectors["Deployment/collector" if where.startswith("Deployment") else "compose/collector"]
+        assert collector.get("NUDGEFLOW_WEBHOOK_PUBLIC_URL") == settings.sender_public_url, where
+    compose_sender = compose()["services"]["sender"]
+    assert compose_sender["command"] == ["send"] and compose_sender["env_file"] == ["secrets.env"]
+    assert compose_sender["deploy"]["replicas"] >= 2  # one group: replicas share the triggers' partitions
+    [deployment] = [m for m in manifests() if m["kind"] == "Deployment" and m["metadata"]["name"] == "sender"]
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["args"] == ["send"]
