@@ -8,7 +8,7 @@ pure core's `apply_event` with the default rules, then `advance_time` to now so 
 fire and land in the state as they would have. Then, per person:
 
 - bytes of `state.to_json()` (what the worker writes to its `persons` table) and of the profile alone (as the worker
-  publishes it, `model_json(profile)`);
+  publishes it, `encode(profile)`);
 - Python heap of a dict of decoded `PersonState`s (the worker's state cache) and of a dict of serialized
   bytes (the memory table store), each built in a fresh child process and measured twice: tracemalloc's
   count of live allocations, and the growth of the resident set (VmRSS), which adds allocator overhead;
@@ -37,7 +37,7 @@ from statistics import fmean
 import orjson
 from _harness import percentile, print_table, scratch_directory
 
-from schemas.encoding import model_json
+from schemas.encoding import encode
 from schemas.events import parse_event
 from schemas.rules import RulesConfig, load_rules
 from streams.rules.engine import advance_time, apply_event
@@ -178,7 +178,7 @@ def main() -> int:
             for person, state in person_states(arguments.people, arguments.sessions, rules, utc_now(), arguments.seed):
                 stored = state.to_json()
                 state_sizes.append(len(stored))
-                profile_sizes.append(len(model_json(state.profile)))
+                profile_sizes.append(len(encode(state.profile)))
                 pending += len(state.pending)
                 fired += len(state.fired)
                 sent += len(state.sent)
@@ -202,8 +202,8 @@ def main() -> int:
             row("stored state JSON, mean (baseline)", baseline, "len(to_json())"),
             row("stored state JSON, p99", float(percentile(states_sorted, 0.99)), "len(to_json())"),
             row("stored state JSON, max", float(states_sorted[-1]), "len(to_json())"),
-            row("profile JSON alone, mean", fmean(profile_sizes), "len(model_json(profile))"),
-            row("profile JSON alone, p99", float(percentile(profiles_sorted, 0.99)), "len(model_json(profile))"),
+            row("profile JSON alone, mean", fmean(profile_sizes), "len(encode(profile))"),
+            row("profile JSON alone, p99", float(percentile(profiles_sorted, 0.99)), "len(encode(profile))"),
             row("decoded PersonState in a dict", decoded["traced"] / decoded["people"], "tracemalloc, live"),
             row("decoded PersonState in a dict", decoded["rss_growth"] / decoded["people"], "VmRSS growth"),
             row("memory store: dict of bytes", raw["traced"] / raw["people"], "tracemalloc, live"),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import orjson
 from pydantic import BaseModel
 
@@ -19,7 +21,7 @@ from schemas.triggers import DeadLetter, QuarantinedState, Suppression, Trigger
 # Where the exported files are kept in the repository, for producers and senders to vendor.
 SHIPPED_DIRECTORY = Path(__file__).resolve().parent / "jsonschema"
 
-EXPORTED: dict[str, type[BaseModel]] = {
+EXPORTED: dict[str, type[BaseModel] | type[msgspec.Struct]] = {
     "event": Event,
     "trigger": Trigger,
     "suppression": Suppression,
@@ -39,13 +41,17 @@ EXPORTED: dict[str, type[BaseModel]] = {
 }
 
 
+def json_schema(model: type[BaseModel] | type[msgspec.Struct]) -> dict[str, Any]:
+    """The wire models' schemas come from pydantic; the profile is the core's plain data (msgspec)."""
+    if issubclass(model, BaseModel):
+        return model.model_json_schema(by_alias=True, mode="validation")
+    return msgspec.json.schema(model)
+
+
 def rendered_schemas() -> dict[str, bytes]:
     """File name -> JSON Schema document of every wire format."""
     return {
-        f"{name}.json": orjson.dumps(
-            model.model_json_schema(by_alias=True, mode="validation"), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
-        )
-        + b"\n"
+        f"{name}.json": orjson.dumps(json_schema(model), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
         for name, model in EXPORTED.items()
     }
 

@@ -1,13 +1,25 @@
-"""The live profile of one person: the single view every rule, segment and dashboard reads."""
+"""The live profile of one person: the single view every rule, segment and dashboard reads.
+
+Plain typed data (msgspec Structs), read and written by the one codec of schemas/encoding.py: the core
+copies a profile on every event, and a Struct is built without a validation pass. What it holds comes from
+validated events (schemas/events.py) and bounded rules (streams/rules/bounds.py).
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+import msgspec
 
-from schemas.events import UtcDatetime
+# Every moment inside nudgeflow is aware (UTC); a stored one without a zone is refused on reading.
+Moment = Annotated[datetime, msgspec.Meta(tz=True)]
+
+
+def described(text: str) -> msgspec.Meta:
+    """A field's description for the profile's JSON Schema (schemas/jsonschema/profile.json)."""
+    return msgspec.Meta(description=text)
 
 
 class ConsentState(StrEnum):
@@ -15,10 +27,8 @@ class ConsentState(StrEnum):
     OPTED_OUT = "opted_out"
 
 
-class DayCounts(BaseModel):
+class DayCounts(msgspec.Struct, frozen=True, gc=False):
     """One day's activity; the rolling 7/30/90-day windows are sums over at most 90 of these."""
-
-    model_config = ConfigDict(frozen=True)
 
     views: int = 0
     adds: int = 0
@@ -26,42 +36,42 @@ class DayCounts(BaseModel):
     revenue: float = 0.0
 
 
-class SeenRange(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    first: UtcDatetime
-    last: UtcDatetime
+class SeenRange(msgspec.Struct, frozen=True, gc=False):
+    first: Moment
+    last: Moment
 
 
-class Profile(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class Profile(msgspec.Struct, frozen=True, kw_only=True):
     person_id: str
-    identified: bool = Field(default=False, description="seen with a userId, not only an anonymous id")
-    anonymous_ids: list[str] = Field(default_factory=list)
-    first_seen: UtcDatetime | None = None
-    last_seen: UtcDatetime | None = None
-    channels: dict[str, SeenRange] = Field(default_factory=dict, description="web, app, email, sms")
-    days: dict[str, DayCounts] = Field(default_factory=dict, description="ISO date -> counts, last 90 days")
+    identified: Annotated[bool, described("seen with a userId, not only an anonymous id")] = False
+    anonymous_ids: list[str] = msgspec.field(default_factory=list)
+    first_seen: Moment | None = None
+    last_seen: Moment | None = None
+    channels: Annotated[dict[str, SeenRange], described("web, app, email, sms")] = msgspec.field(default_factory=dict)
+    days: Annotated[dict[str, DayCounts], described("ISO date -> counts, last 90 days")] = msgspec.field(
+        default_factory=dict
+    )
     event_count: int = 0
     order_count: int = 0
     revenue: float = 0.0
-    first_order_at: UtcDatetime | None = None
-    last_order_at: UtcDatetime | None = None
+    first_order_at: Moment | None = None
+    last_order_at: Moment | None = None
     engagement: float = 0.0
-    engagement_at: UtcDatetime | None = None
+    engagement_at: Moment | None = None
     unopened_emails: int = 0
-    last_email_sent_at: UtcDatetime | None = None
-    last_email_open_at: UtcDatetime | None = None
-    last_email_click_at: UtcDatetime | None = None
-    last_login_at: UtcDatetime | None = None
-    last_visit_at: UtcDatetime | None = None
+    last_email_sent_at: Moment | None = None
+    last_email_open_at: Moment | None = None
+    last_email_click_at: Moment | None = None
+    last_login_at: Moment | None = None
+    last_visit_at: Moment | None = None
     email: str | None = None
     phone: str | None = None
     name: str | None = None
-    birthday: str | None = Field(default=None, description="YYYY-MM-DD or --MM-DD")
+    birthday: Annotated[str | None, described("YYYY-MM-DD or --MM-DD")] = None
     timezone: str | None = None
     locale: str | None = None
-    consent: dict[str, ConsentState] = Field(default_factory=dict, description="channel -> consent")
-    traits: dict[str, Any] = Field(default_factory=dict)
-    recently_viewed: list[str] = Field(default_factory=list, description="product ids, most recent first")
+    consent: Annotated[dict[str, ConsentState], described("channel -> consent")] = msgspec.field(default_factory=dict)
+    traits: dict[str, Any] = msgspec.field(default_factory=dict)
+    recently_viewed: Annotated[list[str], described("product ids, most recent first")] = msgspec.field(
+        default_factory=list
+    )

@@ -7,6 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+import msgspec
 from pydantic import BaseModel, Field
 
 from schemas.events import UtcDatetime, WireModel
@@ -17,7 +18,9 @@ class Channel(StrEnum):
     SMS = "sms"
 
 
-class CartItem(WireModel):
+class CartItem(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One product in a person's cart, as their state keeps it (plain data, schemas/encoding.py)."""
+
     product_id: str
     name: str | None = None
     price: float | None = None

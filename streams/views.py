@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from schemas.encoding import to_plain
 from schemas.rules import RulesConfig
 from streams.rules.carts import cart_context
 from streams.rules.facts import profile_facts
@@ -15,7 +16,7 @@ from streams.rules.state import PersonState
 def profile_document(state: PersonState, now: datetime, rules: RulesConfig) -> dict[str, Any]:
     """The profile as a person's single view: stored fields, facts as of now, segments, carts, pending."""
     return {
-        "profile": state.profile.model_dump(mode="json"),
+        "profile": to_plain(state.profile),
         "facts": profile_facts(state.profile, now, rules.profile),
         "segments": {name: entered.isoformat() for name, entered in state.segments.items()},
         "carts": {cart_id: cart_context(items) for cart_id, items in state.carts.items()},

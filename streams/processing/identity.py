@@ -7,7 +7,9 @@ import logging
 from typing import TYPE_CHECKING
 
 import orjson
+from msgspec.structs import replace
 
+from schemas.encoding import from_plain, to_plain
 from schemas.identity import ContactLink, ForgetMerged, Link, Merge
 from schemas.privacy import ErasureRequest
 from streams.rules.contacts import with_contact
@@ -43,7 +45,7 @@ def handle(processor: Processor, message: Link | Merge | ContactLink | ForgetMer
     if isinstance(message, Link):
         _hand_over(processor, message, position)
     elif isinstance(message, Merge):
-        absorbed = PersonState.model_validate(message.state)
+        absorbed = from_plain(message.state, PersonState)
         state = processor.load(message.person_id.encode(), position.partition)
         step = absorb(state, absorbed, position, processor.rules, processor.settings.limits)
         processor.publish(step, position.partition, before=state)
@@ -56,12 +58,10 @@ def _hand_over(processor: Processor, message: Link, position: SourcePosition) ->
     anonymous = processor.load(message.anonymous_id.encode(), position.partition)
     if anonymous.already_applied(position) or anonymous.merged_into is not None:
         return
-    merge = Merge(
-        anonymous_id=message.anonymous_id, person_id=message.person_id, state=anonymous.model_dump(mode="json")
-    )
+    merge = Merge(anonymous_id=message.anonymous_id, person_id=message.person_id, state=to_plain(anonymous))
     processor.output.add(processor.settings.identity_topic, message.person_id.encode(), merge.to_json())
-    redirect = PersonState.new(anonymous.person_id).model_copy(
-        update={"merged_into": message.person_id, "applied_offsets": anonymous.record(position)}
+    redirect = replace(
+        PersonState.new(anonymous.person_id), merged_into=message.person_id, applied_offsets=anonymous.record(position)
     )
     processor.save(redirect, position.partition)
     log.info("identity: %s merges into %s", anonymous.person_id, message.person_id)
@@ -79,7 +79,7 @@ def _link_contact(processor: Processor, message: ContactLink, position: SourcePo
     else:
         persons = [person for person in contact.contact_of if person != message.person_id]
     processor.save(
-        contact.model_copy(update={"contact_of": persons, "applied_offsets": contact.record(position)}),
+        replace(contact, contact_of=persons, applied_offsets=contact.record(position)),
         position.partition,
     )
     opted_out = [channel for channel, state in contact.profile.consent.items() if state == "opted_out"]

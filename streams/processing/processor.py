@@ -14,8 +14,9 @@ from collections import Counter
 from datetime import datetime, timedelta
 
 import orjson
+from msgspec.structs import replace
 
-from schemas.encoding import model_json
+from schemas.encoding import encode
 from schemas.events import InvalidEvent, parse_event
 from schemas.identity import InvalidIdentityMessage, parse_identity
 from schemas.limits import truncated
@@ -80,7 +81,7 @@ class Processor:
 
     def _handle(self, record: SourceRecord, caught_up: bool, received_at: datetime) -> None:
         settings = self.settings
-        position = SourcePosition.model_construct(topic=record.topic, partition=record.partition, offset=record.offset)
+        position = SourcePosition(record.topic, record.partition, record.offset)
         if record.topic == settings.identity_topic:
             try:
                 message = parse_identity(record.value, settings.limits)
@@ -118,7 +119,7 @@ class Processor:
             # An anonymous id that now belongs to a known person, or an address or number that people have
             # (an SMS STOP naming only the sender): the message follows each of them.
             if not state.already_applied(position):
-                self.save(state.model_copy(update={"applied_offsets": state.record(position)}), record.partition)
+                self.save(replace(state, applied_offsets=state.record(position)), record.partition)
                 self._forward(record.value or b"", forward_to, contact=bool(state.contact_of))
             return
         step = apply_event(state, event, position, self.rules, settings.limits)
@@ -243,7 +244,7 @@ class Processor:
         pending, self._changed_profiles = self._changed_profiles, {}
         for key, state in pending.items():
             try:
-                snapshot = model_json(state.profile)
+                snapshot = encode(state.profile)
             except Exception as error:  # this person's snapshot only
                 self.quarantine(key, "snapshot", error, state)
                 continue

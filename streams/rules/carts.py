@@ -62,4 +62,10 @@ def carts_after_event(carts: Carts, event: Event, limits: Limits = DEFAULT_LIMIT
 
 def cart_context(items: Mapping[str, CartItem]) -> dict[str, object]:
     value = round(sum((item.price or 0.0) * item.quantity for item in items.values()), 2)
-    return {"items": [item.model_dump(mode="json", exclude_none=True) for item in items.values()], "value": value}
+    return {"items": [_item_fields(item) for item in items.values()], "value": value}
+
+
+def _item_fields(item: CartItem) -> dict[str, object]:
+    """What a sender shows of a product: its fields that are set."""
+    fields = {name: getattr(item, name) for name in item.__struct_fields__}
+    return {name: value for name, value in fields.items() if value is not None}

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from msgspec.structs import replace
+
 from schemas.events import Event
 from schemas.limits import DEFAULT_LIMITS, Limits
 from schemas.rules import RulesConfig, TriggerRule
@@ -92,18 +94,15 @@ def apply_event(
     links = anonymous_ids_to_link(state, event)
     current = _run_due(state, moment, moment, rules, outcome)
     # One copy for everything the event changes; nothing below reads the applied offsets, so they go in too.
-    current = current.model_copy(
-        update={
-            "profile": update_profile(current.profile, event, rules.profile, limits),
-            "carts": carts_after_event(current.carts, event, limits),
-            "pending": pending_after_event(current, event, rules, limits),
-            "applied_offsets": current.record(position),
-            "recent_messages": (
-                current.recent_messages
-                if digest is None
-                else remembered_messages(current.recent_messages, digest, limits)
-            ),
-        }
+    current = replace(
+        current,
+        profile=update_profile(current.profile, event, rules.profile, limits),
+        carts=carts_after_event(current.carts, event, limits),
+        pending=pending_after_event(current, event, rules, limits),
+        applied_offsets=current.record(position),
+        recent_messages=(
+            current.recent_messages if digest is None else remembered_messages(current.recent_messages, digest, limits)
+        ),
     )
     current = _reevaluate_segments(current, moment, rules, outcome)
     current = _run_due(current, moment, moment, rules, outcome)  # rules with no delay fire now
@@ -121,7 +120,7 @@ def absorb(
     if state.already_applied(position):
         return Step(state, applied=False)
     merged = merge_states(state, anonymous, rules, limits)
-    return Step(merged.model_copy(update={"applied_offsets": merged.record(position)}))
+    return Step(replace(merged, applied_offsets=merged.record(position)))
 
 
 def advance_time(
@@ -137,7 +136,7 @@ def advance_time(
         return Step(state, applied=False)
     outcome = _Outcome(limits, campaigns)
     current = _run_due(state, now, now, rules, outcome)
-    current = current.model_copy(update={"applied_offsets": current.record(position)})
+    current = replace(current, applied_offsets=current.record(position))
     return Step(current, outcome.triggers, outcome.suppressed, outcome.segment_changes)
 
 
@@ -147,7 +146,7 @@ def schedule_campaigns(
     """The person with a deadline for each live campaign's next occurrence (the runner's sweep of the people
     of its partitions when a campaign arrives); the same state when nothing was missing."""
     pending = pending_with_campaigns(state, state.pending, now, campaigns.plans.values(), rules.policy, limits)
-    return state if pending is state.pending else state.model_copy(update={"pending": pending})
+    return state if pending is state.pending else replace(state, pending=pending)
 
 
 def _reevaluate_segments(state: PersonState, now: datetime, rules: RulesConfig, outcome: _Outcome) -> PersonState:
@@ -164,7 +163,7 @@ def _reevaluate_segments(state: PersonState, now: datetime, rules: RulesConfig, 
         pending = pending_with_campaigns(state, pending, now, plans, rules.policy, outcome.limits)
     if membership == state.segments and _same_moment(check_at, state.segment_check_at) and pending is state.pending:
         return state  # the usual outcome after an event: nothing to copy
-    return state.model_copy(update={"segments": membership, "segment_check_at": check_at, "pending": pending})
+    return replace(state, segments=membership, segment_check_at=check_at, pending=pending)
 
 
 def _same_moment(first: datetime | None, second: datetime | None) -> bool:
@@ -206,19 +205,19 @@ def _fire(
     pending = {slot: p for slot, p in state.pending.items() if slot != waiting.slot}
     rule = trigger_rules_by_name(rules).get(waiting.rule)
     if rule is None or not rule.enabled:
-        return state.model_copy(update={"pending": pending})  # the rule was removed from the file
+        return replace(state, pending=pending)  # the rule was removed from the file
     follow_up = next_step(waiting, rule, rules)
     if follow_up is not None:
         pending[follow_up.slot] = follow_up
     trigger = build_trigger(state, waiting, rule, now)
     if trigger is None:
-        return state.model_copy(update={"pending": pending})
+        return replace(state, pending=pending)
     if not reentry_allows_firing(state, rule, waiting):
         detail = f"re-entry {rule.reentry.value}: the rule already sent this person one"
         outcome.suppressed.append(
             Suppression(trigger=trigger, reason=SuppressionReason.REENTRY, detail=detail, decided_at=now)
         )
-        return state.model_copy(update={"pending": pending})
+        return replace(state, pending=pending)
     return _decide(state, pending, waiting, rule, trigger, follow_up, now, rules, outcome)
 
 
@@ -231,7 +230,7 @@ def _fire_campaign(
     campaigns = outcome.campaigns
     each = campaigns.plans.get(waiting.rule)
     if each is None:
-        return state.model_copy(update={"pending": pending})  # a campaign nobody scheduled (any more)
+        return replace(state, pending=pending)  # a campaign nobody scheduled (any more)
     trigger = campaign_trigger(state, waiting, each, now)
     if each.cancelled:
         reason = SuppressionReason.CANCELLED
@@ -239,8 +238,8 @@ def _fire_campaign(
     until = campaigns.held_until.get(waiting.rule)
     if until is not None and until > now:
         context = {**waiting.context, THROTTLED: True}
-        pending[waiting.slot] = waiting.model_copy(update={"fire_at": until, "deferred": True, "context": context})
-        return state.model_copy(update={"pending": pending})
+        pending[waiting.slot] = replace(waiting, fire_at=until, deferred=True, context=context)
+        return replace(state, pending=pending)
     audience = each.campaign.audience
     if not in_audience(state.segments, audience):
         if not waiting.context.get(MEMBER_AT_SCHEDULE):
@@ -255,7 +254,7 @@ def _fire_campaign(
         return decided  # deferred (quiet hours): the next occurrence waits until this one is decided
     # A recurrence: the next occurrence waits now that this one is decided (sent or suppressed).
     later = pending_with_campaigns(decided, decided.pending, now, [each], rules.policy, outcome.limits)
-    return decided if later is decided.pending else decided.model_copy(update={"pending": later})
+    return decided if later is decided.pending else replace(decided, pending=later)
 
 
 def _suppressed(
@@ -277,7 +276,7 @@ def _settled(
 ) -> PersonState:
     """An occurrence decided without the gate: remembered, so no later event schedules it again."""
     fired = bounded_history({**state.fired, waiting.slot: waiting.due_at}, outcome.limits)
-    return state.model_copy(update={"pending": pending, "fired": fired})
+    return replace(state, pending=pending, fired=fired)
 
 
 def _decide(
@@ -297,8 +296,8 @@ def _decide(
     if isinstance(verdict, Defer):
         if follow_up is not None:
             del pending[follow_up.slot]  # the series resumes after this step has gone out
-        pending[waiting.slot] = waiting.model_copy(update={"fire_at": verdict.until, "deferred": True})
-        return state.model_copy(update={"pending": pending})
+        pending[waiting.slot] = replace(waiting, fire_at=verdict.until, deferred=True)
+        return replace(state, pending=pending)
     # Per-key history older than the policy's memory is dropped; per-rule entries (for `once`) are kept.
     horizon = decided_at - rules.policy.remember_sent_for
     fired = {slot: at for slot, at in state.fired.items() if "|" not in slot or at > horizon}
@@ -308,8 +307,8 @@ def _decide(
         outcome.triggers.append(verdict.trigger)
         sent = [r for r in state.sent if r.at > horizon][-(outcome.limits.sent_records - 1) :]
         sent.append(SentRecord(trigger_id=trigger.trigger_id, channel=trigger.channel, at=decided_at))
-        return state.model_copy(update={"pending": pending, "fired": fired, "sent": sent})
+        return replace(state, pending=pending, fired=fired, sent=sent)
     outcome.suppressed.append(
         Suppression(trigger=trigger, reason=verdict.reason, detail=verdict.detail, decided_at=now)
     )
-    return state.model_copy(update={"pending": pending, "fired": fired})
+    return replace(state, pending=pending, fired=fired)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from msgspec.structs import replace
+
 from schemas.events import Event
 from schemas.limits import DEFAULT_LIMITS, Limits
 from schemas.profile import ConsentState, DayCounts, Profile, SeenRange
@@ -78,8 +80,9 @@ def merge_profiles(person: Profile, anonymous: Profile, rules: RulesConfig, limi
             consent[channel] = ConsentState.OPTED_OUT
     viewed = list(dict.fromkeys([*person.recently_viewed, *anonymous.recently_viewed]))[: rules.profile.recently_viewed]
     absorbed = [*person.anonymous_ids, anonymous.person_id, *anonymous.anonymous_ids]
-    return person.model_copy(
-        update={
+    return replace(
+        person,
+        **{
             "anonymous_ids": list(dict.fromkeys(absorbed))[-limits.anonymous_ids :],
             "first_seen": _min(person.first_seen, anonymous.first_seen),
             "last_seen": _max(person.last_seen, anonymous.last_seen),
@@ -107,7 +110,7 @@ def merge_profiles(person: Profile, anonymous: Profile, rules: RulesConfig, limi
             "consent": consent,
             "traits": bounded_traits(anonymous.traits, person.traits, limits),
             "recently_viewed": viewed,
-        }
+        },
     )
 
 
@@ -130,8 +133,9 @@ def merge_states(
     sent_ids = {record.trigger_id for record in person.sent}
     sent = sorted([*person.sent, *(r for r in anonymous.sent if r.trigger_id not in sent_ids)], key=lambda r: r.at)
     sent = sent[-limits.sent_records :]
-    return person.model_copy(
-        update={
+    return replace(
+        person,
+        **{
             "profile": merge_profiles(person.profile, anonymous.profile, rules, limits),
             "carts": carts,
             "pending": pending,
@@ -139,5 +143,5 @@ def merge_states(
             "sent": sent,
             # Membership is re-evaluated on the merged profile at the next event or check.
             "segment_check_at": _min(person.segment_check_at, anonymous.profile.last_seen or person.segment_check_at),
-        }
+        },
     )

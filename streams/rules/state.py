@@ -1,23 +1,25 @@
 """Everything nudgeflow keeps per person: the profile, what the rules are waiting for, what was sent,
-segment membership, and the last message applied from each partition (exactly-once effects)."""
+segment membership, and the last message applied from each partition (exactly-once effects).
+
+Plain typed data (msgspec Structs): the core builds and copies these on every event, and a stored state is
+read back by the one codec (schemas/encoding.py) without a validation pass. A stored state from an earlier
+release decodes as long as the fields it has keep their meaning; fields it lacks take their defaults.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+import msgspec
 
-from schemas.encoding import model_json
-from schemas.events import UtcDatetime
-from schemas.profile import Profile
+from schemas.encoding import Decoder, encode
+from schemas.profile import Moment, Profile
 from schemas.triggers import CartItem, Channel
 
 
-class SourcePosition(BaseModel):
+class SourcePosition(msgspec.Struct, frozen=True, gc=False):
     """Where a message came from; the state remembers the last one applied per topic partition."""
-
-    model_config = ConfigDict(frozen=True)
 
     topic: str
     partition: int
@@ -28,19 +30,17 @@ class SourcePosition(BaseModel):
         return f"{self.topic}/{self.partition}"
 
 
-class PendingTrigger(BaseModel):
+class PendingTrigger(msgspec.Struct, frozen=True, kw_only=True):
     """A nudge waiting for its moment: one step of one rule for one key (cart, product, order...)."""
-
-    model_config = ConfigDict(frozen=True)
 
     rule: str
     key: str
     step: int = 0
-    entered_at: UtcDatetime
-    due_at: UtcDatetime
-    fire_at: UtcDatetime = Field(description="due_at plus the grace for late events, or a deferral")
+    entered_at: Moment
+    due_at: Moment
+    fire_at: Moment  # due_at plus the grace for late events, or a deferral
     cause_event_id: str | None = None
-    context: dict[str, Any] = Field(default_factory=dict)
+    context: dict[str, Any] = msgspec.field(default_factory=dict)
     deferred: bool = False
 
     @property
@@ -48,46 +48,39 @@ class PendingTrigger(BaseModel):
         return f"{self.rule}|{self.key}"
 
 
-class SentRecord(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class SentRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     trigger_id: str
     channel: Channel
-    at: UtcDatetime
+    at: Moment
 
 
-class PersonState(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class PersonState(msgspec.Struct, frozen=True, kw_only=True):
     profile: Profile
-    carts: dict[str, dict[str, CartItem]] = Field(default_factory=dict)
-    pending: dict[str, PendingTrigger] = Field(default_factory=dict, description="slot -> pending trigger")
-    fired: dict[str, UtcDatetime] = Field(default_factory=dict, description="rule and rule|key -> last fired")
-    sent: list[SentRecord] = Field(default_factory=list, description="recent sends, for caps and dedupe")
-    segments: dict[str, UtcDatetime] = Field(default_factory=dict, description="segment -> entered at")
-    segment_check_at: UtcDatetime | None = None
-    merged_into: str | None = Field(default=None, description="set on an anonymous id absorbed by a person")
-    contact_of: list[str] = Field(
-        default_factory=list, description="on a contact id (schemas.privacy.CONTACT_PREFIX): the people who have it"
-    )
-    recent_messages: list[str] = Field(
-        default_factory=list, description="digests of the latest messageIds applied: a repeat changes nothing"
-    )
-    applied_offsets: dict[str, int] = Field(default_factory=dict)
+    carts: dict[str, dict[str, CartItem]] = msgspec.field(default_factory=dict)
+    pending: dict[str, PendingTrigger] = msgspec.field(default_factory=dict)  # slot -> pending trigger
+    fired: dict[str, Moment] = msgspec.field(default_factory=dict)  # rule and rule|key -> last fired
+    sent: list[SentRecord] = msgspec.field(default_factory=list)  # recent sends, for caps and dedupe
+    segments: dict[str, Moment] = msgspec.field(default_factory=dict)  # segment -> entered at
+    segment_check_at: Moment | None = None
+    merged_into: str | None = None  # set on an anonymous id absorbed by a person
+    # On a contact id (schemas.privacy.CONTACT_PREFIX): the people who have it.
+    contact_of: list[str] = msgspec.field(default_factory=list)
+    # Digests of the latest messageIds applied: a repeat changes nothing.
+    recent_messages: list[str] = msgspec.field(default_factory=list)
+    applied_offsets: dict[str, int] = msgspec.field(default_factory=dict)
 
     @classmethod
     def new(cls, person_id: str) -> PersonState:
         return cls(profile=Profile(person_id=person_id))
 
     def to_json(self) -> bytes:
-        """The stored form (the persons table and its changelog), read back by `from_json`.
-
-        The worker encodes a changed state every time it stores, so this is on the hot path."""
-        return model_json(self)
+        """The stored form (the persons table and its changelog), read back by `from_json`."""
+        return encode(self)
 
     @classmethod
     def from_json(cls, stored: bytes | str) -> PersonState:
-        return cls.model_validate_json(stored)
+        """A stored state; NotDecodable (a ValueError) when it is not one."""
+        return _DECODER.decode(stored)
 
     @property
     def person_id(self) -> str:
@@ -106,3 +99,6 @@ class PersonState(BaseModel):
         if self.segment_check_at is not None:
             moments.append(self.segment_check_at)
         return min(moments, default=None)
+
+
+_DECODER = Decoder(PersonState)

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from msgspec.structs import replace
+
 from schemas.events import Event
 from schemas.limits import Limits
 from schemas.rules import Exit, Reentry, RulesConfig, TriggerRule
@@ -110,12 +112,11 @@ def _enter(
     if current is not None:
         if rule.restart_on_repeat and not current.deferred:
             due, fire_at = _deadlines(rule, current.step, moment, rules)
-            pending[slot] = current.model_copy(
-                update={
-                    "due_at": max(current.due_at, due),
-                    "fire_at": max(current.fire_at, fire_at),
-                    "context": context or current.context,
-                }
+            pending[slot] = replace(
+                current,
+                due_at=max(current.due_at, due),
+                fire_at=max(current.fire_at, fire_at),
+                context=context or current.context,
             )
         return
     # Past limits.pending a person waits for enough already: a flood of keys (products viewed) enters no more.

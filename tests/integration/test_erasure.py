@@ -11,6 +11,7 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
+from schemas.encoding import to_plain
 from schemas.privacy import ErasureRequest, person_hash
 from schemas.settings import Settings
 from streams.rules.state import PersonState
@@ -64,7 +65,7 @@ def test_erased_person_cannot_be_read_back_and_late_events_are_dropped(
         send(producer, settings, "eve", event("Product Viewed", "eve", utc_now(), product_id="sku-2"))
         # Identity messages from before the erasure, arriving late, bring nobody back either.
         link = {"kind": "link", "anonymous_id": "anon-eve", "person_id": "eve"}
-        merge = {**link, "kind": "merge", "state": PersonState.new("anon-eve").model_dump(mode="json")}
+        merge = {**link, "kind": "merge", "state": to_plain(PersonState.new("anon-eve"))}
         producer.send(settings.identity_topic, key=b"anon-eve", value=orjson.dumps(link)).get(timeout=30)
         producer.send(settings.identity_topic, key=b"eve", value=orjson.dumps(merge)).get(timeout=30)
         time.sleep(3)

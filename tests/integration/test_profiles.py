@@ -17,6 +17,7 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from kafka import KafkaProducer
+from msgspec.structs import replace
 
 from schemas.rules import load_rules
 from schemas.settings import Settings
@@ -190,7 +191,7 @@ async def worker_api(
     worker.processor.owned = partitions
     key = b"ada"
     if partition_of(key, configured.partitions) in partitions:
-        state = PersonState.new("ada").model_copy(update={"segments": {"active_30d": utc_now()}})
+        state = replace(PersonState.new("ada"), segments={"active_30d": utc_now()})
         worker.store.persons.put(partition_of(key, configured.partitions), key, state.to_json())
     async with TestClient(TestServer(build_api(worker))) as client:
         yield client

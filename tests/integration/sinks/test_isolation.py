@@ -15,6 +15,7 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
+from schemas.encoding import encode
 from schemas.profile import Profile
 from schemas.settings import Settings
 from schemas.triggers import DeadLetter
@@ -68,7 +69,7 @@ async def test_bad_messages_and_refused_rows_are_dead_lettered_and_their_batch_l
     for person in ("ana", "ben", "cy"):
         send(
             settings.profiles_topic,
-            Profile(person_id=person, event_count=2).model_dump_json().encode(),
+            encode(Profile(person_id=person, event_count=2)),
             person.encode(),
         )
 

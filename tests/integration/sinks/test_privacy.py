@@ -13,6 +13,7 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
+from schemas.encoding import encode
 from schemas.privacy import AuditRecord, ErasureRequest, person_hash
 from schemas.profile import Profile
 from schemas.segments import SegmentChange
@@ -114,7 +115,7 @@ def produce_person(producer: KafkaProducer, settings: Settings, person: str, mom
         phone=phone,
         traits={"email": email, "phone": phone},
     )
-    producer.send(settings.profiles_topic, key=key, value=profile.model_dump_json().encode())
+    producer.send(settings.profiles_topic, key=key, value=encode(profile))
     letter = DeadLetter(
         reason="invalid event: properties: Field required",
         topic=settings.events_topic,

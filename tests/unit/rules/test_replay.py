@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -142,12 +144,20 @@ def test_a_state_stored_and_read_back_after_every_event_decides_as_the_one_kept_
         assert PersonState.from_json(stored.to_json()) == kept
 
 
-def test_a_cart_item_keeps_fields_nudgeflow_does_not_know_through_storing() -> None:
+def test_a_state_stored_with_fields_this_release_does_not_know_still_decodes() -> None:
+    # A newer worker's state (a rolling upgrade, a rollback): what this release knows of it reads back.
     state = run([identify(0), added(1, "sku-1", cart="c1")])[0]
-    item = state.carts["c1"]["sku-1"]
-    with_extra = item.model_validate({**item.model_dump(), "colour": "teal"})
-    state = state.model_copy(update={"carts": {"c1": {"sku-1": with_extra}}})
-    assert PersonState.from_json(state.to_json()).carts["c1"]["sku-1"].model_extra == {"colour": "teal"}
+    document = orjson.loads(state.to_json())
+    document["campaigns"] = {"spring": {"deadline": "2026-12-01T00:00:00Z"}}
+    document["profile"]["predicted_ltv"] = 120.5
+    document["carts"]["c1"]["sku-1"]["colour"] = "teal"
+    assert PersonState.from_json(orjson.dumps(document)) == state
+
+
+def test_a_stored_state_of_the_wrong_shape_is_refused_as_a_value_error() -> None:
+    for stored in (b'{"profile": {"person_id": "eve"}, "pending": 17}', b"{", b'{"profile": {}}', b"[]"):
+        with pytest.raises(ValueError):
+            PersonState.from_json(stored)
 
 
 def consent_timeline(events: list[Event]) -> list[tuple[datetime, Channel, bool]]:
