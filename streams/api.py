@@ -7,7 +7,7 @@ group is rebalancing and nobody holds the partition.
 Everything but /health needs a bearer token from `api_tokens` (schemas.access); /metrics is open only
 while the worker listens on loopback. A redirect is answered only to a caller with a valid token, and
 most HTTP clients drop Authorization when they follow it to another host:port, so a client re-sends the
-header itself (`nudgeflow profile` does: streams.cli.get_json).
+header itself (`nudgeflow profile` does: streams.cli.http.get_json).
 """
 
 from __future__ import annotations

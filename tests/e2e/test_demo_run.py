@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.cli import Child, Supervisor
+from streams.cli.supervisor import Child, Supervisor
 from tests.integration.conftest import KAFKA_SCRIPT, REPO, free_port
 
 pytestmark = pytest.mark.integration

@@ -1,0 +1,83 @@
+"""The `nudgeflow` parser, assembled from one module per command, and the entry point."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from schemas.rules import InvalidRules
+from schemas.settings import Settings
+from streams.cli import (
+    collector,
+    demo_audience,
+    erase,
+    export,
+    kafka,
+    profile,
+    replay,
+    report,
+    rules,
+    run,
+    schemas,
+    send,
+    settings,
+    simulate,
+    sink,
+    templates,
+    triggers,
+    worker,
+)
+from streams.logs import configure_logging
+
+# The order `nudgeflow --help` lists them in.
+COMMANDS = (
+    run,
+    worker,
+    sink,
+    report,
+    simulate,
+    collector,
+    send,
+    templates,
+    demo_audience,
+    triggers,
+    kafka,
+    settings,
+    rules,
+    schemas,
+    profile,
+    export,
+    erase,
+    replay,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nudgeflow",
+        description="Event-streaming behavioural pipeline for email and SMS nudges. "
+        "Configuration comes from NUDGEFLOW_* environment variables.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = build_parser().parse_args(argv)
+    configured = Settings()
+    configure_logging(configured)
+    try:
+        result: int = arguments.handler(configured, arguments)
+    except InvalidRules as error:
+        print(f"nudgeflow: invalid rules: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

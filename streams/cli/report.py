@@ -1,0 +1,47 @@
+"""`nudgeflow report NAME`: one analytics question answered from ClickHouse."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from schemas.settings import Settings
+from streams.cli.base import Commands
+
+
+def command_report(settings: Settings, arguments: argparse.Namespace) -> int:
+    """Answer one question from ClickHouse. In embedded mode the sink owns chDB: stop it, or ask its /api."""
+    from datetime import UTC, datetime, timedelta
+
+    import orjson
+
+    from sinks.client import connect
+    from sinks.report import REPORTS, render_table
+    from sinks.schema import apply_migrations
+
+    until = datetime.fromisoformat(arguments.until) if arguments.until else datetime.now(UTC)
+    since = datetime.fromisoformat(arguments.since) if arguments.since else until - timedelta(days=30)
+    client = connect(settings)
+    apply_migrations(client)
+    try:
+        rows = REPORTS[arguments.name](
+            client, since.replace(tzinfo=since.tzinfo or UTC), until.replace(tzinfo=until.tzinfo or UTC)
+        )
+    finally:
+        client.close()
+    if arguments.json:
+        sys.stdout.buffer.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS) + b"\n")
+    else:
+        print(render_table(rows))
+    return 0
+
+
+def register(commands: Commands) -> None:
+    from sinks.report import REPORTS
+
+    report = commands.add_parser("report", help="answer a question from ClickHouse (rules, attribution, ltv, ...)")
+    report.add_argument("name", choices=sorted(REPORTS))
+    report.add_argument("--since", help="ISO time, default 30 days before --until")
+    report.add_argument("--until", help="ISO time, default now")
+    report.add_argument("--json", action="store_true", help="JSON instead of a table")
+    report.set_defaults(handler=command_report)

@@ -1,0 +1,29 @@
+"""`nudgeflow rules check FILE`: a rules file validated, with line and reason."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from schemas.rules import InvalidRules, load_rules
+from schemas.settings import Settings
+from streams.cli.base import Commands
+
+
+def command_rules_check(settings: Settings, arguments: argparse.Namespace) -> int:
+    try:
+        rules = load_rules(Path(arguments.file))
+    except InvalidRules as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(f"{arguments.file}: ok ({len(type(rules).model_fields)} sections)")
+    return 0
+
+
+def register(commands: Commands) -> None:
+    rules = commands.add_parser("rules", help="rules files")
+    rules_commands = rules.add_subparsers(dest="rules_command", required=True)
+    check = rules_commands.add_parser("check", help="validate a rules file; non-zero exit with line and reason")
+    check.add_argument("file")
+    check.set_defaults(handler=command_rules_check)

@@ -1,0 +1,25 @@
+"""`nudgeflow schemas export DIR`: JSON Schema files of every topic for other languages."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from schemas.settings import Settings
+from streams.cli.base import Commands
+
+
+def command_schemas_export(settings: Settings, arguments: argparse.Namespace) -> int:
+    from schemas.export import export_json_schemas
+
+    for path in export_json_schemas(Path(arguments.directory)):
+        print(path)
+    return 0
+
+
+def register(commands: Commands) -> None:
+    schemas = commands.add_parser("schemas", help="event and trigger schemas")
+    schemas_commands = schemas.add_subparsers(dest="schemas_command", required=True)
+    export = schemas_commands.add_parser("export", help="write JSON Schema files for other languages")
+    export.add_argument("directory")
+    export.set_defaults(handler=command_schemas_export)
