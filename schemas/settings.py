@@ -160,6 +160,12 @@ class Settings(BaseSettings):
     replication_factor: int = Field(
         default=1, ge=1, description="replicas of every topic nudgeflow creates (3 on a three-broker cluster)"
     )
+    min_insync_replicas: int = Field(
+        default=1,
+        ge=1,
+        description="replicas that must hold a write before it is acknowledged (acks=all); 2 with 3 replicas, "
+        "so one broker can be lost without losing or refusing a write",
+    )
     personal_data_retention_hours: float = Field(
         default=168.0,
         gt=0,
@@ -259,6 +265,16 @@ class Settings(BaseSettings):
         default_factory=SecuritySettings,
         description="TLS, SASL and credentials of the Kafka and ClickHouse clients; see the security rows of the table",
     )
+
+    @model_validator(mode="after")
+    def _replication(self) -> Settings:
+        # More in-sync replicas than replicas would make the broker refuse every acks=all write.
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"NUDGEFLOW_MIN_INSYNC_REPLICAS={self.min_insync_replicas} exceeds "
+                f"NUDGEFLOW_REPLICATION_FACTOR={self.replication_factor}: every write would be refused"
+            )
+        return self
 
     @property
     def write_keys(self) -> dict[str, str]:

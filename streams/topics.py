@@ -75,7 +75,8 @@ def ensure_topics(settings: Settings, topics: list[str] | None = None) -> list[s
                     name=name,
                     num_partitions=settings.partitions,
                     replication_factor=settings.replication_factor,
-                    topic_configs=configs.get(name, {}),
+                    # Every producer sends with acks=all: a write is acknowledged once this many replicas hold it.
+                    topic_configs={**configs.get(name, {}), "min.insync.replicas": str(settings.min_insync_replicas)},
                 )
                 admin.create_topics([topic])
                 created.append(name)

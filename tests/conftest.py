@@ -16,3 +16,5 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         kind = item.path.relative_to(TESTS).parts[0] if item.path.is_relative_to(TESTS) else None
         if kind in KINDS:
             item.add_marker(getattr(pytest.mark, kind))
+        if kind == "integration" and item.path.relative_to(TESTS).parts[1] == "cluster":
+            item.add_marker(pytest.mark.cluster)  # the three-node failure tests: `make cluster`

@@ -103,6 +103,8 @@ def settings_environment(settings: Settings) -> dict[str, str]:
         "NUDGEFLOW_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "NUDGEFLOW_NAMESPACE": settings.namespace,
         "NUDGEFLOW_PARTITIONS": str(settings.partitions),
+        "NUDGEFLOW_REPLICATION_FACTOR": str(settings.replication_factor),
+        "NUDGEFLOW_MIN_INSYNC_REPLICAS": str(settings.min_insync_replicas),
         "NUDGEFLOW_DATA_DIR": str(settings.data_dir),
         "NUDGEFLOW_WORKER_WEB_PORT": str(settings.worker_web_port),
         "NUDGEFLOW_TIMER_INTERVAL_SECONDS": str(settings.timer_interval_seconds),
