@@ -9,8 +9,13 @@ another:
 
   a. a raw aiokafka consumer reads the events topic (the client's ceiling), before and again after the rest;
   c. `nudgeflow sink` reads the events into chDB, progress read from its group's committed offsets;
-  b. `nudgeflow worker` on the default rules, progress read from group `settings.app_id`'s committed offsets
-     on the events topic: once with 1 worker, once with 2 in one group (each its own data dir and web port);
+  b. `nudgeflow worker --runner batched` on the default rules, progress read from group `settings.app_id`'s
+     committed offsets on the events topic: once with 1 worker, once with 2 in one group (each its own data
+     dir and web port);
+  f. a bare Faust agent that reads the events and does nothing (bench/faust_noop_worker.py: Faust's own
+     ceiling), and `nudgeflow worker --runner faust` (the same core hosted by Faust agents, its own copy of
+     the events so its group and tables start empty), each compared with the raw consumer and the Faust
+     runner also with the bare agent;
   and the event-to-trigger latency of a fresh worker on the default rules plus a zero-delay probe rule:
   probes (one per identified person) at --probe-rate amid shopper traffic (stamped as it is sent) at half the
   1-worker rate, once that traffic has flowed for --warm-up-seconds, beside the broker's own produce-to-consume
@@ -402,17 +407,53 @@ def main() -> int:
                 data_dir=scratch,
             )
 
-        one = settings_for("a")  # the raw consumer, the sink and one worker read these events
+        one = settings_for("a")  # the raw consumer, the sink, the bare Faust agent and one worker read these
         two = settings_for("b")  # the same events for two workers: their group and state start empty
-        for settings in (one, two):
+        faust_runner = settings_for("c")  # and for the Faust runner: its group and tables start empty
+        for settings in (one, two, faust_runner):
             ensure_topics(settings)
         messages = shopper_traffic(arguments.events, shoppers, timedelta(hours=arguments.span_hours), arguments.seed)
-        print(f"producing {len(messages):,} events for {shoppers:,} shoppers, twice", file=sys.stderr, flush=True)
+        print(f"producing {len(messages):,} events for {shoppers:,} shoppers, 3 times", file=sys.stderr, flush=True)
         produce_seconds = produce(broker.bootstrap, one.events_topic, messages)
         produce(broker.bootstrap, two.events_topic, messages)
+        produce(broker.bootstrap, faust_runner.events_topic, messages)
         del messages
         ends = end_offsets(broker.bootstrap, one.events_topic)
         ends_two = end_offsets(broker.bootstrap, two.events_topic)
+        ends_faust = end_offsets(broker.bootstrap, faust_runner.events_topic)
+
+        def group_phase(
+            label: str,
+            settings: Settings,
+            count: int,
+            offsets: dict[int, int],
+            command: Sequence[str],
+            group: str | None,
+            name: str,
+        ) -> Row:
+            """One worker group's phase (or its skipped row): its rate, its dead letters, whether it finished."""
+            nonlocal complete
+            if not budget.allows():
+                complete = False
+                return skipped(label, budget)
+            print(label, file=sys.stderr, flush=True)
+            run = run_workers(
+                settings,
+                scratch,
+                children,
+                count,
+                offsets,
+                budget.for_phase(),
+                command=command,
+                group=group,
+                label=name,
+            )
+            row = group_row(label, run, sum(offsets.values()))
+            if group is None:  # a nudgeflow worker: its bad messages went to the dead-letter topic
+                row.notes.extend(dead_letters(settings, name))
+            complete &= run.finished
+            return row
+
         events = sum(ends.values())
         rows.append(
             Row(
@@ -449,19 +490,26 @@ def main() -> int:
             complete = False
         sink_row = rows[-1]
 
-        one_label = "worker x1 (nudgeflow worker)"
-        one_rate = NAN
-        if budget.allows():
-            print(one_label, file=sys.stderr, flush=True)
-            single = run_workers(one, scratch, children, 1, ends, budget.for_phase(), label="one-worker")
-            rows.append(group_row(one_label, single, events))
-            rows[-1].notes.extend(dead_letters(one, "worker x1"))
-            one_rate = rows[-1].rate
-            complete &= single.finished
-        else:
-            rows.append(skipped(one_label, budget))
-            complete = False
-        one_row = rows[-1]
+        noop_command = [sys.executable, str(Path(__file__).with_name("faust_noop_worker.py"))]
+        noop_row = group_phase(
+            "bare Faust agent (reads, does nothing)", one, 1, ends, noop_command, f"{one.app_id}-faust-noop", "noop"
+        )
+        rows.append(noop_row)
+        faust_row = group_phase(
+            "Faust runner x1 (--runner faust)",
+            faust_runner,
+            1,
+            ends_faust,
+            nudgeflow_command("worker", "--runner", "faust"),
+            None,
+            "faust-worker",
+        )
+        rows.append(faust_row)
+
+        batched = nudgeflow_command("worker", "--runner", "batched")
+        one_row = group_phase("batched runner x1 (--runner batched)", one, 1, ends, batched, None, "one-worker")
+        rows.append(one_row)
+        one_rate = one_row.rate
 
         latency_rate = arguments.latency_rate or one_rate / 2
         # Start-up, identifies, two timed phases and their drains: about three phase lengths and a minute.
@@ -476,17 +524,8 @@ def main() -> int:
             complete = False
         latency_row = rows[-1]
 
-        two_label = "worker x2, one group"
-        if budget.allows():
-            print(two_label, file=sys.stderr, flush=True)
-            pair = run_workers(two, scratch, children, 2, ends_two, budget.for_phase(), label="two-workers")
-            rows.append(group_row(two_label, pair, sum(ends_two.values())))
-            rows[-1].notes.extend(dead_letters(two, "worker x2"))
-            complete &= pair.finished
-        else:
-            rows.append(skipped(two_label, budget))
-            complete = False
-        two_row = rows[-1]
+        two_row = group_phase("batched runner x2, one group", two, 2, ends_two, batched, None, "two-workers")
+        rows.append(two_row)
 
         raw_after = raw_row("raw aiokafka consumer, after", one, events, max(RAW_MIN_SECONDS, budget.for_phase()))
         rows.append(raw_after)
@@ -496,8 +535,11 @@ def main() -> int:
         print_results(rows, raw_rate)
         print(
             f"\nratios to the raw consumer ({number(raw_rate, ',.0f')} events/s, mean of before and after): "
-            f"b/a 1 worker {number(ratio(one_row.rate, raw_rate), '.4f')}, "
+            f"b/a batched 1 worker {number(ratio(one_row.rate, raw_rate), '.4f')}, "
             f"2 workers {number(ratio(two_row.rate, raw_rate), '.4f')}; "
+            f"f/a bare Faust agent {number(ratio(noop_row.rate, raw_rate), '.4f')}, "
+            f"Faust runner {number(ratio(faust_row.rate, raw_rate), '.4f')}; "
+            f"Faust runner / bare Faust agent {number(ratio(faust_row.rate, noop_row.rate), '.4f')} (aim 0.70); "
             f"c/a sink {number(ratio(sink_row.rate, raw_rate), '.4f')}; "
             f"event-to-trigger at {number(latency_rate, ',.0f')}/s: "
             f"p50 {number(latency_row.p50_ms, '.1f')} ms, p99 {number(latency_row.p99_ms, '.1f')} ms"
