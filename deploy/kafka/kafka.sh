@@ -9,6 +9,12 @@
 #   KAFKA_DATA_DIR         log dirs, config, pid and log file (default <repo>/.data/kafka)
 #   KAFKA_HEAP             JVM heap (default 512m: the broker shares two cores with the tests)
 #   KAFKA_START_TIMEOUT    seconds to wait for the broker to answer (default 90)
+#
+# A secure listener beside the plaintext one (see secure_listener below), as managed clusters have it:
+#   KAFKA_SASL_SSL_PORT    SASL_SSL listener on 127.0.0.1 (SCRAM-SHA-256 and SCRAM-SHA-512); unset: none
+#   KAFKA_SSL_KEYSTORE     the broker's PKCS12 keystore (key and certificate for 127.0.0.1/localhost)
+#   KAFKA_SSL_KEYSTORE_PASSWORD  its password
+#   KAFKA_SCRAM_USERS      "user:password ..." created with both SCRAM mechanisms when the storage is formatted
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -75,6 +81,39 @@ log.retention.hours=168
 PROPS
 }
 
+# The SASL_SSL listener: appended after the plaintext config, whose listener lines it overrides (a
+# properties file keeps the last value of a key). Clients then need TLS (trusting the keystore's CA) and a
+# SCRAM user; the plaintext listener stays for the inter-broker and controller traffic.
+secure_listener() {
+  [ -n "${KAFKA_SASL_SSL_PORT:-}" ] || return 0
+  : "${KAFKA_SSL_KEYSTORE:?KAFKA_SASL_SSL_PORT needs KAFKA_SSL_KEYSTORE}"
+  : "${KAFKA_SSL_KEYSTORE_PASSWORD:?KAFKA_SASL_SSL_PORT needs KAFKA_SSL_KEYSTORE_PASSWORD}"
+  local scram="org.apache.kafka.common.security.scram.ScramLoginModule required;"
+  cat >> "$config" <<PROPS
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port,SASL_SSL://127.0.0.1:$KAFKA_SASL_SSL_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,SASL_SSL://127.0.0.1:$KAFKA_SASL_SSL_PORT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=$scram
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=$scram
+listener.name.sasl_ssl.ssl.keystore.type=PKCS12
+listener.name.sasl_ssl.ssl.keystore.location=$KAFKA_SSL_KEYSTORE
+listener.name.sasl_ssl.ssl.keystore.password=$KAFKA_SSL_KEYSTORE_PASSWORD
+listener.name.sasl_ssl.ssl.client.auth=none
+PROPS
+}
+
+# format's --add-scram arguments: each user of KAFKA_SCRAM_USERS with both SCRAM mechanisms.
+scram_users=()
+scram_arguments() {
+  local entry
+  for entry in ${KAFKA_SCRAM_USERS:-}; do
+    for mechanism in SCRAM-SHA-256 SCRAM-SHA-512; do
+      scram_users+=(--add-scram "$mechanism=[name=${entry%%:*},password=${entry#*:}]")
+    done
+  done
+}
+
 start() {
   fetch
   if pid="$(running_pid)"; then
@@ -82,10 +121,12 @@ start() {
     return 0
   fi
   write_config
+  secure_listener
   if [ ! -f "$data/logs/meta.properties" ]; then
+    scram_arguments
     local cluster_id
     cluster_id="$(java -cp "$lib/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)"
-    java -cp "$lib/*" kafka.tools.StorageTool format --standalone -t "$cluster_id" -c "$config" \
+    java -cp "$lib/*" kafka.tools.StorageTool format --standalone -t "$cluster_id" -c "$config" "${scram_users[@]}" \
       >> "$logfile" 2>&1 || { say "formatting storage failed, see $logfile"; exit 1; }
   fi
   # setsid: the broker outlives the shell that started it and gets no Ctrl-C meant for its parent.
