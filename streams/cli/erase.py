@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from schemas.connections import kafka_python_options
 from schemas.settings import Settings
 from streams.cli.base import Commands
 
@@ -22,7 +23,7 @@ def command_erase(settings: Settings, arguments: argparse.Namespace) -> int:
     request = ErasureRequest(
         request_id=str(uuid.uuid4()), person_id=arguments.person_id, requested_at=datetime.now(UTC)
     )
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap.split(","), acks="all")
+    producer = KafkaProducer(**kafka_python_options(settings), acks="all")
     try:
         producer.send(settings.privacy_topic, key=arguments.person_id.encode(), value=request.to_json()).get(timeout=30)
     finally:

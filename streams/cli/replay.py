@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from schemas.connections import kafka_python_options
 from schemas.settings import Settings
 from streams.cli.base import Commands
 
@@ -44,7 +45,7 @@ def command_replay(settings: Settings, arguments: argparse.Namespace) -> int:
         else settings.model_copy(update={"namespace": arguments.to_namespace})
     )
     ensure_topics(target, [target.events_topic])
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap.split(","), acks="all", linger_ms=20)
+    producer = KafkaProducer(**kafka_python_options(settings), acks="all", linger_ms=20)
     tally = Tally()
     started = time.monotonic()
     drawn_at = 0.0
@@ -90,9 +91,7 @@ def _topic_messages(settings: Settings, topic: str) -> Iterator[tuple[bytes, str
     """Every message of a topic as it stands now (later messages are not waited for), with its place."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap.split(","), enable_auto_commit=False, group_id=None
-    )
+    consumer = KafkaConsumer(**kafka_python_options(settings), enable_auto_commit=False, group_id=None)
     try:
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from schemas.connections import kafka_python_options
 from schemas.settings import Settings
 from streams.cli.base import Commands
 
@@ -16,7 +17,7 @@ def command_triggers(settings: Settings, arguments: argparse.Namespace) -> int:
 
     consumer = KafkaConsumer(
         settings.triggers_topic,
-        bootstrap_servers=settings.kafka_bootstrap.split(","),
+        **kafka_python_options(settings),
         auto_offset_reset="latest" if arguments.follow_new else "earliest",
         enable_auto_commit=False,
         group_id=None,
