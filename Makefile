@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint typecheck unit integration e2e cluster bench kafka-jars clean browser
+.PHONY: setup run test lint typecheck unit integration e2e cluster bench kafka-jars clean browser screenshot
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ e2e: setup browser
 browser:
 	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 		|| echo "chromium could not be installed: the dashboard's browser test will say it is skipped"
+
+# The README's picture of the dashboard, taken by the dashboard's browser test.
+screenshot: setup browser
+	NUDGEFLOW_KEEP_SCREENSHOT=docs/dashboard.png $(BIN)/pytest -q -p no:cacheprovider \
+		tests/integration/sinks/test_analytics.py -k dashboard
 
 test: setup lint typecheck browser
 	$(BIN)/pytest -q -p no:cacheprovider -m "not cluster"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -197,6 +198,8 @@ async def test_dashboard_renders_real_figures_in_headless_chromium(
     assert 'data-kpi="revenue">revenue<b>150</b>' in dom
     assert "held: quiet_hours" in dom
     assert screenshot.stat().st_size > 10_000
+    if kept := os.environ.get("NUDGEFLOW_KEEP_SCREENSHOT"):  # `make screenshot`: the README's picture
+        shutil.copyfile(screenshot, kept)
 
 
 async def chromium(tmp_path: Path, *arguments: str) -> str:
