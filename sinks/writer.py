@@ -200,7 +200,9 @@ class ClickHouseSink:
             auto_offset_reset="earliest",
             client_id="nudgeflow-sink",
         )
-        producer = AIOKafkaProducer(**aiokafka_options(self.settings), client_id="nudgeflow-sink-audit", acks="all")
+        producer = AIOKafkaProducer(
+            **aiokafka_options(self.settings), client_id="nudgeflow-sink-audit", acks="all", enable_idempotence=True
+        )
         await consumer.start()
         await producer.start()
         self._producer = producer

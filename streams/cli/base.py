@@ -13,6 +13,7 @@ from schemas.settings import Settings, UnsafeSettings
 
 REPO = Path(__file__).resolve().parents[2]
 KAFKA_SCRIPT = REPO / "deploy" / "kafka" / "kafka.sh"
+CLUSTER_SCRIPT = REPO / "deploy" / "kafka" / "cluster.sh"
 DEMO_RULES = REPO / "deploy" / "rules.demo.yaml"
 
 # Each command module's `register(commands)` adds its parser to this.

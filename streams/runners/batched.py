@@ -109,6 +109,7 @@ class BatchedRunner:
             **aiokafka_options(settings),
             client_id=f"{CLIENT_PREFIX}{self.url}",  # how the API finds the owner of a partition
             acks="all",
+            enable_idempotence=True,  # a retried send after a broker failover is not written twice
             linger_ms=0,  # the outbox already sends a whole batch at once: waiting longer only adds latency
             max_batch_size=1_048_576,
             max_request_size=4_194_304,
