@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from pydantic import ValidationError
 
@@ -33,7 +32,6 @@ from schemas.deliveries import DeliveryRecord, DeliveryState
 from schemas.settings import Settings
 from schemas.triggers import Channel, DeadLetter, Trigger
 from sinks.sender.channels import Accepted, EmailChannel, ProviderError, SmsChannel, Unconfirmed
-from sinks.sender.fence import Fence, Fenced
 from sinks.sender.ledger import Ledger
 from sinks.sender.messages import OutgoingEmail, OutgoingSms, Undeliverable, compose
 from sinks.sender.metrics import SenderMetrics
@@ -136,7 +134,6 @@ class Sender:
         self.producer: AIOKafkaProducer | None = None
         self.ledger: Ledger | None = None
         self.ready = asyncio.Event()  # set once partitions were assigned and their ledger read
-        self.fence = Fence(self._still_held)
 
     @property
     def group_id(self) -> str:
@@ -187,7 +184,6 @@ class Sender:
     async def _shutdown(self) -> None:
         # Sends not committed yet are left to the next run (the provider drops them unfinished).
         await self.release(set(self.held))
-        await self.fence.close()
         if self.consumer is not None:
             await self.consumer.stop()
         if self.producer is not None:
@@ -212,18 +208,6 @@ class Sender:
             self.offsets.committed.update(positions)
         except Exception as error:  # a rebalance under way; the ledger keeps what is replayed from sending twice
             log.warning("sender: offsets not committed (%s); triggers since then will be looked up again", error)
-
-    async def _still_held(self) -> None:
-        """The fence's check (sinks/sender/fence.py): commit the positions of the partitions with sends in
-        progress, which the broker accepts only from the group's current owner of them."""
-        assert self.consumer is not None
-        positions = {tp: min(pending) for tp, pending in self.offsets.pending.items() if pending and tp in self.held}
-        if not positions:
-            raise Fenced("no partition with sends in progress is held any more")
-        try:
-            await self.consumer.commit({tp: OffsetAndMetadata(position, "") for tp, position in positions.items()})
-        except (CommitFailedError, IllegalStateError) as error:
-            raise Fenced(str(error)) from error
 
     def _refetch(self, tp: TopicPartition, offset: int) -> None:
         """Fetch from `offset` again: records can arrive before the ledger of their partition is read."""
@@ -405,16 +389,6 @@ class Sender:
                 except Exception as error:
                     job.committing = False
                     raise ProviderError(f"the ledger did not take the commit: {error}", retryable=True) from None
-                try:
-                    await self.fence.confirm()
-                except Fenced as fenced:
-                    # A zombie: the next owner sends it, or saw `committed` and never will (at most once).
-                    self.metrics.fenced.inc()
-                    log.warning("sender: %s not sent, this sender lost its partition: %s", trigger.trigger_id, fenced)
-                    raise Aborted from None
-                except Exception as error:
-                    job.committing = False
-                    raise ProviderError(f"could not confirm the partition is held: {error}", retryable=True) from None
 
             try:
                 accepted = await _send(channel, message, commit)

@@ -60,11 +60,6 @@ class SenderMetrics:
             buckets=DELAY_BUCKETS,
             registry=self.registry,
         )
-        self.fenced = Counter(
-            "nudgeflow_sender_fenced",
-            "Sends stopped before their last byte: the group had given their partition to another sender",
-            registry=self.registry,
-        )
         self.in_flight = Gauge("nudgeflow_sender_in_flight", "Nudges being sent now", registry=self.registry)
         self.ledger_size = Gauge(
             "nudgeflow_sender_ledger_entries",

@@ -8,12 +8,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from kafka import KafkaProducer
 
 from schemas.deliveries import DeliveryRecord, DeliveryState
@@ -54,6 +55,12 @@ def publish(producer: KafkaProducer, settings: Settings, triggers: list[Trigger]
     for trigger in triggers:
         producer.send(settings.triggers_topic, key=trigger.person_id.encode(), value=trigger.to_json())
     producer.flush()
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    with SmtpServer(free_port()) as server:
+        yield server
 
 
 def sender_settings(settings: Settings, smtp_port: int, **changes: Any) -> Settings:
