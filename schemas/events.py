@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic.alias_generators import to_camel
 
 from schemas.limits import DEFAULT_LIMITS, LimitExceeded, Limits, check_document, check_timestamp
+from schemas.profile import ConsentSource
 
 
 def _as_utc(moment: datetime) -> datetime:
@@ -156,6 +157,8 @@ class EventContext(WireModel):
     ip: str | None = None
     user_agent: str | None = None
     channel: str | None = None
+    # How a consent the event carries was given (schemas/consent.py); the collector's own endpoints set it.
+    consent_source: ConsentSource | None = None
 
 
 EventType = Literal["track", "identify", "page", "screen", "alias", "group"]

@@ -10,6 +10,7 @@ import orjson
 from pydantic import BaseModel
 
 from schemas.campaigns import CampaignControl
+from schemas.consent import ConsentChange
 from schemas.deliveries import DeliveryRecord
 from schemas.events import PROPERTIES_BY_EVENT, Event
 from schemas.identity import ContactLink, ForgetMerged, Link, Merge
@@ -26,6 +27,7 @@ EXPORTED: dict[str, type[BaseModel] | type[msgspec.Struct]] = {
     "trigger": Trigger,
     "suppression": Suppression,
     "segment_change": SegmentChange,
+    "consent_change": ConsentChange,
     "profile": Profile,
     "dead_letter": DeadLetter,
     "erasure_request": ErasureRequest,

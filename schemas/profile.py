@@ -27,6 +27,17 @@ class ConsentState(StrEnum):
     OPTED_OUT = "opted_out"
 
 
+class ConsentSource(StrEnum):
+    """How a consent change reached nudgeflow."""
+
+    FORM = "form"  # a sign-up or preference form, sent through the tracking API
+    API = "api"  # the tracking API without a more precise source
+    IMPORT = "import"  # a bulk load of consents kept elsewhere
+    SMS_KEYWORD = "sms_keyword"  # a reply such as STOP or START (Twilio's inbound webhook)
+    WEBHOOK = "webhook"  # a provider's event (SendGrid's unsubscribe or spam report)
+    UNSUBSCRIBE_LINK = "unsubscribe_link"  # the one-click link of a nudge (RFC 8058)
+
+
 class DayCounts(msgspec.Struct, frozen=True, gc=False):
     """One day's activity; the rolling 7/30/90-day windows are sums over at most 90 of these."""
 

@@ -343,6 +343,11 @@ class Settings(BaseSettings):
         return self.topic("segments")
 
     @property
+    def consents_topic(self) -> str:
+        """Each change of a person's consent with its source and evidence (ConsentChange), for ClickHouse."""
+        return self.topic("consents")
+
+    @property
     def profiles_topic(self) -> str:
         """Profile snapshots, keyed by person, for ClickHouse."""
         return self.topic("profiles")
@@ -389,6 +394,7 @@ class Settings(BaseSettings):
             self.triggers_topic,
             self.suppressed_topic,
             self.segments_topic,
+            self.consents_topic,
             self.profiles_topic,
             self.identity_topic,
             self.privacy_topic,

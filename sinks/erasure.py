@@ -52,6 +52,7 @@ PERSON_TABLES: tuple[PersonTable, ...] = (
     PersonTable("triggers", f"has({PEOPLE}, person_id)"),
     PersonTable("suppressions", f"has({PEOPLE}, person_id)"),
     PersonTable("segment_changes", f"has({PEOPLE}, person_id)"),
+    PersonTable("consent_changes", f"has({PEOPLE}, person_id)"),
     PersonTable("profile_snapshots", f"has({PEOPLE}, person_id)"),
     PersonTable("orders", f"has({PEOPLE}, person_id)"),
     PersonTable("message_events", f"has({PEOPLE}, person_id)"),

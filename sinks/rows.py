@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
+from schemas.consent import ConsentChange
 from schemas.events import InvalidEvent, UtcDatetime, decode_document, describe_validation_error, parse_event
 from schemas.limits import DEFAULT_LIMITS, Limits, truncated
 from schemas.segments import SegmentChange
@@ -98,6 +99,10 @@ PROFILE_SNAPSHOTS = TableSpec(
         "profile",
     ),
 )
+CONSENT_CHANGES = TableSpec(
+    "consent_changes",
+    ("person_id", "channel", "state", "previous", "source", "at", "message_id", "ip", "user_agent", "trigger_id"),
+)
 DEAD_LETTERS = TableSpec("dead_letters", ("topic", "partition", "offset", "key", "reason", "value", "received_at"))
 
 # Where each table keeps the person, for dropping rows of people erased before their rows arrived.
@@ -105,7 +110,7 @@ DEAD_LETTERS = TableSpec("dead_letters", ("topic", "partition", "offset", "key",
 PERSON_COLUMN: dict[str, int] = {
     **{
         spec.table: spec.columns.index("person_id")
-        for spec in (EVENTS, TRIGGERS, SUPPRESSIONS, SEGMENT_CHANGES, PROFILE_SNAPSHOTS)
+        for spec in (EVENTS, TRIGGERS, SUPPRESSIONS, SEGMENT_CHANGES, CONSENT_CHANGES, PROFILE_SNAPSHOTS)
     },
     DEAD_LETTERS.table: DEAD_LETTERS.columns.index("key"),
 }
@@ -201,6 +206,22 @@ def suppression_row(value: bytes | None, options: RowOptions) -> list[Any]:
 def segment_change_row(value: bytes | None, options: RowOptions) -> list[Any]:
     change: SegmentChange = _model(SegmentChange, _decoded(value, options.limits))
     return [change.segment, options.person(change.person_id), change.at, change.change]
+
+
+def consent_change_row(value: bytes | None, options: RowOptions) -> list[Any]:
+    change: ConsentChange = _model(ConsentChange, _decoded(value, options.limits))
+    return [
+        options.person(change.person_id),
+        change.channel,
+        change.state.value,
+        change.previous.value if change.previous else None,
+        change.source.value,
+        change.at,
+        change.message_id or "",
+        change.ip,
+        change.user_agent,
+        change.trigger_id,
+    ]
 
 
 def profile_snapshot_row(value: bytes | None, key: bytes | None, options: RowOptions) -> list[Any] | None:

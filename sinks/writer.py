@@ -39,6 +39,7 @@ from schemas.triggers import DeadLetter
 from sinks.erasure import erase_person, erasure_hashes
 from sinks.metrics import SinkMetrics
 from sinks.rows import (
+    CONSENT_CHANGES,
     DEAD_LETTERS,
     EVENTS,
     PERSON_COLUMN,
@@ -49,6 +50,7 @@ from sinks.rows import (
     RowOptions,
     TableSpec,
     Unusable,
+    consent_change_row,
     dead_letter_row,
     event_row,
     letter_people,
@@ -104,6 +106,9 @@ def routes_for(settings: Settings) -> dict[str, Route]:
         ),
         settings.segments_topic: Route(
             SEGMENT_CHANGES, lambda m: segment_change_row(m.value, options), person_of(SEGMENT_CHANGES)
+        ),
+        settings.consents_topic: Route(
+            CONSENT_CHANGES, lambda m: consent_change_row(m.value, options), person_of(CONSENT_CHANGES)
         ),
         settings.profiles_topic: Route(
             PROFILE_SNAPSHOTS, lambda m: profile_snapshot_row(m.value, m.key, options), person_of(PROFILE_SNAPSHOTS)

@@ -157,6 +157,13 @@ class Collector:
         except InvalidCall as error:
             raise RequestFailed(401, str(error)) from None
 
+    def evidence(self, request: web.Request) -> dict[str, str]:
+        """Who made the request, kept with what it changes (a consent's proof): its address and user agent,
+        cut to the longest string the limits allow."""
+        found = {"ip": request.remote or "", "userAgent": request.headers.get("User-Agent", "")}
+        longest = self.settings.limits.string_length
+        return {name: value[:longest] for name, value in found.items() if value}
+
     async def deliver(self, delivery: Delivery, source: str, received_at: datetime) -> None:
         """Drop duplicates, then produce events and dead letters and wait for the broker's acknowledgement."""
         fresh: list[Event] = []
@@ -209,6 +216,7 @@ class Collector:
                         default_region=self.settings.default_phone_region,
                         new_message_id=self.new_message_id,
                         source=source,
+                        request_context=self.evidence(request),
                     )
                 )
             except PayloadTooLarge as error:
@@ -238,6 +246,7 @@ class Collector:
                 default_region=self.settings.default_phone_region,
                 new_message_id=self.new_message_id,
                 source=source,
+                request_context=self.evidence(request),
             )
         except InvalidCall as error:
             raise RequestFailed(400, str(error)) from None
@@ -372,7 +381,9 @@ class Collector:
         received_at = self.clock()
         body = await self.read_body(request, MAX_FORM_BYTES, "form body")
         try:
-            documents = unsubscribe_documents(request.match_info["token"], self.hash_key, received_at)
+            documents = unsubscribe_documents(
+                request.match_info["token"], self.hash_key, received_at, self.evidence(request)
+            )
         except InvalidToken as error:
             raise RequestFailed(400, f"unsubscribe link refused: {error}") from None
         delivery = self.prepare_documents(list(enumerate(documents)), "unsubscribe", received_at)

@@ -16,6 +16,7 @@ from typing import Any, get_args
 import orjson
 from pydantic import ValidationError
 
+from schemas.consent import CLIENT_SOURCES, states_consent
 from schemas.events import Event, EventType, describe_validation_error
 from schemas.limits import LimitExceeded, Limits, check_document, check_timestamp
 from schemas.privacy import CONTACT_PREFIX
@@ -84,6 +85,7 @@ def prepare_event(
     batch_context: Mapping[str, Any] | None = None,
     source: str | None = None,
     contact_ids: bool = False,
+    request_context: Mapping[str, str] | None = None,
 ) -> Event:
     """One call as it goes onto the events topic, or InvalidCall with the reason.
 
@@ -91,7 +93,9 @@ def prepare_event(
     `receivedAt`; with a `sentAt` (the call's own, else the batch's) the timestamp is corrected for the
     device's clock skew and the client's value kept as `originalTimestamp`. The call must be within
     `limits`, the corrected timestamp too. Person ids of the contact form (privacy.CONTACT_PREFIX) are
-    refused unless `contact_ids`: only the collector's own webhook events may carry them.
+    refused unless `contact_ids`: only the collector's own webhook events may carry them, and so may a
+    consent source other than the client's own (`CLIENT_SOURCES`). `request_context` (the request's `ip`
+    and `userAgent`) fills what the context of a call stating a consent does not say.
     """
     if not isinstance(raw, dict):
         raise InvalidCall(f"an event must be a JSON object, not {_json_type(raw)}")
@@ -121,6 +125,9 @@ def prepare_event(
     context_traits = context.get("traits") if isinstance(context, dict) else None
     if document["type"] == "identify" and not document.get("traits") and isinstance(context_traits, dict):
         document["traits"] = context_traits  # RudderStack's SDKs send identify traits in context.traits only
+    if request_context and states_consent(document) and isinstance(document.get("context", {}), dict):
+        # Only a consent's proof needs who sent it; other calls keep no address they did not send.
+        document["context"] = {**request_context, **document.get("context", {})}
     if document.get("sentAt") is None and batch_sent_at is not None:
         document["sentAt"] = batch_sent_at
     if batch_context or batch_sent_at is not None:
@@ -136,6 +143,10 @@ def prepare_event(
         event = Event.model_validate(document)
     except ValidationError as error:
         raise InvalidCall(describe_validation_error(error)) from None
+    claimed = event.context.consent_source
+    if claimed is not None and claimed not in CLIENT_SOURCES and not contact_ids:
+        allowed = ", ".join(sorted(CLIENT_SOURCES))
+        raise InvalidCall(f"context.consentSource: {claimed.value} is set by the collector itself; one of {allowed}")
     updates: dict[str, Any] = {}
     timestamp = event.timestamp
     if event.sent_at is not None:
@@ -169,6 +180,7 @@ def prepare_batch(
     default_region: str,
     new_message_id: Callable[[], str],
     source: str | None = None,
+    request_context: Mapping[str, str] | None = None,
 ) -> BatchOutcome:
     """The calls of a /v1/batch (or /v1/import) envelope: each accepted or rejected on its own."""
     if not isinstance(document, dict):
@@ -194,6 +206,7 @@ def prepare_batch(
                     batch_sent_at=document.get("sentAt"),
                     batch_context=context if isinstance(context, dict) else None,
                     source=source,
+                    request_context=request_context,
                 )
             )
         except InvalidCall as error:

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key, lo
 
 from schemas.events import EventName
 from schemas.privacy import contact_person_id, is_contact_id
+from schemas.profile import ConsentSource
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
@@ -162,6 +163,17 @@ def _document(entry: dict[str, Any], name: EventName, hash_key: bytes) -> dict[s
         "properties": properties,
         "context": {"channel": "email"},
     }
+    if name is EventName.EMAIL_UNSUBSCRIBED:
+        # The recipient's click or complaint as SendGrid saw it: the evidence of the withdrawn consent.
+        document["context"] = {
+            "channel": "email",
+            "consentSource": ConsentSource.WEBHOOK,
+            **{
+                field: entry[key]
+                for key, field in (("ip", "ip"), ("useragent", "userAgent"))
+                if isinstance(entry.get(key), str)
+            },
+        }
     event_id = _text(entry, "sg_event_id")
     if event_id:
         # SendGrid retries a failed delivery with the same sg_event_id: a stable messageId lets dedupe drop it.

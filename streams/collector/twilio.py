@@ -15,14 +15,12 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from schemas.consent import sms_keyword_consent
 from schemas.events import EventName
 from schemas.privacy import contact_person_id, is_contact_id
+from schemas.profile import ConsentSource
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
-
-# Twilio's own opt-out and opt-in keywords (the carrier-level ones), matched on the whole trimmed body.
-OPT_OUT_KEYWORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "TD", "退订"})
-OPT_IN_KEYWORDS = frozenset({"START", "UNSTOP", "YES"})
 
 # Query parameters the SMS sender may append to its StatusCallback URL to say which nudge a message was.
 CARRIED_PARAMS = ("trigger_id", "rule", "campaign_id", "variant")
@@ -39,16 +37,6 @@ def signature_valid(auth_token: str, signature: str | None, url: str, form: Iter
     if not signature:
         return False
     return hmac.compare_digest(expected_signature(auth_token, url, form), signature)
-
-
-def consent_change(body: str) -> str | None:
-    """ "opted_out" or "opted_in" when the reply is one of the keywords, else None."""
-    keyword = body.strip().upper()
-    if keyword in OPT_OUT_KEYWORDS:
-        return "opted_out"
-    if keyword in OPT_IN_KEYWORDS:
-        return "opted_in"
-    return None
 
 
 def _person(form: dict[str, str], params: dict[str, str], number_field: str, hash_key: bytes) -> str:
@@ -105,6 +93,9 @@ def map_inbound(
     body = form.get("Body", "")
     properties: dict[str, Any] = {name: params[name] for name in CARRIED_PARAMS if params.get(name)}
     properties.update({"body": body, "from": sender, "message_sid": sid})
+    consent = sms_keyword_consent(body)
+    # A keyword reply is consent given or withdrawn by SMS: both events say so, for the proof of consent.
+    context = {"channel": "sms"} if consent is None else {"channel": "sms", "consentSource": ConsentSource.SMS_KEYWORD}
     documents: list[dict[str, Any]] = [
         {
             "type": "track",
@@ -113,12 +104,11 @@ def map_inbound(
             "timestamp": received_at.isoformat(),
             "messageId": f"twilio:{sid}",
             "properties": properties,
-            "context": {"channel": "sms"},
+            "context": context,
         }
     ]
-    consent = consent_change(body)
     if consent is not None:
-        traits: dict[str, Any] = {"sms_consent": consent}
+        traits: dict[str, Any] = {"sms_consent": consent.value}
         if sender:
             traits["phone"] = sender
         documents.append(
@@ -128,7 +118,7 @@ def map_inbound(
                 "timestamp": received_at.isoformat(),
                 "messageId": f"twilio:{sid}:consent",
                 "traits": traits,
-                "context": {"channel": "sms"},
+                "context": context,
             }
         )
     return documents

@@ -14,13 +14,18 @@ from datetime import datetime
 from typing import Any
 
 from schemas.events import EventName
+from schemas.profile import ConsentSource
 from schemas.unsubscribe import read_token
 
 ONE_CLICK_BODY = "List-Unsubscribe=One-Click"
 
 
-def unsubscribe_documents(token: str, hash_key: bytes, received_at: datetime) -> list[dict[str, Any]]:
-    """The events one unsubscribe puts on the topic; `schemas.unsubscribe.InvalidToken` for a bad token."""
+def unsubscribe_documents(
+    token: str, hash_key: bytes, received_at: datetime, evidence: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """The events one unsubscribe puts on the topic; `schemas.unsubscribe.InvalidToken` for a bad token.
+    `evidence`: the request's `ip` and `userAgent`, kept with the consent change."""
+    evidence = evidence or {}
     request = read_token(token, hash_key, received_at)
     # One id per token: a second press (or the provider retrying its POST) is a duplicate, not a new event.
     message_id = "unsubscribe:" + hashlib.sha256(token.encode()).hexdigest()[:32]
@@ -35,7 +40,7 @@ def unsubscribe_documents(token: str, hash_key: bytes, received_at: datetime) ->
                 "timestamp": received_at.isoformat(),
                 "messageId": message_id,
                 "traits": {"sms_consent": "opted_out"},
-                "context": {"channel": "sms"},
+                "context": {"channel": "sms", "consentSource": ConsentSource.UNSUBSCRIBE_LINK, **evidence},
             }
         ]
     return [
@@ -46,7 +51,7 @@ def unsubscribe_documents(token: str, hash_key: bytes, received_at: datetime) ->
             "timestamp": received_at.isoformat(),
             "messageId": message_id,
             "properties": properties,
-            "context": {"channel": "email"},
+            "context": {"channel": "email", "consentSource": ConsentSource.UNSUBSCRIBE_LINK, **evidence},
         }
     ]
 

@@ -234,6 +234,8 @@ class Processor:
             self.metrics.suppressed.labels(rule=suppression.trigger.rule, reason=suppression.reason.value).inc()
         for change in step.segment_changes:
             output.add(settings.segments_topic, key, change.to_json())
+        for consent in step.consent_changes:
+            output.add(settings.consents_topic, key, consent.to_json())
         for anonymous_id in step.links:
             identity.link(self, anonymous_id, state.person_id)
         self.save(state, partition)

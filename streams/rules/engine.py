@@ -14,6 +14,7 @@ from datetime import datetime
 
 from msgspec.structs import replace
 
+from schemas.consent import ConsentChange
 from schemas.events import Event
 from schemas.limits import DEFAULT_LIMITS, Limits
 from schemas.rules import RulesConfig, TriggerRule
@@ -31,6 +32,7 @@ from streams.rules.campaigns import (
     pending_with_campaigns,
 )
 from streams.rules.carts import carts_after_event
+from streams.rules.consent import consent_changes
 from streams.rules.facts import ProfileFacts
 from streams.rules.identity import anonymous_ids_to_link, merge_states
 from streams.rules.policy import Defer, Send, gate
@@ -62,6 +64,7 @@ class Step:
     applied: bool = True
     links: list[str] = field(default_factory=list)  # anonymous ids whose state should merge into this person
     repeated: bool = False  # a messageId this person's state already applied (a retry, a re-keyed replay)
+    consent_changes: list[ConsentChange] = field(default_factory=list)  # with their evidence, for the proof
 
 
 @dataclass
@@ -94,9 +97,11 @@ def apply_event(
     links = anonymous_ids_to_link(state, event)
     current = _run_due(state, moment, moment, rules, outcome)
     # One copy for everything the event changes; nothing below reads the applied offsets, so they go in too.
+    profile = update_profile(current.profile, event, rules.profile, limits)
+    consents = consent_changes(state.person_id, current.profile, profile, event)
     current = replace(
         current,
-        profile=update_profile(current.profile, event, rules.profile, limits),
+        profile=profile,
         carts=carts_after_event(current.carts, event, limits),
         pending=pending_after_event(current, event, rules, limits),
         applied_offsets=current.record(position),
@@ -106,7 +111,9 @@ def apply_event(
     )
     current = _reevaluate_segments(current, moment, rules, outcome)
     current = _run_due(current, moment, moment, rules, outcome)  # rules with no delay fire now
-    return Step(current, outcome.triggers, outcome.suppressed, outcome.segment_changes, links=links)
+    return Step(
+        current, outcome.triggers, outcome.suppressed, outcome.segment_changes, links=links, consent_changes=consents
+    )
 
 
 def absorb(

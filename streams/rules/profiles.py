@@ -7,6 +7,7 @@ from datetime import date, datetime, timedelta
 
 from msgspec.structs import replace
 
+from schemas.consent import CONSENT_TRAITS, sms_keyword_consent
 from schemas.events import Event, EventName, OrderProperties, ProductProperties
 from schemas.limits import DEFAULT_LIMITS, Limits
 from schemas.profile import ConsentState, DayCounts, Profile, SeenRange
@@ -28,10 +29,6 @@ ENGAGEMENT_WEIGHTS: dict[str, float] = {
     EventName.SIGNED_UP: 2.0,
 }
 PASSIVE_EVENTS = {EventName.EMAIL_DELIVERED, EventName.SMS_DELIVERED, EventName.EMAIL_BOUNCED}
-
-SMS_STOP_WORDS = {"stop", "stopall", "unsubscribe", "cancel", "end", "quit", "td", "退订"}
-SMS_START_WORDS = {"start", "unstop", "yes"}
-CONSENT_TRAITS = {"email_consent": "email", "sms_consent": "sms"}
 
 
 def channel_of(event: Event) -> str:
@@ -183,9 +180,7 @@ def _from_track(
     elif name == EventName.EMAIL_UNSUBSCRIBED:
         changes["consent"] = {**profile.consent, "email": ConsentState.OPTED_OUT}
     elif name == EventName.SMS_REPLIED:
-        word = str(event.properties.get("body", "")).strip().lower()
-        if word in SMS_STOP_WORDS:
-            changes["consent"] = {**profile.consent, "sms": ConsentState.OPTED_OUT}
-        elif word in SMS_START_WORDS:
-            changes["consent"] = {**profile.consent, "sms": ConsentState.OPTED_IN}
+        stated = sms_keyword_consent(str(event.properties.get("body", "")))
+        if stated is not None:
+            changes["consent"] = {**profile.consent, "sms": stated}
     return changes

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from schemas.consent import ConsentChange
 from schemas.events import Event
 from schemas.rules import RulesConfig, load_rules, parse_rules
 from schemas.segments import SegmentChange
@@ -88,6 +89,7 @@ class Feed:
         self.triggers: list[Trigger] = []
         self.suppressed: list[Suppression] = []
         self.segment_changes: list[SegmentChange] = []
+        self.consent_changes: list[ConsentChange] = []
 
     def _position(self, topic: str) -> SourcePosition:
         self.offset += 1
@@ -98,6 +100,7 @@ class Feed:
         self.triggers += step.triggers
         self.suppressed += step.suppressed
         self.segment_changes += step.segment_changes
+        self.consent_changes += step.consent_changes
         return step
 
     def event(self, event: Event) -> Step:

@@ -301,6 +301,7 @@ async def test_twilio_inbound_stop_opts_out(client: TestClient[Any, Any], produc
     assert "<Response>" in await response.text()
     reply, identify = (parse_event(record.value) for record in producer.records)
     assert (reply.event, identify.type, identify.traits["sms_consent"]) == ("SMS Replied", "identify", "opted_out")
+    assert reply.context.consent_source == identify.context.consent_source == "sms_keyword"
     assert identify.traits["phone_status"] == "valid"
     # No person_id in the callback URL: the number's contact id, never the number itself, is the person.
     contact = contact_person_id("phone", "+14155552671", HASH_SECRET.encode())
@@ -330,3 +331,29 @@ async def test_metrics_count_requests_and_events_by_outcome(client: TestClient[A
     assert 'nudgeflow_collector_events_total{outcome="duplicate",source="web"} 1.0' in exposition
     assert 'nudgeflow_collector_events_total{outcome="rejected",source="web"} 1.0' in exposition
     assert 'nudgeflow_collector_requests_total{route="/v1/track",status="401"} 1.0' in exposition
+
+
+async def test_a_consent_statement_keeps_who_sent_it_and_other_calls_do_not(
+    client: TestClient[Any, Any], producer: MemoryProducer
+) -> None:
+    stated = {"userId": "u1", "traits": {"email_consent": "opted_in"}, "context": {"consentSource": "form"}}
+    response = await client.post("/v1/identify", json=stated, headers={**AUTH, "User-Agent": "ShopForm/2.1"})
+    assert response.status == 200
+    browsing = await client.post("/v1/track", json=track("u1"), headers={**AUTH, "User-Agent": "ShopForm/2.1"})
+    assert browsing.status == 200
+    consent, viewed = (parse_event(record.value) for record in producer.records)
+    assert (consent.context.consent_source, consent.context.ip) == ("form", "127.0.0.1")
+    assert consent.context.user_agent == "ShopForm/2.1"
+    # Data minimisation: a page view is not a consent and keeps no address it was not sent with.
+    assert (viewed.context.ip, viewed.context.user_agent) == (None, None)
+
+
+async def test_a_client_cannot_pass_its_call_off_as_a_reply_or_a_link(
+    client: TestClient[Any, Any], producer: MemoryProducer
+) -> None:
+    forged = {"userId": "u1", "traits": {"sms_consent": "opted_in"}, "context": {"consentSource": "sms_keyword"}}
+    response = await client.post("/v1/identify", json=forged, headers=AUTH)
+    assert response.status == 400
+    error = (await response.json())["error"]
+    assert error.startswith("context.consentSource: sms_keyword is set by the collector itself")
+    assert [record.topic for record in producer.records] == ["unit.events.dlq"]

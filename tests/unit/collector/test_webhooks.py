@@ -9,6 +9,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from schemas.consent import sms_keyword_consent
 from schemas.events import Event
 from schemas.privacy import contact_person_id
 from streams.collector import sendgrid, twilio
@@ -114,10 +115,10 @@ def test_twilio_signature_matches_the_documented_algorithm() -> None:
 @pytest.mark.parametrize(
     ("body", "consent"),
     [("STOP", "opted_out"), (" stop ", "opted_out"), ("退订", "opted_out"), ("td", "opted_out"),
-     ("Start", "opted_in"), ("YES", "opted_in"), ("stop please", None), ("thanks", None)],
+     ("Start", "opted_in"), ("YES", "opted_in"), ("订阅", "opted_in"), ("stop please", None), ("thanks", None)],
 )  # fmt: skip
 def test_consent_keywords(body: str, consent: str | None) -> None:
-    assert twilio.consent_change(body) == consent
+    assert sms_keyword_consent(body) == consent
 
 
 def test_twilio_inbound_stop_gives_reply_and_opt_out() -> None:
