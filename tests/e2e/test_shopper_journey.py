@@ -104,9 +104,11 @@ def test_a_shopper_abandons_a_cart_gets_one_reminder_and_is_then_forgotten(
     anonymous_view = {"type": "track", "event": "Product Viewed", "anonymousId": "a-zoe", "timestamp": now,
                       "properties": {"product_id": "sku-1", "name": "Trail shoes", "price": 119.0}}  # fmt: skip
     assert call("POST", f"{collector}/v1/track", anonymous_view, {"Authorization": AUTH})[0] == 200
-    login = {"userId": "zoe", "anonymousId": "a-zoe", "timestamp": now,
-             "traits": {"email": "Zoe@Example.com", "phone": "(415) 555-0100", "name": "Zoe"}}  # fmt: skip
-    assert call("POST", f"{collector}/v1/identify", login, {"Authorization": AUTH}) == (200, {"success": True})
+    login = {"userId": "zoe", "anonymousId": "a-zoe", "timestamp": now, "context": {"consentSource": "form"},
+             "traits": {"email": "Zoe@Example.com", "phone": "(415) 555-0100", "name": "Zoe",
+                        "email_consent": "opted_in"}}  # fmt: skip
+    form = {"Authorization": AUTH, "User-Agent": "ZoeShop/1.0"}
+    assert call("POST", f"{collector}/v1/identify", login, form) == (200, {"success": True})
     batch = {"batch": [
         {"type": "track", "event": "Product Added", "userId": "zoe", "timestamp": now,
          "properties": {"product_id": "sku-1", "name": "Trail shoes", "price": 119.0, "cart_id": "cz"}},
@@ -134,11 +136,16 @@ def test_a_shopper_abandons_a_cart_gets_one_reminder_and_is_then_forgotten(
 
     def exported() -> Any:
         status, document = call("GET", f"{sink}/api/people/zoe/export", headers=API_AUTH)
-        return document if status == 200 and document["tables"]["triggers"] else None
+        tables = document.get("tables", {}) if status == 200 else {}
+        return document if tables.get("triggers") and tables.get("consent_changes") else None
 
     export = eventually(exported, "zoe's rows in ClickHouse")
     assert [row["trigger_id"] for row in export["tables"]["triggers"]] == [reminder["triggerId"]]
     assert "zoe@example.com" not in json.dumps(export).lower()  # contacts are stored hashed
+    # Proof of her consent: the form she opted in through, from where, with which browser.
+    (consent,) = export["tables"]["consent_changes"]
+    assert (consent["channel"], consent["state"], consent["source"]) == ("email", "opted_in", "form")
+    assert (consent["ip"], consent["user_agent"]) == ("127.0.0.1", "ZoeShop/1.0")
 
     erase = subprocess.run(
         [sys.executable, "-m", "streams.cli", "erase", "zoe"], env=settings_environment(settings), cwd=REPO,
