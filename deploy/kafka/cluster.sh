@@ -119,7 +119,8 @@ wait_node() {
   local n="$1" waited=0 dir
   dir="$(node_dir "$n")"
   until answers "$n"; do
-    if ! node_pid "$n" >/dev/null; then
+    # Alive, not "is our node": until the forked shell has exec'd java its command line is still bash's.
+    if ! kill -0 "$(cat "$dir/kafka.pid")" 2>/dev/null; then
       say "node $n exited during start-up; last lines of $dir/kafka.log:"
       tail -n 20 "$dir/kafka.log" >&2
       exit 1

@@ -132,10 +132,12 @@ start() {
   # setsid: the broker outlives the shell that started it and gets no Ctrl-C meant for its parent.
   setsid java "-Xmx$heap" "-Xms$heap" -XX:+UseG1GC -Djava.awt.headless=true \
     -cp "$lib/*" kafka.Kafka "$config" >> "$logfile" 2>&1 < /dev/null &
-  echo $! > "$pidfile"
+  local started=$!
+  echo "$started" > "$pidfile"
   local waited=0
   until answers; do
-    if ! running_pid >/dev/null; then
+    # Alive, not "is our broker": until the forked shell has exec'd java its command line is still bash's.
+    if ! kill -0 "$started" 2>/dev/null; then
       say "broker exited during start-up; last lines of $logfile:"
       tail -n 20 "$logfile" >&2
       exit 1
