@@ -134,7 +134,7 @@ async def test_a_database_written_before_the_new_key_is_migrated_with_its_rows_a
         client.command("OPTIMIZE TABLE events FINAL")
         assert int(client.query("SELECT count() FROM events FINAL").result_rows[0][0]) == 2 * distinct
 
-        assert apply_migrations(client) == ["005_events_by_message.sql"]
+        assert apply_migrations(client) == [name for name, _ in migration_files() if name >= "005"]
         assert "ORDER BY (person_id, message_id)" in str(
             client.query(
                 "SELECT create_table_query FROM system.tables WHERE database = currentDatabase() AND name = 'events'"

@@ -19,7 +19,7 @@ from schemas.privacy import ErasureRequest, person_hash
 from schemas.settings import Settings
 from schemas.triggers import DeadLetter
 from sinks.rows import EVENTS, RowOptions, event_row
-from sinks.writer import ClickHouseSink
+from sinks.writer import ClickHouseSink, routes_for
 from tests.integration.sinks.scenario import track
 from tests.integration.sinks.test_privacy import found_anywhere
 
@@ -70,7 +70,8 @@ async def test_a_sink_holding_the_person_s_partitions_writes_nothing_back_after_
     eraser, holder = ClickHouseSink(settings, clickhouse), ClickHouseSink(settings, clickhouse)
     tasks = [asyncio.create_task(eraser.run()), asyncio.create_task(holder.run())]
     try:
-        every = 7 * settings.partitions  # the six topics written to ClickHouse and the privacy topic
+        # The topics written to ClickHouse and the privacy topic.
+        every = (len(routes_for(settings)) + 1) * settings.partitions
         # Settled: every partition held once, and each sink holding some of each topic (mid-rebalance one sink
         # may briefly hold everything).
         await wait_for(
