@@ -307,6 +307,59 @@ def funnel_daily(client: Any, period: Period) -> list[dict[str, Any]]:
 
 
 @dataclass(frozen=True)
+class DeliveryOutcome:
+    """What became of the nudges of one rule and channel the sender took up in the period, by each one's
+    last state in the ledger."""
+
+    rule: str
+    channel: str
+    nudges: int
+    sent: int
+    unconfirmed: int  # handed to the provider, whose answer never came: not sent again
+    failed: int
+    expired: int
+    in_flight: int  # sending or retrying when the period ended
+    retried: int  # needed more than one attempt
+    top_failure: str  # the commonest reason among the failed and expired, "" if none
+
+
+DELIVERIES_SQL = f"""
+SELECT rule, channel, count(), countIf(last = 'sent'), countIf(last = 'unconfirmed'), countIf(last = 'failed'),
+       countIf(last = 'expired'), countIf(last IN ('sending', 'committed', 'retrying')), countIf(attempts > 1),
+       arrayElement(topKIf(1)(reason, last IN ('failed', 'expired')), 1)
+FROM
+(
+    SELECT trigger_id, any(rule) AS rule, any(channel) AS channel, max(attempt) AS attempts,
+           argMax(state, (at, attempt)) AS last, argMax(reason, (at, attempt)) AS reason
+    FROM deliveries FINAL
+    WHERE at >= {SINCE} AND at < {UNTIL}
+    GROUP BY trigger_id
+)
+GROUP BY rule, channel
+ORDER BY rule, channel
+"""
+
+
+def delivery_outcomes(client: Any, period: Period) -> list[DeliveryOutcome]:
+    rows = client.query(DELIVERIES_SQL, parameters=period.parameters()).result_rows
+    return [
+        DeliveryOutcome(
+            rule=str(rule),
+            channel=str(channel),
+            nudges=int(nudges),
+            sent=int(sent),
+            unconfirmed=int(unconfirmed),
+            failed=int(failed),
+            expired=int(expired),
+            in_flight=int(in_flight),
+            retried=int(retried),
+            top_failure=str(top or ""),
+        )
+        for rule, channel, nudges, sent, unconfirmed, failed, expired, in_flight, retried, top in rows
+    ]
+
+
+@dataclass(frozen=True)
 class SuppressionSummary:
     sent: int
     suppressed: int

@@ -34,6 +34,7 @@ REPORTS: dict[str, Callable[[Any, datetime, datetime], list[Row]]] = {
         {"reason": reason, "suppressed": count}
         for reason, count in queries.suppressions(c, _period(s, u)).by_reason.items()
     ],
+    "deliveries": lambda c, s, u: _rows(queries.delivery_outcomes(c, _period(s, u))),
     "active": lambda c, s, u: _rows(queries.active_people_hourly(c, _period(s, u))),
 }
 

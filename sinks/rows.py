@@ -16,6 +16,7 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from schemas.consent import ConsentChange
+from schemas.deliveries import DeliveryRecord
 from schemas.events import InvalidEvent, UtcDatetime, decode_document, describe_validation_error, parse_event
 from schemas.limits import DEFAULT_LIMITS, Limits, truncated
 from schemas.segments import SegmentChange
@@ -102,6 +103,10 @@ PROFILE_SNAPSHOTS = TableSpec(
 CONSENT_CHANGES = TableSpec(
     "consent_changes",
     ("person_id", "channel", "state", "previous", "source", "at", "message_id", "ip", "user_agent", "trigger_id"),
+)
+DELIVERIES = TableSpec(
+    "deliveries",
+    ("trigger_id", "state", "rule", "channel", "provider", "attempt", "at", "reason", "provider_message_id"),
 )
 DEAD_LETTERS = TableSpec("dead_letters", ("topic", "partition", "offset", "key", "reason", "value", "received_at"))
 
@@ -221,6 +226,21 @@ def consent_change_row(value: bytes | None, options: RowOptions) -> list[Any]:
         change.ip,
         change.user_agent,
         change.trigger_id,
+    ]
+
+
+def delivery_row(value: bytes | None, options: RowOptions) -> list[Any]:
+    record: DeliveryRecord = _model(DeliveryRecord, _decoded(value, options.limits))
+    return [
+        record.trigger_id,
+        record.state.value,
+        record.rule,
+        record.channel.value,
+        record.provider,
+        record.attempt,
+        record.at,
+        record.reason,
+        record.provider_message_id,
     ]
 
 

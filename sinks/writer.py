@@ -41,6 +41,7 @@ from sinks.metrics import SinkMetrics
 from sinks.rows import (
     CONSENT_CHANGES,
     DEAD_LETTERS,
+    DELIVERIES,
     EVENTS,
     PERSON_COLUMN,
     PROFILE_SNAPSHOTS,
@@ -52,6 +53,7 @@ from sinks.rows import (
     Unusable,
     consent_change_row,
     dead_letter_row,
+    delivery_row,
     event_row,
     letter_people,
     profile_snapshot_row,
@@ -110,6 +112,8 @@ def routes_for(settings: Settings) -> dict[str, Route]:
         settings.consents_topic: Route(
             CONSENT_CHANGES, lambda m: consent_change_row(m.value, options), person_of(CONSENT_CHANGES)
         ),
+        # The ledger names no person: nothing of it is dropped or erased for one.
+        settings.deliveries_topic: Route(DELIVERIES, lambda m: delivery_row(m.value, options), lambda row: []),
         settings.profiles_topic: Route(
             PROFILE_SNAPSHOTS, lambda m: profile_snapshot_row(m.value, m.key, options), person_of(PROFILE_SNAPSHOTS)
         ),

@@ -169,7 +169,10 @@ def test_two_workers_share_the_group_and_one_leaving_loses_nothing(
         # Either worker answers for anyone: a person owned by the other worker is forwarded there.
         for asked in (settings, other):
             for person in people[:6]:
-                document = profile_when(asked, person, lambda d: True)
+                try:
+                    document = profile_when(asked, person, lambda d: True)
+                except AssertionError as error:
+                    raise AssertionError(f"{error}\n{logs()}") from None
                 assert document["profile"]["person_id"] == person
                 assert get(asked, f"/profiles/{person}", token=None)[0] == 401  # and never without the token
         elsewhere = next(p for p in people[:6] if held_elsewhere(other, p))
