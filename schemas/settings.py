@@ -223,6 +223,12 @@ class Settings(BaseSettings):
     )
     collector_host: str = Field(default="127.0.0.1", description="interface the HTTP collector listens on")
     collector_port: int = Field(default=8088, ge=0, le=65535, description="port of the HTTP collector")
+    collector_ack_timeout_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="how long the collector waits for Kafka to acknowledge an event (acks=all) before answering "
+        "503; the client retries with the same messageId, so shorter rides through a leader change sooner",
+    )
     collector_write_keys: dict[str, str] = Field(
         default_factory=dict,
         description="write keys the collector accepts, each mapped to the name of its source (JSON object); "

@@ -39,9 +39,11 @@ class KafkaEventProducer:
     """AIOKafkaProducer with acks=all and idempotence, started lazily so the collector serves (503) while the
     broker is away and recovers by itself when it comes back."""
 
-    def __init__(self, settings: Settings, send_timeout_seconds: float = 15.0, linger_ms: int = 5) -> None:
+    def __init__(self, settings: Settings, linger_ms: int = 5) -> None:
         self._settings = settings
-        self._send_timeout = send_timeout_seconds
+        # One bound on the whole answer (connecting, metadata, acknowledgement): past it the client gets 503
+        # and retries, instead of waiting out a leader change the cluster may take longer to settle.
+        self._ack_timeout = settings.collector_ack_timeout_seconds
         self._linger_ms = linger_ms
         self._producer: Any = None
         self._lock = asyncio.Lock()
@@ -55,7 +57,7 @@ class KafkaEventProducer:
                     acks="all",
                     enable_idempotence=True,
                     linger_ms=self._linger_ms,
-                    request_timeout_ms=int(self._send_timeout * 1000),
+                    request_timeout_ms=int(self._ack_timeout * 1000),
                 )
                 try:
                     await producer.start()
@@ -64,17 +66,21 @@ class KafkaEventProducer:
                     raise BrokerUnavailable(
                         f"Kafka at {self._settings.kafka_bootstrap} is unavailable: {error}"
                     ) from None
+                except asyncio.CancelledError:  # the request's deadline passed while connecting
+                    await producer.stop()
+                    raise
                 self._producer = producer
             return self._producer
 
     async def send_all(self, records: Sequence[Record]) -> None:
         if not records:
             return
-        producer = await self._started()
         try:
-            # Enqueue everything first so the batch goes out in as few requests as possible, then wait for acks.
-            deliveries = [await producer.send(record.topic, record.value, key=record.key) for record in records]
-            await asyncio.wait_for(asyncio.gather(*deliveries), timeout=self._send_timeout)
+            async with asyncio.timeout(self._ack_timeout):
+                producer = await self._started()
+                # Enqueue everything first so the batch goes out in as few requests as possible, then wait for acks.
+                deliveries = [await producer.send(record.topic, record.value, key=record.key) for record in records]
+                await asyncio.gather(*deliveries)
         except (KafkaError, TimeoutError) as error:
             reason = str(error) or type(error).__name__
             log.warning("produce failed: %s", reason)
