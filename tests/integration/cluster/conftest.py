@@ -13,6 +13,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+from kafka import KafkaAdminClient
+from kafka.admin import ConfigResource, ConfigResourceType
 
 from schemas.settings import Settings
 from streams.topics import ensure_topics
@@ -73,6 +75,23 @@ class Cluster:
         return best[1]
 
 
+def replication_on_the_brokers(settings: Settings, names: list[str]) -> dict[str, tuple[int, int]]:
+    """(fewest replicas of any partition, min.insync.replicas) of each topic, as the brokers describe it: what
+    the topics really got, not what was asked for."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap.split(","), client_id="cluster-test")
+    try:
+        replicas = {
+            str(entry.get("name", entry.get("topic"))): min(len(p["replica_nodes"]) for p in entry["partitions"])
+            for entry in admin.describe_topics(names)
+        }
+        configs = admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name) for name in names], config_filter="all"
+        )["topic"]
+    finally:
+        admin.close()
+    return {name: (replicas[name], int(configs[name]["min.insync.replicas"]["value"])) for name in names}
+
+
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     ports = (free_port(), free_port(), free_port())
@@ -113,4 +132,7 @@ def settings(cluster: Cluster, tmp_path: Path, runner: str) -> Settings:
         api_tokens=[TEST_API_TOKEN],
     )
     ensure_topics(isolated)
+    described = replication_on_the_brokers(isolated, [*isolated.source_topics, *isolated.table_changelog_topics])
+    wrong = {name: got for name, got in described.items() if got != (REPLICATION_FACTOR, MIN_INSYNC_REPLICAS)}
+    assert not wrong, f"topics not at {REPLICATION_FACTOR} replicas with {MIN_INSYNC_REPLICAS} in sync: {wrong}"
     return isolated
