@@ -166,19 +166,6 @@ def test_the_worker_keeps_rocksdb_on_a_volume_of_its_own() -> None:
     assert mounts[claim["metadata"]["name"]] == env["NUDGEFLOW_DATA_DIR"]
 
 
-def test_workers_scale_on_the_lag_of_their_own_group_and_never_past_the_partitions() -> None:
-    scaled = manifest("ScaledObject", "worker")["spec"]
-    env = manifest("ConfigMap", "nudgeflow-env")["data"]
-    settings = Settings.model_validate({"partitions": env["NUDGEFLOW_PARTITIONS"]})
-    assert scaled["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "worker"}
-    [trigger] = scaled["triggers"]
-    assert trigger["type"] == "kafka"
-    assert trigger["metadata"]["consumerGroup"] == settings.app_id
-    assert trigger["metadata"]["topic"] == settings.events_topic
-    assert trigger["metadata"]["bootstrapServers"] == env["NUDGEFLOW_KAFKA_BOOTSTRAP"]
-    assert scaled["maxReplicaCount"] <= settings.partitions
-
-
 def test_the_image_installs_the_package_on_python_3_11_slim() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
     assert dockerfile.splitlines()[[line.startswith("FROM") for line in dockerfile.splitlines()].index(True)] == (

@@ -25,9 +25,11 @@ from tests.integration.sinks.conftest import chdb_path, clickhouse, sink_setting
 
 CLUSTER_SCRIPT = REPO / "deploy" / "kafka" / "cluster.sh"
 NODES = (1, 2, 3)
-# What the tests run at, and what deploy/compose.yaml and deploy/k8s declare (tests/unit/test_deploy.py).
+# What the tests run at, and what deploy/compose.yaml and deploy/k8s declare (tests/unit/test_deploy_cluster.py).
 REPLICATION_FACTOR = 3
 MIN_INSYNC_REPLICAS = 2
+WORKERS = 2  # worker processes in one group, and sinks sharing one ClickHouse, that each failure test runs
+SINKS = 2
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from schemas.settings import Settings
 from sinks.writer import ClickHouseSink
 from streams.timers import utc_now
-from tests.integration.cluster.conftest import NODES, Cluster
+from tests.integration.cluster.conftest import NODES, SINKS, WORKERS, Cluster
 from tests.integration.conftest import RUNNERS, WorkerProcess, free_port, read_topic
 from tests.integration.hostile import Service, collector_service, pipeline_environment, wait_for_http
 from tests.integration.test_scale_out import wait_for_group
@@ -41,8 +41,6 @@ CART_DELAY = "6s"
 PEOPLE = 36  # shoppers, one after the other, each 2 to 4 events; the traffic spans the whole failure
 PAUSE = 0.25  # between two shoppers: about 4 a second
 DOWN_SECONDS = 10  # how long a killed node stays away
-WORKERS = 2  # worker processes, and sinks, the test runs: what deploy/compose.yaml runs at the least
-SINKS = 2
 # Short, so a request caught in a leader change is refused (503) and retried soon instead of waiting 15 s.
 ACK_TIMEOUT_SECONDS = 3.0
 # A tracker's retry: the same body again after 0.5 s, 1 s, 2 s ... at most 8 s apart, 8 attempts in all.
