@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -82,10 +83,15 @@ def replication_on_the_brokers(settings: Settings, names: list[str]) -> dict[str
     the topics really got, not what was asked for."""
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap.split(","), client_id="cluster-test")
     try:
-        replicas = {
-            str(entry.get("name", entry.get("topic"))): min(len(p["replica_nodes"]) for p in entry["partitions"])
-            for entry in admin.describe_topics(names)
-        }
+        # A broker other than the one that created the topics may not list all their partitions yet.
+        deadline = time.monotonic() + 30
+        while True:
+            described = {str(e.get("name", e.get("topic"))): e["partitions"] for e in admin.describe_topics(names)}
+            if all(len(described.get(name) or []) == settings.partitions for name in names):
+                break
+            assert time.monotonic() < deadline, {name: len(described.get(name) or []) for name in names}
+            time.sleep(0.5)
+        replicas = {name: min(len(p["replica_nodes"]) for p in partitions) for name, partitions in described.items()}
         configs = admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, name) for name in names], config_filter="all"
         )["topic"]
