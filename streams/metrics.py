@@ -26,6 +26,11 @@ class WorkerMetrics:
             "nudgeflow_quarantined_states_total", "States set aside on the quarantine topic, by what failed",
             ["stage"], registry=self.registry,
         )  # fmt: skip
+        self.skipped = Counter(
+            "nudgeflow_skipped_records_total",
+            "Source records Faust skipped, read again by the Faust runner",
+            registry=self.registry,
+        )
         self.dropped_erased = Counter(
             "nudgeflow_erased_events_dropped_total", "Late events of erased people, dropped", registry=self.registry
         )

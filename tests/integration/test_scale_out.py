@@ -149,7 +149,9 @@ def test_two_workers_share_the_group_and_one_leaving_loses_nothing(
     settings: Settings, producer: KafkaProducer, tmp_path: Path
 ) -> None:
     # Under Faust each worker also keeps a standby copy of the other's tables (the batched runner has none).
-    settings = with_rules(settings, tmp_path, delay=CART_DELAY).model_copy(update={"faust_standby_replicas": 1})
+    # At info level, so that a failure shows each worker's partitions and rebalances.
+    update = {"faust_standby_replicas": 1, "log_level": "info"}
+    settings = with_rules(settings, tmp_path, delay=CART_DELAY).model_copy(update=update)
     # Same app id and topics, so one consumer group; a port and RocksDB directory each, as on two machines.
     other = settings.model_copy(update={"worker_web_port": free_port(), "data_dir": tmp_path / "second"})
     first = WorkerProcess(settings, tmp_path / "worker-1.log").start()
@@ -157,7 +159,7 @@ def test_two_workers_share_the_group_and_one_leaving_loses_nothing(
     workers = [first, second]
 
     def logs() -> str:
-        return "\n".join(f"--- {w.log_path.name}\n{w.log()[-4000:]}" for w in workers)
+        return "\n".join(f"--- {w.log_path.name}\n{w.log()[-12000:]}" for w in workers)
 
     people = [f"shopper-{number:03d}" for number in range(PEOPLE)]
     expected: dict[str, int] = {}
