@@ -14,6 +14,15 @@ from typing import Any
 from schemas.settings import SecuritySettings, Settings
 
 
+class BrokerUnavailable(RuntimeError):
+    """No Kafka broker answered in time. Here, not beside the check (streams/topics.py), so the command line can
+    catch it without importing a Kafka client."""
+
+
+class BrokerRefused(BrokerUnavailable):
+    """A broker answered but refused these settings (credentials, certificate, protocol): waiting cannot help."""
+
+
 def kafka_ssl_context(security: SecuritySettings) -> ssl.SSLContext | None:
     """The TLS context of SSL and SASL_SSL: the CA bundle (else the system's), a client certificate for mutual
     TLS, host name checking unless turned off; None for the plaintext protocols."""

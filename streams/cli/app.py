@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from schemas.connections import BrokerRefused, BrokerUnavailable
 from schemas.rules import InvalidRules
 from schemas.settings import Settings
 from streams.cli import (
@@ -28,6 +29,7 @@ from streams.cli import (
     triggers,
     worker,
 )
+from streams.cli.base import REFUSED
 from streams.logs import configure_logging
 
 # The order `nudgeflow --help` lists them in.
@@ -74,6 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InvalidRules as error:
         print(f"nudgeflow: invalid rules: {error}", file=sys.stderr)
         return 1
+    except BrokerUnavailable as error:
+        # One line naming the cause, not a client's traceback; a refusal is the settings' fault (REFUSED).
+        print(f"nudgeflow: {error}", file=sys.stderr)
+        return REFUSED if isinstance(error, BrokerRefused) else 1
     except KeyboardInterrupt:
         return 130
     return result

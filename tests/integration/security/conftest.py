@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import os
 import subprocess
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Broker, free_port
+from schemas.settings import SecuritySettings, Settings
+from tests.integration.conftest import TEST_API_TOKEN, TEST_HASH_SECRET, Broker, free_port
 
 USER = "nudgeflow"
 PASSWORD = "scram-password-not-for-logs"
@@ -69,3 +71,50 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBr
         yield SecureBroker(broker, f"127.0.0.1:{secure_port}", certificates / "ca.pem", certificates / "other-ca.pem")
     finally:
         broker.kafka("stop")
+
+
+def secure_settings(broker: SecureBroker, tmp_path: Path, **security: object) -> Settings:
+    """Settings of a pipeline of its own whose every client speaks SASL_SSL with SCRAM to the secure listener."""
+    values: dict[str, object] = {
+        "kafka_protocol": "SASL_SSL",
+        "kafka_sasl_mechanism": "SCRAM-SHA-512",
+        "kafka_username": USER,
+        "kafka_password": PASSWORD,
+        "kafka_ca_file": broker.ca_file,
+        "kafka_timeout_seconds": 20.0,
+    }
+    values.update(security)
+    namespace = f"s{uuid.uuid4().hex[:8]}"
+    return Settings(
+        kafka_bootstrap=broker.secure_bootstrap,
+        namespace=namespace,
+        partitions=2,
+        data_dir=tmp_path,
+        worker_web_port=free_port(),
+        sink_web_port=free_port(),
+        collector_port=free_port(),
+        clickhouse_database=namespace,
+        hash_secret=TEST_HASH_SECRET,
+        api_tokens=[TEST_API_TOKEN],
+        security=SecuritySettings.model_validate(values),
+    )
+
+
+def secure_environment(settings: Settings, **variables: str) -> dict[str, str]:
+    """The environment of a `nudgeflow` process with these settings' Kafka security, as an operator sets it;
+    `variables` override or add NUDGEFLOW_* variables."""
+    from tests.integration.hostile import pipeline_environment
+
+    security = settings.security
+    password = security.kafka_password.get_secret_value() if security.kafka_password else ""
+    values = {
+        "NUDGEFLOW_SECURITY__KAFKA_PROTOCOL": security.kafka_protocol,
+        "NUDGEFLOW_SECURITY__KAFKA_SASL_MECHANISM": security.kafka_sasl_mechanism,
+        "NUDGEFLOW_SECURITY__KAFKA_USERNAME": security.kafka_username or "",
+        "NUDGEFLOW_SECURITY__KAFKA_PASSWORD": password,
+        "NUDGEFLOW_SECURITY__KAFKA_CA_FILE": str(security.kafka_ca_file or ""),
+        "NUDGEFLOW_SECURITY__KAFKA_TIMEOUT_SECONDS": str(security.kafka_timeout_seconds),
+        "NUDGEFLOW_COLLECTOR_PORT": str(settings.collector_port),
+    }
+    environment = pipeline_environment(settings, **{**values, **variables})
+    return {name: value for name, value in environment.items() if value != ""}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from pathlib import Path
 
 import pytest
@@ -13,28 +12,9 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaTimeoutError
 
 from schemas.connections import aiokafka_options, kafka_python_options
-from schemas.settings import SecuritySettings, Settings
+from schemas.settings import Settings
 from streams.topics import ensure_topics
-from tests.integration.security.conftest import PASSWORD, USER, SecureBroker
-
-
-def secure_settings(broker: SecureBroker, tmp_path: Path, **security: object) -> Settings:
-    values: dict[str, object] = {
-        "kafka_protocol": "SASL_SSL",
-        "kafka_sasl_mechanism": "SCRAM-SHA-512",
-        "kafka_username": USER,
-        "kafka_password": PASSWORD,
-        "kafka_ca_file": broker.ca_file,
-        "kafka_timeout_seconds": 20.0,
-    }
-    values.update(security)
-    return Settings(
-        kafka_bootstrap=broker.secure_bootstrap,
-        namespace=f"s{uuid.uuid4().hex[:8]}",
-        partitions=2,
-        data_dir=tmp_path,
-        security=SecuritySettings.model_validate(values),
-    )
+from tests.integration.security.conftest import SecureBroker, secure_settings
 
 
 async def round_trip(settings: Settings) -> bytes:
