@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.limits import Limits
@@ -34,6 +34,9 @@ class SecuritySettings(BaseModel):
 
     Set from the environment as NUDGEFLOW_SECURITY__<NAME>, e.g. NUDGEFLOW_SECURITY__KAFKA_PROTOCOL=SASL_SSL. Every
     secret can come from a file instead (<NAME>_FILE). Secrets are SecretStr: never printed, logged or exported."""
+
+    # A validation error would otherwise echo the values given, the password among them.
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     kafka_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         default="PLAINTEXT", description="Kafka security protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
@@ -92,6 +95,8 @@ class SenderSettings(BaseModel):
 
     Set from the environment as NUDGEFLOW_SENDER__<NAME>, e.g. NUDGEFLOW_SENDER__SMTP_HOST=mail.internal."""
 
+    model_config = ConfigDict(hide_input_in_errors=True)  # as SecuritySettings: it holds the SMTP password
+
     email_provider: Literal["smtp", "sendgrid"] = Field(
         default="smtp", description="where email goes: an SMTP server, or SendGrid's v3 Mail Send API"
     )
@@ -139,7 +144,10 @@ class SenderSettings(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="NUDGEFLOW_", extra="ignore", env_nested_delimiter="__")
+    # hide_input_in_errors: an invalid setting is named, its value (perhaps a secret) not echoed.
+    model_config = SettingsConfigDict(
+        env_prefix="NUDGEFLOW_", extra="ignore", env_nested_delimiter="__", hide_input_in_errors=True
+    )
 
     demo: bool = Field(
         default=False,

@@ -6,6 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 from schemas.connections import BrokerRefused, BrokerUnavailable
 from schemas.rules import InvalidRules
 from schemas.settings import Settings
@@ -69,7 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
-    configured = Settings()
+    try:
+        configured = Settings()
+    except ValidationError as error:
+        # What is wrong with which setting, one line each; no traceback, and no value (it may be a secret).
+        for problem in error.errors(include_input=False, include_url=False):
+            place = ".".join(str(part) for part in problem["loc"])
+            print(f"nudgeflow: invalid settings: {place}: {problem['msg']}", file=sys.stderr)
+        return REFUSED
     configure_logging(configured)
     try:
         result: int = arguments.handler(configured, arguments)
