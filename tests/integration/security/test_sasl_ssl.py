@@ -1,9 +1,11 @@
-"""Every client over SASL_SSL with SCRAM against the real broker; wrong credentials fail at start, precisely."""
+"""Every client over SASL_SSL with SCRAM against the real broker, and the pipeline's journey through them;
+wrong credentials fail at start, precisely (the processes' own refusals: test_start_check.py)."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -14,7 +16,11 @@ from kafka.errors import KafkaTimeoutError
 from schemas.connections import aiokafka_options, kafka_python_options
 from schemas.settings import Settings
 from streams.topics import ensure_topics
-from tests.integration.security.conftest import SecureBroker, secure_settings
+from tests.e2e.test_shopper_journey import AUTH, call, eventually
+from tests.integration.conftest import API_AUTH
+from tests.integration.hostile import Service, collector_service, sink_service, wait_for_http
+from tests.integration.security.conftest import SecureBroker, secure_environment, secure_settings
+from tests.integration.test_worker import with_rules
 
 
 async def round_trip(settings: Settings) -> bytes:
@@ -71,3 +77,45 @@ def test_an_untrusted_certificate_fails_at_start(secure_broker: SecureBroker, tm
     with pytest.raises(Exception) as refused:
         asyncio.run(start_producer(settings))
     assert not isinstance(refused.value, TimeoutError), "the client hung instead of refusing the certificate"
+
+
+def test_an_event_becomes_a_trigger_in_clickhouse_with_every_process_over_sasl_ssl(
+    secure_broker: SecureBroker, tmp_path: Path
+) -> None:
+    """The collector, the worker and the sink know only the SASL_SSL listener: an abandoned cart posted to the
+    collector reaches the worker, whose reminder the sink writes to chDB."""
+    settings = with_rules(secure_settings(secure_broker, tmp_path), tmp_path, delay="2s")
+    environment = secure_environment(settings, NUDGEFLOW_COLLECTOR_WRITE_KEYS='{"e2e-key": "web"}')
+    services = [
+        collector_service(settings, environment, tmp_path / "collector.log", settings.collector_port),
+        Service("worker", ["worker"], environment, tmp_path / "worker.log"),
+        sink_service(settings, environment, tmp_path / "sink.log"),
+    ]
+    collector = f"http://127.0.0.1:{settings.collector_port}"
+    sink = f"http://127.0.0.1:{settings.sink_web_port}"
+    try:
+        for service in services:
+            service.start()
+        wait_for_http(f"{collector}/openapi.json", services[0])
+        wait_for_http(f"http://127.0.0.1:{settings.worker_web_port}/metrics", services[1])
+        wait_for_http(f"{sink}/metrics", services[2])
+
+        login = {"userId": "ada", "traits": {"email": "ada@example.com", "email_consent": "opted_in"}}
+        assert call("POST", f"{collector}/v1/identify", login, {"Authorization": AUTH}) == (200, {"success": True})
+        added = {"type": "track", "event": "Product Added", "userId": "ada",
+                 "properties": {"product_id": "sku-1", "price": 42.0, "cart_id": "c1"}}  # fmt: skip
+        assert call("POST", f"{collector}/v1/track", added, {"Authorization": AUTH})[0] == 200
+
+        def reminded() -> Any:
+            status, document = call("GET", f"{sink}/api/people/ada/export", headers=API_AUTH)
+            return document["tables"]["triggers"] if status == 200 and document["tables"].get("triggers") else None
+
+        try:
+            (reminder,) = eventually(reminded, "ada's cart reminder in ClickHouse", within=120)
+        except AssertionError:
+            raise AssertionError("\n".join(f"--- {s.name}\n{s.log_tail()}" for s in services)) from None
+        assert reminder["rule"] == "cart_abandonment"
+        assert all(service.alive() for service in services)
+    finally:
+        for service in services:
+            service.stop()
