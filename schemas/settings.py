@@ -387,6 +387,12 @@ class Settings(BaseSettings):
         return self.topic("clock")
 
     @property
+    def campaigns_topic(self) -> str:
+        """Campaign control messages (schedule, cancel), keyed by campaign id, compacted: every runner reads all
+        of its partitions from the beginning."""
+        return self.topic("campaigns")
+
+    @property
     def audit_topic(self) -> str:
         """What was done about each privacy request; the person appears only as a hash."""
         return self.topic("audit")
@@ -416,4 +422,5 @@ class Settings(BaseSettings):
             self.quarantine_topic,
             self.deliveries_topic,
             self.clock_topic,
+            self.campaigns_topic,
         ]

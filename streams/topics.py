@@ -45,7 +45,8 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
     configs: dict[str, dict[str, str]] = {name: {"retention.ms": retention} for name in settings.source_topics}
     configs[settings.audit_topic] = {"retention.ms": str(365 * 24 * 3_600_000)}
     configs[settings.clock_topic] = {"retention.ms": str(3_600_000)}
-    for name in (*settings.table_changelog_topics, settings.profiles_topic):
+    # A campaign's latest control message must outlive any retention (a cancel stays, so no runner sends it).
+    for name in (*settings.table_changelog_topics, settings.profiles_topic, settings.campaigns_topic):
         configs[name] = {"cleanup.policy": "compact"}
     # The sender's ledger names no one (trigger ids and states) and must outlive every trigger a replay of
     # the triggers topic could bring back: compacted to the last state, kept four times that topic's retention.

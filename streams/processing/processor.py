@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 import orjson
 from msgspec.structs import replace
 
+from schemas.campaigns import InvalidCampaign, parse_control
 from schemas.encoding import encode
 from schemas.events import InvalidEvent, parse_event
 from schemas.identity import InvalidIdentityMessage, parse_identity
@@ -27,7 +28,9 @@ from schemas.triggers import DeadLetter, QuarantinedState
 from streams.metrics import WorkerMetrics
 from streams.outbox import partition_of
 from streams.processing import erasure, identity
+from streams.processing.campaigns import CampaignRegistry, Sweep, Throttle
 from streams.processing.types import Output, PersonStore, SourceRecord, UnreadableState
+from streams.rules.campaigns import Campaigns
 from streams.rules.contacts import CONTACT_TRAITS, contact_changes
 from streams.rules.engine import Step, advance_time, apply_event
 from streams.rules.state import PersonState, SourcePosition
@@ -62,6 +65,9 @@ class Processor:
         self.owned: set[int] = set()  # partitions of the source topics (co-partitioned) the runner holds
         self.applied_events: Counter[tuple[str, str]] = Counter()  # (type, event name) -> count, since taken
         self._changed_profiles: dict[bytes, PersonState] = {}  # for the next profile snapshots
+        self.campaigns = CampaignRegistry(rules)
+        self.sweep = Sweep()
+        self._throttle = Throttle()
 
     @property
     def source_topics(self) -> list[str]:
@@ -122,7 +128,8 @@ class Processor:
                 self.save(replace(state, applied_offsets=state.record(position)), record.partition)
                 self._forward(record.value or b"", forward_to, contact=bool(state.contact_of))
             return
-        step = apply_event(state, event, position, self.rules, settings.limits)
+        campaigns = self.campaigns_for(record.partition, state, event.timestamp)
+        step = apply_event(state, event, position, self.rules, settings.limits, campaigns)
         if step.repeated:
             self.metrics.repeated.inc()
         if step.applied:
@@ -160,7 +167,8 @@ class Processor:
         for key in self.schedule.pop_due(partition, now):
             try:
                 state = self.load(key, partition)
-                step = advance_time(state, now, moment, self.rules, self.settings.limits)
+                campaigns = self.campaigns_for(partition, state, now)
+                step = advance_time(state, now, moment, self.rules, self.settings.limits, campaigns)
                 self.publish(step, partition, before=state)
             except Exception as error:  # this person's deadline only
                 self.quarantine(key, "timer", error, None)
@@ -170,7 +178,10 @@ class Processor:
                 self.schedule.set(key, now + timedelta(seconds=CHECK_RETRY_SECONDS), partition)
 
     def rebuild_schedule(self) -> None:
+        """The deadline index of the partitions now owned, from their stored states; the campaign sweep starts
+        again over them too (people who moved here may not have been reached by their previous owner)."""
         self.schedule.clear()
+        self.sweep.restart(self.owned)
         for partition in self.owned:
             for key, stored in self.store.stored_items(partition):
                 try:
@@ -180,6 +191,29 @@ class Processor:
                     log.error("stored state of %r unreadable: %s", key[:64], error)
                     continue
                 self.schedule.set(key, deadline, partition)
+
+    # Campaigns -----------------------------------------------------------------------------------------------
+
+    def control(self, record: SourceRecord) -> None:
+        """One record of the campaigns topic: the registry updated, or a dead letter with the reason."""
+        try:
+            message = parse_control(record.value, record.key)
+            if self.campaigns.apply(message):
+                self.sweep.restart(self.owned)
+                log.info("campaign %s scheduled; sweeping partitions %s", message.campaign_id, sorted(self.owned))
+            else:
+                log.info("campaign %s: %s", message.campaign_id, message.op)
+        except InvalidCampaign as error:
+            self.dead_letter(record, str(error))
+
+    def campaigns_for(self, partition: int, state: PersonState, now: datetime) -> Campaigns:
+        """What the core is told of campaigns for this person at `now`: every known campaign, and the throttle's
+        holds on the occurrences due for them."""
+        return self._throttle.campaigns_for(self.campaigns, self.settings.partitions, partition, state, now)
+
+    def sweep_campaigns(self, budget_seconds: float, partitions: set[int] | None = None) -> bool:
+        """A chunk of the campaign sweep (see streams/processing/campaigns.py); True while people are left."""
+        return self.sweep.run(self, budget_seconds, partitions) if self.sweep.busy else False
 
     # States --------------------------------------------------------------------------------------------------
 
