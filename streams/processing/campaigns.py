@@ -249,8 +249,9 @@ class ControlReader:
         await consumer.start()
         topic = settings.campaigns_topic
         while True:
-            await consumer.topics()  # a metadata refresh
-            partitions = consumer.partitions_for_topic(topic)
+            # What consumer.topics() reads, with the partitions: a consumer with no subscription keeps no metadata.
+            cluster = await consumer._client.fetch_all_metadata()
+            partitions = cluster.partitions_for_topic(topic)
             if partitions:
                 break
             if stopping is not None and stopping.is_set():

@@ -28,6 +28,7 @@ from schemas.rules import RulesConfig
 from schemas.settings import Settings
 from streams.metrics import WorkerMetrics
 from streams.outbox import Outbox
+from streams.processing.campaigns import SWEEP_BUDGET_SECONDS, ControlReader
 from streams.processing.processor import Processor
 from streams.routing import CLIENT_PREFIX
 from streams.rules.state import PersonState
@@ -78,6 +79,7 @@ class BatchedRunner:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._rejoin = False  # set when an assignment lacked a source topic
+        self._control = ControlReader(settings)
 
     # What the HTTP API reads -----------------------------------------------------------------------------------
 
@@ -128,9 +130,14 @@ class BatchedRunner:
         await self._producer.start()
         self._outbox.producer = self._producer
         await self._consumer.start()
-        await self._wait_for_source_topics()
-        self._consumer.subscribe(self.processor.source_topics, listener=_Rebalance(self))
         try:
+            # Every campaign known before any partition is: a deadline of a campaign not yet read would be
+            # dropped as nobody's.
+            await self._control.start(self._stopping)
+            for record in await self._control.catch_up():
+                self.processor.control(record)
+            await self._wait_for_source_topics()
+            self._consumer.subscribe(self.processor.source_topics, listener=_Rebalance(self))
             while not self._stopping.is_set():
                 if self._rejoin:
                     await self._resubscribe()
@@ -145,6 +152,7 @@ class BatchedRunner:
                 await self._store_and_commit()
                 for table in self.store.tables:
                     table.close()
+            await self._control.stop()
             await self._consumer.stop()
             await self._producer.stop()
 
@@ -192,6 +200,8 @@ class BatchedRunner:
         """How long to wait for messages: until the soonest deadline comes due (so a delayed nudge goes out
         on time rather than at the next poll), and at most a timer interval (clocks that follow event time
         and idle partitions are looked at that often)."""
+        if self.processor.sweep.busy:
+            return 1  # people are waiting for a campaign's deadline: a chunk of the sweep each turn
         longest = self.settings.timer_interval_seconds
         soonest = self.schedule.earliest(self.owned)
         if soonest is None:
@@ -214,6 +224,9 @@ class BatchedRunner:
             offsets[tp] = messages[-1].offset + 1
             if highwater is not None:
                 self.metrics.lag.labels(topic=tp.topic, partition=str(tp.partition)).set(highwater - offsets[tp])
+        for record in await self._control.poll():
+            processor.control(record)
+        processor.sweep_campaigns(SWEEP_BUDGET_SECONDS)
         processor.fire_due()
         # One snapshot per changed person per interval, not one per event: ClickHouse keeps the latest.
         if time.monotonic() - self._snapshot_at >= self.settings.timer_interval_seconds:
