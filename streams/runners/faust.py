@@ -38,6 +38,10 @@ Time: a Faust timer cannot write a table, so the timer only sends one tick per o
 topic; the agent reads the tick among the partition's records and fires the deadlines the partition's clock
 passed. The deadline index and the partitions owned follow Faust's assignment: cleared when partitions are
 revoked, rebuilt from the tables once Faust has recovered them.
+
+Campaigns: a task of the app reads the campaigns topic (streams/processing/campaigns.py), and the agent waits
+for it to have read the topic to its end before its first batch. The agent sweeps a chunk of the people of
+the partitions in each batch; while the sweep has people left, a timer ticks its partitions so it goes on.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ from schemas.rules import RulesConfig
 from schemas.settings import Settings
 from streams.metrics import WorkerMetrics
 from streams.outbox import partition_of
+from streams.processing.campaigns import SWEEP_BUDGET_SECONDS, ControlReader
 from streams.processing.processor import Processor
 from streams.rules.state import PersonState
 from streams.state.store import decode_cached
@@ -75,6 +80,9 @@ HEALTH_PATH = "/health"
 AGENT_NAME = "nudgeflow.processor"
 # Once the broker failed a batch's sends (after the producer's own retries), wait this long and send again.
 RETRY_SECONDS = 1.0
+# While a campaign sweep has people left, the partitions it still covers are ticked this often: only the
+# agent, with a record of the partition in hand, can write their states.
+SWEEP_TICK_SECONDS = 0.05
 
 
 class FaustOutput:
@@ -288,6 +296,10 @@ class FaustRunner:
         self.source = app.topic(*topics, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
         app.agent(self.source, name=AGENT_NAME, concurrency=1)(self._process)
         app.timer(settings.timer_interval_seconds, name="nudgeflow.clock")(self._tick)
+        self._control = ControlReader(settings)
+        self._campaigns_known = asyncio.Event()  # the campaigns topic read to its end once
+        app.task(self._read_campaigns)
+        app.timer(SWEEP_TICK_SECONDS, name="nudgeflow.campaigns")(self._sweep_tick)
         self.persons.on_recover(self._on_recovered)
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_before_shutdown.connect(self._on_shutdown)
@@ -337,11 +349,15 @@ class FaustRunner:
         settings = self.settings
         within = max(settings.worker_linger_ms / 1000, 0.001)
         async for events in stream.noack_take(settings.worker_batch_size, within=within):
+            # A deadline of a campaign not yet read would be dropped as nobody's.
+            await self._campaigns_known.wait()
             async with self._lock:
                 received_at = utc_now()
                 taken = [event for event in events if self._in_order(event.message.tp, event.message.offset)]
                 for event in taken:
                     self._apply(event, received_at)
+                held = {event.message.partition for event in events}
+                self.processor.sweep_campaigns(SWEEP_BUDGET_SECONDS, held)
                 done = await self._checkpoint(taken)
             if not done:
                 return  # stopping with a batch the broker never took: unacked, so never committed
@@ -458,6 +474,44 @@ class FaustRunner:
                 await producer.send(self.settings.clock_topic, None, b"", partition, None, None)
             except Exception as error:  # the next interval ticks again
                 log.warning("clock tick for partition %d not sent: %s", partition, error)
+
+    async def _sweep_tick(self) -> None:
+        """A tick for each partition the campaign sweep still covers, so the agent sweeps a chunk of it."""
+        sweep = self.processor.sweep
+        if not sweep.busy:
+            return
+        producer = self.app.producer
+        for partition in sorted(sweep.partitions & self.processor.owned):
+            try:
+                await producer.send(self.settings.clock_topic, None, b"", partition, None, None)
+            except Exception as error:  # the next interval ticks again
+                log.warning("sweep tick for partition %d not sent: %s", partition, error)
+
+    # Campaigns -------------------------------------------------------------------------------------------------
+
+    async def _read_campaigns(self) -> None:
+        """The campaigns topic from its beginning, then what arrives, for as long as the app runs."""
+        while not self.app.should_stop:
+            try:
+                await self._control.start()
+                records = await self._control.catch_up()
+                async with self._lock:
+                    for record in records:
+                        self.processor.control(record)
+                self._campaigns_known.set()
+                while not self.app.should_stop:
+                    records = await self._control.poll(timeout_ms=500)
+                    if records:
+                        async with self._lock:  # between two batches: a dead letter leaves with the next one
+                            for record in records:
+                                self.processor.control(record)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # the broker away: read the whole topic again (the registry skips repeats)
+                log.warning("campaigns topic not read (%s: %s); reading it again", type(error).__name__, error)
+                await asyncio.sleep(RETRY_SECONDS)
+            finally:
+                await self._control.stop()
 
     # Ownership -------------------------------------------------------------------------------------------------
 
