@@ -12,6 +12,7 @@ from schemas.connections import BrokerRefused, BrokerUnavailable
 from schemas.rules import InvalidRules
 from schemas.settings import Settings
 from streams.cli import (
+    campaign,
     collector,
     demo_audience,
     erase,
@@ -49,6 +50,7 @@ COMMANDS = (
     kafka,
     settings,
     rules,
+    campaign,
     schemas,
     profile,
     export,
