@@ -78,3 +78,20 @@ def test_the_latest_valid_message_of_each_campaign_is_its_state_and_a_cancel_kee
     latest = latest_controls(records)
     assert list(latest) == ["news"]
     assert latest["news"].op == "cancel" and latest["news"].campaign == campaign
+
+
+def test_the_shipped_example_campaign_checks_against_the_shipped_rules_and_has_its_templates(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from schemas.campaigns import load_campaign
+    from schemas.rules import load_rules
+    from sinks.sender.templates import Templates
+
+    example = Path(__file__).parents[3] / "deploy" / "campaigns" / "winter_sale.yaml"
+    monkeypatch.delenv("NUDGEFLOW_RULES_FILE", raising=False)
+    assert main(["campaign", "check", str(example)]) == 0
+    assert "winter-sale-2026" in capsys.readouterr().out
+    campaign = load_campaign(example, load_rules(None))
+    templates = Templates()
+    for part in ("html", "txt"):
+        assert set(templates.index[(campaign.template_id, part)]) == {"", "zh"}, part
