@@ -102,7 +102,11 @@ def clickhouse_options(settings: Settings) -> dict[str, Any]:
         options["username"] = security.clickhouse_user
     if security.clickhouse_password is not None:
         options["password"] = security.clickhouse_password.get_secret_value()
-    if settings.clickhouse_url.lower().startswith("https://"):
+    # clickhouse-connect takes the host, port and credentials from the DSN but not its scheme: it guesses TLS
+    # from the port (8443, 443), so https on any other port would go out in plaintext. The scheme decides.
+    secure = settings.clickhouse_url.lower().startswith("https://")
+    options["interface"] = "https" if secure else "http"
+    if secure:
         options["verify"] = security.clickhouse_verify
         if security.clickhouse_ca_file is not None:
             options["ca_cert"] = str(security.clickhouse_ca_file)

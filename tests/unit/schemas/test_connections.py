@@ -93,6 +93,7 @@ def test_clickhouse_over_https_with_user_password_and_ca(monkeypatch: pytest.Mon
     )
     assert clickhouse_options(settings) == {
         "dsn": "https://abc.clickhouse.cloud:8443",
+        "interface": "https",
         "username": "default",
         "password": "ch-secret",
         "verify": True,
