@@ -76,24 +76,30 @@ def runner(request: pytest.FixtureRequest) -> str:
     return chosen
 
 
+def isolated_settings(bootstrap: str, tmp_path: Path, prefix: str, **changes: Any) -> Settings:
+    """Settings of a pipeline of its own (topics, consumer groups, database and local state apart from other
+    tests'), with the short timers and batches the tests wait on; `changes` adds or overrides fields."""
+    namespace = f"{prefix}{uuid.uuid4().hex[:10]}"
+    fields: dict[str, Any] = {
+        "kafka_bootstrap": bootstrap,
+        "namespace": namespace,
+        "partitions": 4,
+        "data_dir": tmp_path,
+        "worker_web_port": free_port(),
+        "clickhouse_database": namespace,
+        "timer_interval_seconds": 0.2,
+        "idle_after_seconds": 1.0,
+        "sink_batch_seconds": 0.3,
+        "hash_secret": TEST_HASH_SECRET,
+        "api_tokens": [TEST_API_TOKEN],
+    }
+    return Settings(**{**fields, **changes})
+
+
 @pytest.fixture
 def settings(broker: Broker, tmp_path: Path, runner: str) -> Settings:
-    """Settings of a pipeline of its own: topics, consumer groups and local state apart from other tests."""
-    namespace = f"t{uuid.uuid4().hex[:10]}"
-    isolated = Settings(
-        runner=runner,
-        kafka_bootstrap=broker.bootstrap,
-        namespace=namespace,
-        partitions=4,
-        data_dir=tmp_path,
-        worker_web_port=free_port(),
-        clickhouse_database=namespace,
-        timer_interval_seconds=0.2,
-        idle_after_seconds=1.0,
-        sink_batch_seconds=0.3,
-        hash_secret=TEST_HASH_SECRET,
-        api_tokens=[TEST_API_TOKEN],
-    )
+    """Settings of a pipeline of its own on the test broker."""
+    isolated = isolated_settings(broker.bootstrap, tmp_path, "t", runner=runner)
     ensure_topics(isolated)  # as `nudgeflow worker` does, before anything is produced
     return isolated
 

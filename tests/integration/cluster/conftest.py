@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from kafka.admin import ConfigResource, ConfigResourceType
 
 from schemas.settings import Settings
 from streams.topics import ensure_topics
-from tests.integration.conftest import REPO, TEST_API_TOKEN, TEST_HASH_SECRET, free_port
+from tests.integration.conftest import REPO, free_port, isolated_settings
 
 # chDB as the sink tests have it: one directory for the session, a database per test.
 from tests.integration.sinks.conftest import chdb_path, clickhouse, sink_settings  # noqa: F401
@@ -122,22 +121,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 @pytest.fixture
 def settings(cluster: Cluster, tmp_path: Path, runner: str) -> Settings:
     """A pipeline of its own on the cluster, its topics at three replicas with two in sync."""
-    namespace = f"c{uuid.uuid4().hex[:10]}"
-    isolated = Settings(
+    isolated = isolated_settings(
+        cluster.bootstrap,
+        tmp_path,
+        "c",
         runner=runner,
-        kafka_bootstrap=cluster.bootstrap,
-        namespace=namespace,
-        partitions=4,
         replication_factor=REPLICATION_FACTOR,
         min_insync_replicas=MIN_INSYNC_REPLICAS,
-        data_dir=tmp_path,
-        worker_web_port=free_port(),
-        clickhouse_database=namespace,
-        timer_interval_seconds=0.2,
-        idle_after_seconds=1.0,
-        sink_batch_seconds=0.3,
-        hash_secret=TEST_HASH_SECRET,
-        api_tokens=[TEST_API_TOKEN],
     )
     ensure_topics(isolated)
     described = replication_on_the_brokers(isolated, [*isolated.source_topics, *isolated.table_changelog_topics])

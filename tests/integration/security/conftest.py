@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from schemas.settings import SecuritySettings, Settings
-from tests.integration.conftest import TEST_API_TOKEN, TEST_HASH_SECRET, Broker, free_port
+from tests.integration.conftest import Broker, free_port, isolated_settings
 
 USER = "nudgeflow"
 PASSWORD = "scram-password-not-for-logs"
@@ -84,21 +83,13 @@ def secure_settings(broker: SecureBroker, tmp_path: Path, **security: object) ->
         "kafka_timeout_seconds": 20.0,
     }
     values.update(security)
-    namespace = f"s{uuid.uuid4().hex[:8]}"
-    return Settings(
-        kafka_bootstrap=broker.secure_bootstrap,
-        namespace=namespace,
+    return isolated_settings(
+        broker.secure_bootstrap,
+        tmp_path,
+        "s",
         partitions=2,
-        data_dir=tmp_path,
-        worker_web_port=free_port(),
         sink_web_port=free_port(),
         collector_port=free_port(),
-        clickhouse_database=namespace,
-        timer_interval_seconds=0.2,
-        idle_after_seconds=1.0,
-        sink_batch_seconds=0.3,
-        hash_secret=TEST_HASH_SECRET,
-        api_tokens=[TEST_API_TOKEN],
         security=SecuritySettings.model_validate(values),
     )
 
