@@ -220,28 +220,42 @@ class Sender:
         held (yet), so the message is fetched again."""
         if tp not in self.held:
             return False
-        self.offsets.take(tp, message.offset)
+        # In progress from here until decided: what follows awaits (the ledger, a free slot), and a rebalance
+        # committing meanwhile must stop before this offset, or the new owner would start past it.
+        self.offsets.start(tp, message.offset)
+        sending = False
+        try:
+            sending = await self._decide(tp, message)
+        finally:
+            if not sending:
+                self.offsets.done(tp, message.offset)
+        return sending or tp in self.held
+
+    async def _decide(self, tp: TopicPartition, message: ConsumerRecord) -> bool:
+        """True once a task sends the trigger (it marks the offset done); False when nothing is to be sent."""
         trigger = await self._read(tp, message)
         if trigger is None:
-            return True
+            return False
         assert self.ledger is not None
         now = self.clock()
-        if self.ledger.final(trigger.trigger_id) or trigger.trigger_id in self.jobs:
+        running = self.jobs.get(trigger.trigger_id)
+        if self.ledger.final(trigger.trigger_id) or running is not None:
             self.metrics.dropped.labels(reason="duplicate").inc()
-            return True
+            # The same record fetched again while its send runs: that task still marks the offset done.
+            return running is not None and (running.tp, running.offset) == (tp, message.offset)
         if trigger.expires_at is not None and trigger.expires_at <= now:
             await self._drop(trigger, tp, f"expired at {trigger.expires_at.isoformat()} before it could be sent")
-            return True
+            return False
         stale = timedelta(hours=self.settings.sender.stale_after_hours)
         if trigger.expires_at is None and trigger.fired_at < now - stale:
             await self._drop(trigger, tp, f"stale: fired at {trigger.fired_at.isoformat()}, more than {stale} ago")
-            return True
+            return False
         await self.slots.acquire()
         if tp not in self.held:  # given away while every slot was busy
             self.slots.release()
             return False
         job = Job(trigger, tp, message.offset)
-        self.offsets.start(tp, message.offset)
+        self.offsets.start(tp, message.offset)  # again: a rebalance that gave the partition back dropped it
         self.jobs[trigger.trigger_id] = job
         self.metrics.in_flight.inc()
         job.task = asyncio.create_task(self._deliver(job))

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer
 from kafka import KafkaProducer
 
 from schemas.deliveries import DeliveryRecord, DeliveryState
@@ -180,6 +181,38 @@ def test_every_nudge_is_delivered_exactly_once_through_two_sigkills(
     assert str(first["List-Unsubscribe"]).startswith("<http://127.0.0.1:8088/unsubscribe/")
 
 
+def test_two_senders_share_the_triggers_and_one_killed_mid_run_sends_nothing_twice(
+    settings: Settings, smtp: SmtpServer, producer: KafkaProducer, tmp_path: Path
+) -> None:
+    # The second sender joins mid-run (a rebalance hands it half the partitions), then the first is killed (the
+    # second takes them all): each partition changes hands with sends in flight, and its ledger goes with it.
+    first_settings = sender_settings(settings, smtp.port, smtp_per_second=60.0, smtp_connections=4)
+    second_settings = sender_settings(settings, smtp.port, smtp_per_second=60.0, smtp_connections=4)
+    triggers = [make_trigger(number) for number in range(240)]
+    publish(producer, first_settings, triggers)
+    first = SenderProcess(first_settings, tmp_path / "sender-1.log").start()
+    second = SenderProcess(second_settings, tmp_path / "sender-2.log")
+
+    def logs() -> str:
+        return "\n".join(path.read_text()[-3000:] for path in tmp_path.glob("sender-*.log"))
+
+    try:
+        wait_until(lambda: smtp.mailbox.count() >= 60, 90, f"60 messages ({logs()})")
+        second.start()
+        wait_until(lambda: smtp.mailbox.count() >= 140, 90, f"140 messages ({logs()})")
+        first.kill()
+        wait_until(lambda: smtp.mailbox.count() >= len(triggers), 120, f"every message ({logs()})")
+        latest_states(first_settings, len(triggers))
+        time.sleep(2.0)  # anything sent twice would have arrived by now
+        assert second.process is not None and second.process.poll() is None, logs()
+    finally:
+        first.stop()
+        second.stop()
+    received = smtp.mailbox.trigger_ids()
+    assert set(received) == {trigger.trigger_id for trigger in triggers}
+    assert [tid for tid, count in received.items() if count != 1] == []
+
+
 class NewGroup(Sender):
     """A sender in a consumer group of its own: it reads the triggers topic from the beginning."""
 
@@ -318,3 +351,44 @@ async def test_a_replayed_trigger_is_not_sent_again_by_a_new_sender(
     sender = await run_sender(configured, lambda: smtp.mailbox.count() >= 7, kind=NewGroup)
     assert set(smtp.mailbox.trigger_ids().values()) == {1} and len(smtp.mailbox.trigger_ids()) == 7
     assert sender.metrics.dropped.labels(reason="duplicate")._value.get() == 12  # both copies of each
+
+
+async def test_a_rebalance_while_a_trigger_waits_for_a_free_slot_commits_before_that_trigger(
+    settings: Settings, smtp: SmtpServer, producer: KafkaProducer
+) -> None:
+    # Every slot busy: the next trigger waits in `take`. A rebalance meanwhile commits the offsets of the
+    # partitions given up; the position committed must not pass that trigger, or whoever owns the partition
+    # next starts after it and the trigger is never sent.
+    configured = sender_settings(settings, smtp.port, concurrency=1)
+    sender = Sender(configured, Templates(), SmtpChannel(configured.sender), None)
+    task = asyncio.create_task(sender.run())
+    other = AIOKafkaConsumer(
+        configured.triggers_topic,
+        bootstrap_servers=configured.kafka_bootstrap,
+        group_id=sender.group_id,
+        enable_auto_commit=False,
+    )
+    try:
+        await asyncio.wait_for(sender.ready.wait(), 60)
+        await sender.slots.acquire()  # the one slot, as a long send would hold it
+        publish(producer, configured, [make_trigger(1)])
+        await wait_for_async(lambda: bool(sender.offsets.taken), 30, "the trigger to be taken")
+        [(tp, taken)] = sender.offsets.taken.items()
+        await other.start()  # a second member: the sender gives its partitions up, committing their offsets
+        await wait_for_async(lambda: bool(other.assignment()), 60, "the rebalance")
+        assert sender.consumer is not None
+        assert await sender.consumer.committed(tp) in (None, taken - 1)
+        await other.stop()
+        sender.slots.release()
+        await wait_for_async(lambda: smtp.mailbox.count() >= 1, 60, "the trigger to be sent")
+    finally:
+        sender.stop()
+        await asyncio.wait_for(task, 60)
+    assert list(smtp.mailbox.trigger_ids().values()) == [1]
+
+
+async def wait_for_async(condition: Callable[[], bool], within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
