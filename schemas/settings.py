@@ -157,7 +157,7 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = Field(
         default="127.0.0.1:9092",
         validation_alias=AliasChoices("NUDGEFLOW_KAFKA_BOOTSTRAP", "KAFKA_BOOTSTRAP"),
-        description="Kafka bootstrap servers, host:port[,host:port]",
+        description="Kafka bootstrap servers, host:port[,host:port]; unset, the local broker on NUDGEFLOW_KAFKA_PORT",
     )
     kafka_port: int = Field(default=9092, description="port of the local broker started by `nudgeflow kafka`")
     namespace: str = Field(
@@ -279,6 +279,13 @@ class Settings(BaseSettings):
         default_factory=SecuritySettings,
         description="TLS, SASL and credentials of the Kafka and ClickHouse clients; see the security rows of the table",
     )
+
+    @model_validator(mode="after")
+    def _local_broker(self) -> Settings:
+        # A pipeline moved to another port (`NUDGEFLOW_KAFKA_PORT` alone) talks to the broker it started there.
+        if "kafka_bootstrap" not in self.model_fields_set:
+            self.kafka_bootstrap = f"127.0.0.1:{self.kafka_port}"
+        return self
 
     @model_validator(mode="after")
     def _replication(self) -> Settings:

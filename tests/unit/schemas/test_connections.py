@@ -25,6 +25,12 @@ def test_plaintext_by_default_is_just_the_brokers() -> None:
     assert "broker_credentials" not in faust_broker_options(settings)
 
 
+def test_the_local_broker_moved_to_another_port_is_the_one_clients_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `NUDGEFLOW_KAFKA_PORT=19000 nudgeflow run` starts the broker there; its children must connect there too.
+    assert configured(monkeypatch, NUDGEFLOW_KAFKA_PORT="19000").kafka_bootstrap == "127.0.0.1:19000"
+    assert configured(monkeypatch, NUDGEFLOW_KAFKA_BOOTSTRAP="kafka:9092").kafka_bootstrap == "kafka:9092"
+
+
 def test_sasl_ssl_from_the_environment_with_the_password_in_a_file(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
