@@ -101,6 +101,21 @@ def wait_until(check: Callable[[], bool], within: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def assert_each_sent_once_or_left_committed(
+    smtp: SmtpServer, states: dict[str, DeliveryRecord], triggers: list[Trigger], kills: int, connections: int
+) -> None:
+    """Never twice; and a trigger the server never got is one a kill caught between its `committed` record
+    reaching the broker and the request's final piece (SMTP cannot tell whether it went: it is not sent
+    again). Anything else missing (no record, `sending`) is a lost nudge."""
+    received = smtp.mailbox.trigger_ids()
+    assert [tid for tid, count in received.items() if count != 1] == []
+    missing = sorted({trigger.trigger_id for trigger in triggers} - set(received))
+    print(f"received {len(received)} of {len(triggers)}; left committed by the kills: {len(missing)}")
+    assert [(tid, states[tid].state) for tid in missing if states[tid].state is not DeliveryState.COMMITTED] == []
+    assert len(missing) <= kills * connections
+    assert {record.state for record in states.values()} <= {DeliveryState.SENT, DeliveryState.COMMITTED}
+
+
 class SenderProcess:
     def __init__(self, settings: Settings, log_path: Path) -> None:
         config = settings.sender
@@ -162,20 +177,13 @@ def test_every_nudge_is_delivered_exactly_once_through_two_sigkills(
             sender.stop()
     sender = SenderProcess(configured, log).start()
     try:
-        wait_until(lambda: smtp.mailbox.count() >= len(triggers), 120, "every message")
-        states = latest_states(configured, len(triggers))
+        states = latest_states(configured, len(triggers), timeout=120)
         time.sleep(2.0)  # anything sent twice would have arrived by now
     finally:
         sender.stop()
-    received = smtp.mailbox.trigger_ids()
     assert kills == 2
-    assert set(received) == {trigger.trigger_id for trigger in triggers}
-    assert [tid for tid, count in received.items() if count != 1] == []
-    # A kill after a message's last line leaves it `committed` (it went, and is never sent again); no
-    # more of those than sends in flight at the two kills.
-    committed = [record for record in states.values() if record.state is DeliveryState.COMMITTED]
-    assert {record.state for record in states.values()} <= {DeliveryState.SENT, DeliveryState.COMMITTED}
-    assert len(committed) <= 2 * configured.sender.smtp_connections
+    # A kill with sends in flight leaves them `committed` (never sent again): no more than the connections.
+    assert_each_sent_once_or_left_committed(smtp, states, triggers, kills, configured.sender.smtp_connections)
     first = smtp.mailbox.messages[0]
     assert first["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert str(first["List-Unsubscribe"]).startswith("<http://127.0.0.1:8088/unsubscribe/")
@@ -201,16 +209,13 @@ def test_two_senders_share_the_triggers_and_one_killed_mid_run_sends_nothing_twi
         second.start()
         wait_until(lambda: smtp.mailbox.count() >= 140, 90, f"140 messages ({logs()})")
         first.kill()
-        wait_until(lambda: smtp.mailbox.count() >= len(triggers), 120, f"every message ({logs()})")
-        latest_states(first_settings, len(triggers))
+        states = latest_states(first_settings, len(triggers), timeout=120)
         time.sleep(2.0)  # anything sent twice would have arrived by now
         assert second.process is not None and second.process.poll() is None, logs()
     finally:
         first.stop()
         second.stop()
-    received = smtp.mailbox.trigger_ids()
-    assert set(received) == {trigger.trigger_id for trigger in triggers}
-    assert [tid for tid, count in received.items() if count != 1] == []
+    assert_each_sent_once_or_left_committed(smtp, states, triggers, 1, first_settings.sender.smtp_connections)
 
 
 class NewGroup(Sender):
