@@ -33,6 +33,9 @@ SCORE_BYTES = 16 * 1024
 # `churnRisk` and `pAlive` are written from one number; this much rounding apart is still one number.
 COMPLEMENT_TOLERANCE = 1e-6
 
+# The horizon a training run covers unless told otherwise (`nudgeflow models train --horizon-days`).
+DEFAULT_HORIZON_DAYS = 90
+
 # A horizon longer than ten years predicts nothing a rule could act on.
 LONGEST_HORIZON_DAYS = 3650
 

@@ -24,8 +24,9 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
+from schemas.scores import DEFAULT_HORIZON_DAYS
 from sinks.predictions.features import History, days_since_order, read_histories, read_outcomes, rfm
-from sinks.predictions.training import DEFAULT_HORIZON_DAYS, train
+from sinks.predictions.training import train
 
 Floats = npt.NDArray[np.float64]
 

@@ -15,12 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from schemas.scores import Score
+from schemas.scores import DEFAULT_HORIZON_DAYS, Score
 from sinks.predictions.clv import ClvPrediction, fit_clv
 from sinks.predictions.features import History, propensity_matrix, read_histories, read_outcomes, rfm
 from sinks.predictions.propensity import fit_propensity
-
-DEFAULT_HORIZON_DAYS = 90
 
 
 @dataclass(frozen=True)
@@ -39,7 +37,7 @@ class Trained:
 def model_version(at: datetime, horizon_days: int) -> str:
     """Names the run by its models, the end of its history and its horizon: a rerun on the same data is the
     same version."""
-    return f"bgnbd-gg-hgb-{at.astimezone(UTC):%Y%m%dT%H%M%SZ}-h{horizon_days}"
+    return f"mbgnbd-gg-hgb-{at.astimezone(UTC):%Y%m%dT%H%M%SZ}-h{horizon_days}"
 
 
 def train(client: Any, at: datetime, horizon_days: int = DEFAULT_HORIZON_DAYS) -> Trained:
