@@ -400,6 +400,12 @@ class Settings(BaseSettings):
         return self.topic("campaigns")
 
     @property
+    def scores_topic(self) -> str:
+        """Each person's latest predicted scores (schemas.scores.Score), keyed by person, compacted: written by
+        `nudgeflow models train`, a tombstone when the person is erased."""
+        return self.topic("scores")
+
+    @property
     def audit_topic(self) -> str:
         """What was done about each privacy request; the person appears only as a hash."""
         return self.topic("audit")
@@ -430,4 +436,5 @@ class Settings(BaseSettings):
             self.deliveries_topic,
             self.clock_topic,
             self.campaigns_topic,
+            self.scores_topic,
         ]

@@ -56,6 +56,7 @@ PERSON_TABLES: tuple[PersonTable, ...] = (
     PersonTable("profile_snapshots", f"has({PEOPLE}, person_id)"),
     PersonTable("orders", f"has({PEOPLE}, person_id)"),
     PersonTable("message_events", f"has({PEOPLE}, person_id)"),
+    PersonTable("scores", f"has({PEOPLE}, person_id)"),
     PersonTable(
         "dead_letters",
         f"has({PEOPLE}, ifNull(key, '')) OR arrayExists(needle -> position(value, needle) > 0, {NEEDLES})",

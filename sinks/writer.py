@@ -37,7 +37,7 @@ from schemas.limits import truncated
 from schemas.privacy import AuditRecord, ErasureRequest, parse_erasure, person_hash
 from schemas.settings import Settings
 from schemas.triggers import DeadLetter
-from sinks.erasure import erase_person, erasure_hashes
+from sinks.erasure import erase_person, erasure_hashes, identities
 from sinks.metrics import SinkMetrics
 from sinks.rows import (
     CONSENT_CHANGES,
@@ -383,6 +383,7 @@ class ClickHouseSink:
         # Recorded before anything is deleted: a sink that checks after its insert then sees it (_erase_late).
         await self._until_done("record erasure", lambda: self._record_erasure(request, hashes))
         deleted = await self._until_done("erase", self._eraser(request.person_id))
+        await self._until_done("forget scores", lambda: self._forget_scores(request.person_id))
         self.stats.erasures += 1
         hashed = self._hash(request.person_id)
         record = AuditRecord(
@@ -395,6 +396,13 @@ class ClickHouseSink:
         )
         await self._until_done("audit", lambda: self._audit(record))
         log.info("erased person %s in ClickHouse (request %s)", hashed[:12], request.request_id)
+
+    async def _forget_scores(self, person_id: str) -> None:
+        """A tombstone on the compacted scores topic, under every form of the id a score may be keyed by, so
+        compaction drops the person's scores and the worker forgets them (schemas/scores.py)."""
+        assert self._producer is not None, "tombstones are sent while the sink runs"
+        for identity in identities(person_id, self.options):
+            await self._producer.send_and_wait(self.settings.scores_topic, key=identity.encode(), value=None)
 
     async def _record_erasure(self, request: ErasureRequest, hashes: list[str]) -> None:
         await asyncio.to_thread(

@@ -1,6 +1,11 @@
 """Realistic shopper traffic for demos and benchmarks: browse, add to cart, sometimes check out and buy.
 
 `shopper_session` is pure (seeded random, injected start time); `Simulator` plays sessions onto Kafka.
+
+`persona_history` is a shopper's whole past in the manner of a persona (`PERSONAS`): how often they buy,
+how much they spend, how soon they stop buying, and the hour of their local day they open emails. The
+personas differ so that what the models learn from history can be checked against what comes after it
+(`nudgeflow models evaluate`); each person's history depends only on the seed and the person's number.
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ import uuid
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from kafka import KafkaProducer
 
@@ -141,6 +147,137 @@ def interleaved_sessions(
     while queue:
         moment, _, document = heapq.heappop(queue)
         yield moment, stamp(document, moment, rng)
+
+
+@dataclass(frozen=True)
+class Persona:
+    """How a kind of shopper behaves; each person of the kind varies around these (see `persona_history`).
+
+    Purchases follow the buy-till-you-die story: orders arrive at a steady rate while the person is a
+    customer, and after each order they stop for good with probability `dropout`."""
+
+    name: str
+    share: float  # of the population
+    orders_per_year: float  # while still a customer
+    order_value: float  # mean revenue of an order
+    dropout: float  # chance of never buying again after an order
+    open_hour: int  # hour of the local day they open emails
+    open_rate: float  # chance of opening one newsletter while still a customer
+
+
+PERSONAS: tuple[Persona, ...] = (
+    Persona("loyal", 0.15, orders_per_year=16.0, order_value=95.0, dropout=0.02, open_hour=8, open_rate=0.7),
+    Persona("regular", 0.30, orders_per_year=6.0, order_value=60.0, dropout=0.08, open_hour=12, open_rate=0.45),
+    Persona("occasional", 0.30, orders_per_year=2.0, order_value=40.0, dropout=0.2, open_hour=20, open_rate=0.25),
+    Persona("lapsing", 0.25, orders_per_year=8.0, order_value=70.0, dropout=0.45, open_hour=22, open_rate=0.3),
+)
+
+TIMEZONES = ("America/New_York", "Europe/Berlin", "Asia/Shanghai", "America/Los_Angeles")
+NEWSLETTER_EVERY = timedelta(days=14)
+# After they stop buying, people still open the odd email: this share of their former rate.
+LAPSED_OPEN_FACTOR = 0.15
+
+
+def person_rng(seed: int, number: int) -> random.Random:
+    """The random source of one person: their history does not depend on how many others are simulated."""
+    return random.Random(f"{seed}:{number}")
+
+
+def choose_persona(rng: random.Random, personas: tuple[Persona, ...] = PERSONAS) -> Persona:
+    return rng.choices(personas, weights=[persona.share for persona in personas])[0]
+
+
+def persona_history(
+    rng: random.Random, person_id: str, persona: Persona, start: datetime, end: datetime
+) -> list[tuple[datetime, dict[str, Any]]]:
+    """Everything one shopper sent between `start` and `end`, in time order: a sign-up with their traits,
+    orders (each after a product view), a few browsing visits, and opens of a fortnightly newsletter at
+    about their persona's local hour. Pure: the same rng state gives the same history."""
+    # Each person varies around the persona: the rate gamma-distributed and the dropout beta-distributed
+    # (BG/NBD's own assumptions), the mean order value gamma-distributed (Gamma-Gamma's).
+    rate_per_day = rng.gammavariate(4.0, persona.orders_per_year / 4.0) / 365.0
+    dropout = rng.betavariate(persona.dropout * 12.0, (1.0 - persona.dropout) * 12.0)
+    mean_value = rng.gammavariate(6.0, persona.order_value / 6.0)
+    zone = ZoneInfo(rng.choice(TIMEZONES))
+    span = (end - start).total_seconds()
+    joined = start + timedelta(seconds=rng.uniform(0.0, span * 0.75))
+    events: list[tuple[datetime, dict[str, Any]]] = []
+
+    def add(moment: datetime, document: dict[str, Any]) -> None:
+        if start <= moment < end:
+            document = {**document, "context": {"timezone": zone.key}}
+            events.append((moment, stamp(document, moment, rng)))
+
+    add(
+        joined,
+        {
+            "type": "identify",
+            "userId": person_id,
+            "traits": {"email": f"{person_id}@shop.example", "persona": persona.name},
+        },
+    )
+    # Orders: the first at sign-up, then at the person's rate until they drop out after one.
+    moment = joined
+    stopped_at = end
+    while moment < end:
+        product = rng.choice(CATALOG)
+        value = round(rng.gammavariate(8.0, mean_value / 8.0), 2)
+        add(
+            moment - timedelta(hours=rng.uniform(0.5, 48.0)), _track(person_id, EventName.PRODUCT_VIEWED, dict(product))
+        )
+        order_id = f"order-{uuid.UUID(int=rng.getrandbits(128)).hex[:12]}"
+        add(
+            moment,
+            _track(
+                person_id,
+                EventName.ORDER_COMPLETED,
+                {"order_id": order_id, "revenue": value, "products": [{**product, "quantity": 1}]},
+            ),
+        )
+        if rng.random() < dropout:
+            stopped_at = moment
+            break
+        moment += _gap(rng, rate_per_day, end - moment)
+    # Visits without an order, as often as orders while a customer.
+    moment = joined + _gap(rng, rate_per_day, end - joined)
+    while moment < stopped_at:
+        add(moment, _track(person_id, EventName.PRODUCT_VIEWED, dict(rng.choice(CATALOG))))
+        moment += _gap(rng, rate_per_day, end - moment)
+    # The newsletter goes out every fortnight at the same instant; each opens it at about their own hour.
+    letter = start + NEWSLETTER_EVERY
+    while letter < end:
+        chance = persona.open_rate * (1.0 if letter < stopped_at else LAPSED_OPEN_FACTOR)
+        if letter >= joined and rng.random() < chance:
+            local = letter.astimezone(zone)
+            hour = (persona.open_hour + round(rng.gauss(0.0, 0.7))) % 24
+            opened = local.replace(hour=hour, minute=rng.randrange(60), second=rng.randrange(60), microsecond=0)
+            if opened < local:
+                opened += timedelta(days=1)
+            add(opened.astimezone(UTC), _track(person_id, EventName.EMAIL_OPENED, {"campaign_id": "newsletter"}))
+        letter += NEWSLETTER_EVERY
+    events.sort(key=lambda pair: pair[0])
+    return events
+
+
+def _gap(rng: random.Random, rate_per_day: float, longest: timedelta) -> timedelta:
+    """Days to the next arrival of a Poisson process, cut just past `longest` (a rare person's rate is tiny)."""
+    return timedelta(days=min(rng.expovariate(rate_per_day), longest.total_seconds() / 86_400 + 1.0))
+
+
+@dataclass(frozen=True)
+class SimulatedPerson:
+    person_id: str
+    persona: Persona
+    events: list[tuple[datetime, dict[str, Any]]]
+
+
+def persona_population(seed: int, people: int, start: datetime, end: datetime) -> Iterator[SimulatedPerson]:
+    """`people` shoppers of the personas, each with their history between `start` and `end`."""
+    for number in range(people):
+        rng = person_rng(seed, number)
+        persona = choose_persona(rng)
+        person_id = f"persona-{number:07d}"
+        yield SimulatedPerson(person_id, persona, persona_history(rng, person_id, persona, start, end))
 
 
 class Simulator:

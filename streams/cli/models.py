@@ -1,0 +1,97 @@
+"""`nudgeflow models train | evaluate`: predicted scores from ClickHouse's history, and their back-test."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+
+from schemas.scores import DEFAULT_HORIZON_DAYS
+from schemas.settings import Settings
+from streams.cli.base import Commands
+
+
+def moment(text: str) -> datetime:
+    """An ISO 8601 moment; one without a zone is UTC."""
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 moment: {text!r}") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def command_models_train(settings: Settings, arguments: argparse.Namespace) -> int:
+    from sinks.client import connect
+    from sinks.predictions.publish import not_erased, publish_scores, store_scores
+    from sinks.predictions.training import train
+    from sinks.rows import RowOptions
+    from sinks.schema import apply_migrations
+    from streams.topics import ensure_topics
+
+    at = arguments.at or datetime.now(UTC)
+    client = connect(settings)
+    try:
+        apply_migrations(client)
+        try:
+            trained = train(client, at, arguments.horizon_days)
+        except ValueError as error:
+            print(f"models train: {error}", file=sys.stderr)
+            return 1
+        scores = not_erased(client, trained.scores, RowOptions.of(settings))
+        store_scores(client, scores)
+    finally:
+        client.close()
+    published = 0
+    if not arguments.no_publish:
+        ensure_topics(settings, [settings.scores_topic])
+        published = publish_scores(settings, scores)
+    print(
+        f"models train: {trained.model_version}: scored {len(scores)} customers, stored in ClickHouse, "
+        f"published {published} to {settings.scores_topic}",
+        flush=True,
+    )
+    return 0
+
+
+def command_models_evaluate(settings: Settings, arguments: argparse.Namespace) -> int:
+    from sinks.client import connect
+    from sinks.predictions.evaluate import evaluate, table
+    from sinks.schema import apply_migrations
+
+    client = connect(settings)
+    try:
+        apply_migrations(client)
+        try:
+            evaluation = evaluate(client, arguments.cutoff, arguments.horizon_days)
+        except ValueError as error:
+            print(f"models evaluate: {error}", file=sys.stderr)
+            return 1
+    finally:
+        client.close()
+    print(table(evaluation), flush=True)
+    return 0
+
+
+def register(commands: Commands) -> None:
+    models = commands.add_parser("models", help="predicted churn, lifetime value and propensity from ClickHouse")
+    models_commands = models.add_subparsers(dest="models_command", required=True)
+    train = models_commands.add_parser(
+        "train", help="fit on the history in ClickHouse, store the scores there and publish them on the scores topic"
+    )
+    train.add_argument("--at", type=moment, default=None, help="score as of this moment (default: now)")
+    train.add_argument("--no-publish", action="store_true", help="store the scores in ClickHouse only")
+    evaluate = models_commands.add_parser(
+        "evaluate", help="back-test: train before a cut-off, score the window after it, beside naive baselines"
+    )
+    evaluate.add_argument("--cutoff", type=moment, required=True, help="train on the history before this moment")
+    for parser in (train, evaluate):
+        parser.add_argument(
+            "--horizon-days",
+            type=int,
+            choices=range(7, 366),
+            metavar="DAYS",
+            default=DEFAULT_HORIZON_DAYS,
+            help=f"days the scores cover (7-365, default {DEFAULT_HORIZON_DAYS})",
+        )
+    train.set_defaults(handler=command_models_train)
+    evaluate.set_defaults(handler=command_models_evaluate)
