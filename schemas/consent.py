@@ -7,10 +7,13 @@ The SMS keywords live here, once: the collector reads them to answer a reply, th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from schemas.events import UtcDatetime, WireModel
 from schemas.profile import ConsentSource, ConsentState
+from schemas.signed_links import sign, verify
 
 # The identify traits that set a channel's consent.
 CONSENT_TRAITS = {"email_consent": "email", "sms_consent": "sms"}
@@ -54,3 +57,38 @@ class ConsentChange(WireModel):
     ip: str | None = None
     user_agent: str | None = None
     trigger_id: str | None = None  # the nudge whose link or reply it was
+
+
+# --- double opt-in ---------------------------------------------------------------------------------------
+
+# The rule name and template of the message asking a person to confirm an email opt-in (double opt-in).
+CONFIRMATION_TEMPLATE = "consent_confirmation"
+CONFIRMATION_PURPOSE = "confirm"
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """What a confirmation link stands for: this person confirms this channel's opt-in they were asked about
+    (`confirmation_id`, the trigger id of the confirmation message), until `expires` (Unix seconds)."""
+
+    person_id: str
+    channel: str
+    expires: int
+    confirmation_id: str
+
+
+def make_confirmation_token(confirmation: Confirmation, hash_key: bytes) -> str:
+    return sign(
+        CONFIRMATION_PURPOSE,
+        confirmation.person_id,
+        confirmation.channel,
+        confirmation.expires,
+        [confirmation.confirmation_id],
+        hash_key,
+    )
+
+
+def read_confirmation_token(token: str, hash_key: bytes, now: datetime) -> Confirmation:
+    """The confirmation a token carries, or `schemas.signed_links.InvalidToken` (ForgedToken, ExpiredToken)."""
+    person_id, channel, expires, (confirmation_id,) = verify(CONFIRMATION_PURPOSE, token, hash_key, now, extra=1)
+    return Confirmation(person_id, channel, expires, confirmation_id)

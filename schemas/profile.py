@@ -36,6 +36,7 @@ class ConsentSource(StrEnum):
     SMS_KEYWORD = "sms_keyword"  # a reply such as STOP or START (Twilio's inbound webhook)
     WEBHOOK = "webhook"  # a provider's event (SendGrid's unsubscribe or spam report)
     UNSUBSCRIBE_LINK = "unsubscribe_link"  # the one-click link of a nudge (RFC 8058)
+    CONFIRMATION_LINK = "confirmation_link"  # the signed link of a double opt-in's confirmation message
 
 
 class DayCounts(msgspec.Struct, frozen=True, gc=False):

@@ -268,6 +268,14 @@ class Settings(BaseSettings):
         default=False,
         description="accept webhooks whose provider has no verification key set; only for the local demo",
     )
+    email_double_opt_in: bool = Field(
+        default=False,
+        description="an email opt-in through identify waits for the click on a signed link the person is sent "
+        "(template consent_confirmation); only then is the person opted in",
+    )
+    double_opt_in_hours: float = Field(
+        default=48.0, gt=0, le=24 * 30, description="how long a double opt-in's confirmation link works"
+    )
     limits: Limits = Field(default_factory=Limits, description="bounds on every input; see the limits table")
     default_phone_region: str = Field(
         default="US", description="ISO region for phone numbers written without a country code"

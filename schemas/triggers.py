@@ -12,6 +12,9 @@ from pydantic import BaseModel, Field
 
 from schemas.events import UtcDatetime, WireModel
 
+# The arm of an A/B split that gets no message: those people are what the nudge's lift is measured against.
+HOLDOUT_VARIANT = "holdout"
+
 
 class Channel(StrEnum):
     EMAIL = "email"

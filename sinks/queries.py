@@ -14,13 +14,17 @@ from typing import Any
 
 import orjson
 
+from schemas.campaigns import CAMPAIGN_RULE_PREFIX
+from schemas.triggers import HOLDOUT_VARIANT, SuppressionReason
 from sinks.attribution import Credit, Model, Touch, attribute, converted_triggers
 from sinks.erasure import PERSON_TABLES, people_of, person_parameters
 from sinks.rows import RowOptions
-from sinks.significance import Arm, VariantTest, compare_variants
+from sinks.significance import BASELINE_NAMES, Arm, VariantTest, compare_variants
 
 COUNTED_TABLES = ("events", "triggers", "dead_letters")
 DEFAULT_ATTRIBUTION_WINDOW = timedelta(days=7)
+DEFAULT_PERIOD_DAYS = 30
+MAX_PERIOD_DAYS = 3660
 FUNNEL_STEPS = ("Product Viewed", "Product Added", "Checkout Started", "Order Completed")
 MESSAGE_EVENTS = (
     "Email Delivered",
@@ -57,6 +61,29 @@ class Period:
         end = now or datetime.now(UTC)
         return cls(end - timedelta(days=days), end)
 
+    @classmethod
+    def parse(
+        cls, since: str | None = None, until: str | None = None, days: str | None = None, now: datetime | None = None
+    ) -> Period:
+        """The one reading of a period, for `nudgeflow report` and the web API alike: from `since` (an ISO
+        time) or else the `days` (default 30) before `until` (an ISO time, default now). A time without a
+        zone is UTC. ValueError with the reason."""
+        end = _moment(until, "until") if until else now or datetime.now(UTC)
+        if since:
+            start = _moment(since, "since")
+        else:
+            text = days or str(DEFAULT_PERIOD_DAYS)
+            try:
+                count = int(text)
+            except ValueError:
+                raise ValueError(f"days must be a whole number, not {text[:40]!r}") from None
+            if not 1 <= count <= MAX_PERIOD_DAYS:
+                raise ValueError(f"days must be between 1 and {MAX_PERIOD_DAYS}")
+            start = end - timedelta(days=count)
+        if start >= end:
+            raise ValueError("since must be before until")
+        return cls(start, end)
+
     def parameters(self) -> dict[str, Any]:
         return {
             "since_ms": _epoch_ms(self.since),
@@ -64,6 +91,14 @@ class Period:
             "since_day": self.since.astimezone(UTC).date(),
             "until_day": self.until.astimezone(UTC).date(),
         }
+
+
+def _moment(text: str, name: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{name} must be an ISO time, not {text[:40]!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _epoch_ms(moment: datetime) -> int:
@@ -123,13 +158,14 @@ ORDER BY t.rule, t.variant
 
 # Candidate (order, nudge) pairs: same person, order after the nudge and inside the window.
 # `anchor` picks which side the period applies to: nudges fired in it (rule report) or orders placed
-# in it (attribution report).
+# in it (attribution report). `nudges` is `triggers`, or `suppressions` for the people a holdout kept a
+# nudge from, whose orders are what the nudge is measured against.
 TOUCHES_SQL = """
 SELECT o.order_id, o.revenue, t.trigger_id, t.rule, t.variant, t.fired_at
 FROM
 (
     SELECT trigger_id, rule, ifNull(variant, '') AS variant, person_id, fired_at
-    FROM triggers FINAL
+    FROM {nudges} FINAL
     WHERE {trigger_filter}
 ) AS t
 INNER JOIN
@@ -142,7 +178,9 @@ WHERE o.at > t.fired_at AND o.at <= t.fired_at + toIntervalSecond({{window_s:UIn
 """
 
 
-def touches(client: Any, period: Period, window: timedelta, anchor: str) -> list[Touch]:
+def touches(
+    client: Any, period: Period, window: timedelta, anchor: str, nudges: str = "triggers", only: str = ""
+) -> list[Touch]:
     within_window_before = f"{SINCE} - toIntervalSecond({{window_s:UInt32}})"
     if anchor == "triggers":
         trigger_filter = f"fired_at >= {SINCE} AND fired_at < {UNTIL}"
@@ -150,7 +188,9 @@ def touches(client: Any, period: Period, window: timedelta, anchor: str) -> list
     else:
         trigger_filter = f"fired_at >= {within_window_before} AND fired_at < {UNTIL}"
         order_filter = f"at >= {SINCE} AND at < {UNTIL}"
-    sql = TOUCHES_SQL.format(trigger_filter=trigger_filter, order_filter=order_filter)
+    if only:
+        trigger_filter = f"{trigger_filter} AND {only}"
+    sql = TOUCHES_SQL.format(nudges=nudges, trigger_filter=trigger_filter, order_filter=order_filter)
     parameters = {**period.parameters(), "window_s": int(window.total_seconds())}
     return [
         Touch(
@@ -201,10 +241,112 @@ def rule_report(client: Any, period: Period, window: timedelta = DEFAULT_ATTRIBU
 
 
 def variant_significance(report: list[RuleVariantStats]) -> list[VariantTest]:
+    return _significance([(row.rule, Arm(row.variant, row.converted, row.sent)) for row in report])
+
+
+def _significance(arms_of: list[tuple[str, Arm]], baselines: tuple[str, ...] = BASELINE_NAMES) -> list[VariantTest]:
     arms: dict[str, list[Arm]] = defaultdict(list)
-    for row in report:
-        arms[row.rule].append(Arm(row.variant, row.converted, row.sent))
-    return [test for rule in sorted(arms) for test in compare_variants(rule, arms[rule])]
+    for group, arm in arms_of:
+        arms[group].append(arm)
+    return [test for group in sorted(arms) for test in compare_variants(group, arms[group], baselines=baselines)]
+
+
+# --- per campaign and variant ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CampaignVariantStats:
+    """One arm of a campaign: a variant, or the holdout. Everything counts the people whose moment came in the
+    period (the nudge's fired_at, sent or suppressed)."""
+
+    campaign: str
+    variant: str  # "" without variants; "holdout" for the people held out to measure the lift
+    audience: int  # in the audience at their moment: sent, or suppressed for any reason but having left it
+    sent: int
+    suppressed: int
+    suppressed_by_reason: dict[str, int]
+    delivered: int
+    opened: int
+    clicked: int
+    converted: int  # ordered within the attribution window after their moment
+    revenue: float  # last-touch over all nudges as in the rule report; the holdout's own orders
+    unsubscribed: int
+    conversion_rate: float  # of sent; of those held out for the holdout
+
+
+HOLDOUT = SuppressionReason.HOLDOUT.value
+# A campaign's suppressions of people who were not in its audience at their moment: not part of it.
+OUTSIDE_AUDIENCE = frozenset({SuppressionReason.NOT_IN_AUDIENCE.value, SuppressionReason.CANCELLED.value})
+
+CAMPAIGN_RULES = f"startsWith(rule, '{CAMPAIGN_RULE_PREFIX}')"
+
+CAMPAIGN_SUPPRESSIONS_SQL = f"""
+SELECT rule, ifNull(variant, '') AS variant, reason, count()
+FROM suppressions FINAL
+WHERE {CAMPAIGN_RULES} AND fired_at >= {SINCE} AND fired_at < {UNTIL}
+GROUP BY rule, variant, reason
+ORDER BY rule, variant, reason
+"""
+
+
+def campaign_report(
+    client: Any, period: Period, window: timedelta = DEFAULT_ATTRIBUTION_WINDOW
+) -> list[CampaignVariantStats]:
+    """Per campaign and arm. The sent arms are the rule report's rows of the campaign's rule
+    (`campaign:<id>`), so a campaign's figures are the same wherever they are read."""
+    sent = {(row.rule, row.variant): row for row in rule_report(client, period, window) if _is_campaign(row.rule)}
+    held: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
+    for rule, variant, reason, count in client.query(
+        CAMPAIGN_SUPPRESSIONS_SQL, parameters=period.parameters()
+    ).result_rows:
+        held[(str(rule), str(variant))][str(reason)] = int(count)
+    # The holdout's conversions: orders after the moment their nudge was held back, credited among those alone.
+    pairs = touches(client, period, window, "triggers", "suppressions", f"{CAMPAIGN_RULES} AND reason = '{HOLDOUT}'")
+    held_converted: dict[tuple[str, str], int] = defaultdict(int)
+    arm_of = {pair.trigger_id: (pair.rule, pair.variant) for pair in pairs}
+    for trigger_id in converted_triggers(pairs):
+        held_converted[arm_of[trigger_id]] += 1
+    held_revenue = {(c.rule, c.variant): c.revenue for c in attribute(pairs, Model.LAST_TOUCH)}
+    report = []
+    for arm in sorted(set(sent) | set(held)):
+        row, reasons = sent.get(arm), held.get(arm, {})
+        suppressed = sum(reasons.values())
+        count_sent = row.sent if row else 0
+        converted = row.converted if row else held_converted.get(arm, 0)
+        held_out = reasons.get(HOLDOUT, 0)
+        report.append(
+            CampaignVariantStats(
+                campaign=arm[0].removeprefix(CAMPAIGN_RULE_PREFIX),
+                variant=arm[1],
+                audience=count_sent + sum(n for reason, n in reasons.items() if reason not in OUTSIDE_AUDIENCE),
+                sent=count_sent,
+                suppressed=suppressed,
+                suppressed_by_reason=dict(sorted(reasons.items(), key=lambda item: (-item[1], item[0]))),
+                delivered=row.delivered if row else 0,
+                opened=row.opened if row else 0,
+                clicked=row.clicked if row else 0,
+                converted=converted,
+                revenue=row.revenue if row else round(held_revenue.get(arm, 0.0), 2),
+                unsubscribed=row.unsubscribed if row else 0,
+                conversion_rate=_ratio(converted, count_sent if row else held_out),
+            )
+        )
+    return report
+
+
+def campaign_significance(report: list[CampaignVariantStats]) -> list[VariantTest]:
+    """Each arm of a campaign against its holdout when it has one (the campaign's lift), else against the
+    baseline variant as for the rules; the holdout's trials are the people held out."""
+    arms = [
+        (row.campaign, Arm(row.variant, row.converted, row.sent or row.suppressed_by_reason.get(HOLDOUT, 0)))
+        for row in report
+        if row.sent or row.variant == HOLDOUT_VARIANT
+    ]
+    return _significance(arms, baselines=(HOLDOUT_VARIANT, *BASELINE_NAMES))
+
+
+def _is_campaign(rule: str) -> bool:
+    return rule.startswith(CAMPAIGN_RULE_PREFIX)
 
 
 def attribution(

@@ -21,8 +21,24 @@ def _period(since: datetime, until: datetime) -> queries.Period:
     return queries.Period(since, until)
 
 
+def _campaigns(client: Any, since: datetime, until: datetime) -> list[Row]:
+    """Each arm of each campaign with, beside it, the arm it was tested against and the p-value."""
+    report = queries.campaign_report(client, _period(since, until))
+    tests = {(test.rule, test.variant): test for test in queries.campaign_significance(report)}
+    rows = []
+    for arm in report:
+        test = tests.get((arm.campaign, arm.variant))
+        row = asdict(arm)
+        row["against"] = test.baseline if test else ""
+        row["p_value"] = test.p_value if test else None
+        row["significant"] = test.significant if test else None
+        rows.append(row)
+    return rows
+
+
 REPORTS: dict[str, Callable[[Any, datetime, datetime], list[Row]]] = {
     "rules": lambda c, s, u: _rows(queries.rule_report(c, _period(s, u))),
+    "campaigns": _campaigns,
     "significance": lambda c, s, u: _rows(queries.variant_significance(queries.rule_report(c, _period(s, u)))),
     "attribution-last-touch": lambda c, s, u: _rows(queries.attribution(c, _period(s, u), Model.LAST_TOUCH)),
     "attribution-linear": lambda c, s, u: _rows(queries.attribution(c, _period(s, u), Model.LINEAR)),
@@ -40,6 +56,8 @@ REPORTS: dict[str, Callable[[Any, datetime, datetime], list[Row]]] = {
 
 
 def _cell(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {_cell(count)}" for key, count in value.items())
     if isinstance(value, float):
         return f"{value:,.4f}".rstrip("0").rstrip(".") if value != int(value) else f"{value:,.0f}"
     if isinstance(value, datetime):

@@ -57,12 +57,15 @@ class VariantTest:
 BASELINE_NAMES = ("control", "a", "A")
 
 
-def compare_variants(rule: str, arms: list[Arm], alpha: float = 0.05) -> list[VariantTest]:
-    """Each variant against the baseline: the one named control (or "a"), else the first by name."""
+def compare_variants(
+    rule: str, arms: list[Arm], alpha: float = 0.05, baselines: tuple[str, ...] = BASELINE_NAMES
+) -> list[VariantTest]:
+    """Each variant against the baseline: the first arm named in `baselines` (control, or "a"), else the
+    first by name."""
     if len(arms) < 2:
         return []
     ordered = sorted(arms, key=lambda arm: arm.variant)
-    baseline = next((arm for name in BASELINE_NAMES for arm in ordered if arm.variant == name), ordered[0])
+    baseline = next((arm for name in baselines for arm in ordered if arm.variant == name), ordered[0])
     results = []
     for arm in ordered:
         if arm is baseline:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from importlib import resources
 from typing import Any
 
@@ -29,8 +29,6 @@ from sinks.attribution import Model
 from sinks.metrics import SinkMetrics
 from sinks.rows import RowOptions
 
-DEFAULT_DAYS = 30
-MAX_DAYS = 3660
 # Paths anyone may load: the redirect and the dashboard's shell, neither of which carries data.
 PUBLIC_PATHS = ("/", "/dashboard")
 
@@ -47,18 +45,12 @@ def _json(payload: Any) -> web.Response:
 
 
 def period_from(request: web.Request, now: datetime | None = None) -> queries.Period:
-    """?days=N (default 30), or ?since=&until= as ISO times."""
+    """?days=N (default 30), or ?since=&until= as ISO times: queries.Period.parse, as for the CLI."""
+    query = request.query
     try:
-        if "since" in request.query:
-            since = datetime.fromisoformat(request.query["since"])
-            until = datetime.fromisoformat(request.query["until"]) if "until" in request.query else datetime.now(UTC)
-            return queries.Period(since.replace(tzinfo=since.tzinfo or UTC), until.replace(tzinfo=until.tzinfo or UTC))
-        days = int(request.query.get("days", DEFAULT_DAYS))
+        return queries.Period.parse(query.get("since"), query.get("until"), query.get("days"), now)
     except ValueError as error:
         raise web.HTTPBadRequest(text=f"bad period: {error}") from None
-    if not 1 <= days <= MAX_DAYS:
-        raise web.HTTPBadRequest(text=f"days must be between 1 and {MAX_DAYS}")
-    return queries.Period.last_days(days, now)
 
 
 def build_web_app(client: Any, metrics: SinkMetrics, settings: Settings) -> web.Application:
@@ -82,6 +74,13 @@ def build_web_app(client: Any, metrics: SinkMetrics, settings: Settings) -> web.
         def both(period: queries.Period) -> dict[str, Any]:
             report = queries.rule_report(client, period)
             return {"arms": report, "tests": queries.variant_significance(report)}
+
+        return await answer(request, both)
+
+    async def campaigns(request: web.Request) -> web.Response:
+        def both(period: queries.Period) -> dict[str, Any]:
+            report = queries.campaign_report(client, period)
+            return {"arms": report, "tests": queries.campaign_significance(report)}
 
         return await answer(request, both)
 
@@ -122,6 +121,7 @@ def build_web_app(client: Any, metrics: SinkMetrics, settings: Settings) -> web.
     app.router.add_get("/dashboard", dashboard)
     app.router.add_get("/api/rates", rates)
     app.router.add_get("/api/variants", variants)
+    app.router.add_get("/api/campaigns", campaigns)
     app.router.add_get("/api/funnel", funnel)
     app.router.add_get("/api/suppressions", suppressions)
     app.router.add_get("/api/active", active)

@@ -10,15 +10,17 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
+from schemas.consent import CONFIRMATION_TEMPLATE, Confirmation, make_confirmation_token
 from schemas.settings import Settings
 from schemas.triggers import Channel, Trigger
 from schemas.unsubscribe import Unsubscribe, make_token
@@ -141,7 +143,9 @@ def _products(value: Any) -> list[dict[str, Any]]:
     return [product for product in (_product(entry) for entry in value[:MAX_ITEMS]) if product is not None]
 
 
-def template_context(trigger: Trigger, locale: str, unsubscribe_url: str | None) -> dict[str, Any]:
+def template_context(
+    trigger: Trigger, locale: str, unsubscribe_url: str | None, confirm_url: str | None = None
+) -> dict[str, Any]:
     """Exactly the variables of templates.KNOWN_VARIABLES, each present (None or empty when unknown)."""
     context = trigger.context
     name = _text(context.get("name"))
@@ -177,6 +181,7 @@ def template_context(trigger: Trigger, locale: str, unsubscribe_url: str | None)
         },
         "locale": locale or "en",
         "unsubscribe_url": unsubscribe_url,
+        "confirm_url": confirm_url,
     }
 
 
@@ -209,6 +214,23 @@ def unsubscribe_url(settings: Settings, trigger: Trigger, now: datetime) -> str:
     return f"{settings.sender_public_url}/unsubscribe/{token}"
 
 
+def confirm_url(settings: Settings, trigger: Trigger, now: datetime) -> str | None:
+    """The double opt-in's link, for a confirmation message only: signed until the deadline the core gave it
+    (`confirm_by`), for the person and the confirmation the message is (its trigger id)."""
+    if trigger.rule != CONFIRMATION_TEMPLATE or trigger.channel is not Channel.EMAIL:
+        return None
+    deadline = trigger.expires_at or now
+    try:
+        stated = datetime.fromisoformat(str(trigger.context.get("confirm_by")))
+        deadline = stated if stated.tzinfo else stated.replace(tzinfo=UTC)
+    except ValueError:
+        pass
+    expires = int(deadline.timestamp())
+    confirmation = Confirmation(trigger.person_id, "email", expires, trigger.trigger_id)
+    token = make_confirmation_token(confirmation, settings.hash_key)
+    return f"{settings.sender_public_url}/confirm/{quote(trigger.person_id, safe='')}/{token}"
+
+
 def status_callback(settings: Settings, trigger: Trigger) -> str:
     from urllib.parse import urlencode
 
@@ -230,7 +252,9 @@ def compose(settings: Settings, templates: Templates, trigger: Trigger, now: dat
         link = unsubscribe_url(settings, trigger, now)
         _, locale = templates.choose(trigger.template_id, "txt", trigger.locale)
         rendered: RenderedEmail = templates.render_email(
-            trigger.template_id, trigger.locale, template_context(trigger, locale or "en", link)
+            trigger.template_id,
+            trigger.locale,
+            template_context(trigger, locale or "en", link, confirm_url(settings, trigger, now)),
         )
         return OutgoingEmail(
             trigger_id=trigger.trigger_id,

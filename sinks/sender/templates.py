@@ -33,7 +33,19 @@ SMS_PART = "sms"
 PARTS = frozenset({*EMAIL_PARTS, SMS_PART})
 # What every template may name; messages.template_context builds exactly these.
 KNOWN_VARIABLES = frozenset(
-    {"person", "items", "cart", "product", "order", "cross_sell", "segment", "trigger", "locale", "unsubscribe_url"}
+    {
+        "person",
+        "items",
+        "cart",
+        "product",
+        "order",
+        "cross_sell",
+        "segment",
+        "trigger",
+        "locale",
+        "unsubscribe_url",
+        "confirm_url",
+    }
 )
 DEFAULT_LOCALE = "en"
 SUBJECT_PREFIX = "Subject:"
@@ -225,6 +237,7 @@ def sample_contexts() -> Iterator[dict[str, Any]]:
         },
         "locale": "en",
         "unsubscribe_url": "https://collector.example/unsubscribe/token",
+        "confirm_url": "https://collector.example/confirm/shopper-000042/token",
     }
     yield full
     yield {**full, "person": {"id": "shopper-000042", "name": None, "first_name": None}}

@@ -11,22 +11,22 @@ from streams.cli.base import Commands
 
 def command_report(settings: Settings, arguments: argparse.Namespace) -> int:
     """Answer one question from ClickHouse. In embedded mode the sink owns chDB: stop it, or ask its /api."""
-    from datetime import UTC, datetime, timedelta
-
     import orjson
 
     from sinks.client import connect
+    from sinks.queries import Period
     from sinks.report import REPORTS, render_table
     from sinks.schema import apply_migrations
 
-    until = datetime.fromisoformat(arguments.until) if arguments.until else datetime.now(UTC)
-    since = datetime.fromisoformat(arguments.since) if arguments.since else until - timedelta(days=30)
+    try:
+        period = Period.parse(arguments.since, arguments.until, arguments.days)
+    except ValueError as error:
+        print(f"nudgeflow report: bad period: {error}", file=sys.stderr)
+        return 2
     client = connect(settings)
     apply_migrations(client)
     try:
-        rows = REPORTS[arguments.name](
-            client, since.replace(tzinfo=since.tzinfo or UTC), until.replace(tzinfo=until.tzinfo or UTC)
-        )
+        rows = REPORTS[arguments.name](client, period.since, period.until)
     finally:
         client.close()
     if arguments.json:
@@ -41,7 +41,8 @@ def register(commands: Commands) -> None:
 
     report = commands.add_parser("report", help="answer a question from ClickHouse (rules, attribution, ltv, ...)")
     report.add_argument("name", choices=sorted(REPORTS))
-    report.add_argument("--since", help="ISO time, default 30 days before --until")
+    report.add_argument("--since", help="ISO time, default --days before --until")
     report.add_argument("--until", help="ISO time, default now")
+    report.add_argument("--days", help="without --since: the days before --until (default 30)")
     report.add_argument("--json", action="store_true", help="JSON instead of a table")
     report.set_defaults(handler=command_report)

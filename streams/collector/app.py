@@ -27,8 +27,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from schemas.access import METRICS_PATH, token_guard
 from schemas.events import Event
 from schemas.settings import Settings
-from schemas.unsubscribe import InvalidToken
+from schemas.signed_links import ExpiredToken, ForgedToken, InvalidToken
 from streams.collector import sendgrid, twilio
+from streams.collector.confirm import AnotherPerson, confirmation_documents
 from streams.collector.dead_letters import collector_dead_letter
 from streams.collector.dedupe import DedupeWindow
 from streams.collector.metrics import CollectorMetrics
@@ -57,6 +58,7 @@ DEDUPE_SECONDS = 600.0
 DEDUPE_ENTRIES = 200_000
 OPENAPI_PATH = "/openapi.json"
 UNSUBSCRIBE_PREFIX = "/unsubscribe/"
+CONFIRM_PREFIX = "/confirm/"
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 
@@ -403,6 +405,40 @@ class Collector:
             return _html(400, page("Unsubscribe", f"This link does not work: {error}.", False))
         return _html(200, page("Unsubscribe", "Stop these emails? Press the button to unsubscribe.", True))
 
+    # --- double opt-in's confirmation link ------------------------------------------------------------------
+
+    def confirmation(self, request: web.Request, received_at: datetime, evidence: bool) -> list[dict[str, Any]]:
+        """The confirmation's event, or RequestFailed: 400 malformed, 403 forged or for another person, 410
+        expired."""
+        info = request.match_info
+        proof = self.evidence(request) if evidence else None
+        try:
+            return confirmation_documents(info["person_id"], info["token"], self.hash_key, received_at, proof)
+        except ExpiredToken as error:
+            raise RequestFailed(410, f"confirmation link refused: {error}") from None
+        except (ForgedToken, AnotherPerson) as error:
+            raise RequestFailed(403, f"confirmation link refused: {error}") from None
+        except InvalidToken as error:
+            raise RequestFailed(400, f"confirmation link refused: {error}") from None
+
+    async def confirm(self, request: web.Request) -> web.Response:
+        received_at = self.clock()
+        await self.read_body(request, MAX_FORM_BYTES, "form body")
+        documents = self.confirmation(request, received_at, evidence=True)
+        delivery = self.prepare_documents(list(enumerate(documents)), "confirmation", received_at)
+        await self.deliver(delivery, "confirmation", received_at)
+        if delivery.rejected:
+            raise RequestFailed(400, delivery.rejected[0].reason)
+        return _html(200, page("Subscribed", "Thank you: your subscription is confirmed.", False))
+
+    async def confirm_page(self, request: web.Request) -> web.Response:
+        """What a recipient sees on opening the link: a button that POSTs; a GET changes nothing."""
+        try:
+            self.confirmation(request, self.clock(), evidence=False)
+        except RequestFailed as failure:
+            return _html(failure.status, page("Confirm", f"This link does not work: {failure.error}.", False))
+        return _html(200, page("Confirm my subscription", "Press the button to confirm your subscription.", True))
+
     async def openapi(self, request: web.Request) -> web.Response:
         return json_response(200, openapi_document(self.settings.limits))
 
@@ -478,7 +514,7 @@ def build_app(collector: Collector, listen_host: str | None = None) -> web.Appli
         collector.settings.api_tokens,
         public={*posts, OPENAPI_PATH},
         listen_host=listen_host or collector.settings.collector_host,
-        public_prefixes=[UNSUBSCRIBE_PREFIX],  # the signed token is the credential
+        public_prefixes=[UNSUBSCRIBE_PREFIX, CONFIRM_PREFIX],  # the signed token is the credential
     )
     app = web.Application(middlewares=[measured, json_errors, guard])
     app[COLLECTOR_KEY] = collector
@@ -487,6 +523,8 @@ def build_app(collector: Collector, listen_host: str | None = None) -> web.Appli
     app.router.add_get(OPENAPI_PATH, collector.openapi)
     app.router.add_post(UNSUBSCRIBE_PREFIX + "{token}", collector.unsubscribe)
     app.router.add_get(UNSUBSCRIBE_PREFIX + "{token}", collector.unsubscribe_page)
+    app.router.add_post(CONFIRM_PREFIX + "{person_id}/{token}", collector.confirm)
+    app.router.add_get(CONFIRM_PREFIX + "{person_id}/{token}", collector.confirm_page)
     app.router.add_get(METRICS_PATH, collector.metrics_page)
 
     async def close_producer(app: web.Application) -> None:

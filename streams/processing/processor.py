@@ -31,6 +31,7 @@ from streams.processing import erasure, identity
 from streams.processing.campaigns import CampaignRegistry, Sweep, Throttle
 from streams.processing.types import Output, PersonStore, SourceRecord, UnreadableState
 from streams.rules.campaigns import Campaigns
+from streams.rules.consent import DoubleOptIn
 from streams.rules.contacts import CONTACT_TRAITS, contact_changes
 from streams.rules.engine import Step, advance_time, apply_event
 from streams.rules.state import PersonState, SourcePosition
@@ -68,6 +69,9 @@ class Processor:
         self.campaigns = CampaignRegistry(rules)
         self.sweep = Sweep()
         self._throttle = Throttle()
+        self.opt_in = DoubleOptIn(
+            email=settings.email_double_opt_in, link_valid_for=timedelta(hours=settings.double_opt_in_hours)
+        )
 
     @property
     def source_topics(self) -> list[str]:
@@ -129,7 +133,7 @@ class Processor:
                 self._forward(record.value or b"", forward_to, contact=bool(state.contact_of))
             return
         campaigns = self.campaigns_for(record.partition, state, event.timestamp)
-        step = apply_event(state, event, position, self.rules, settings.limits, campaigns)
+        step = apply_event(state, event, position, self.rules, settings.limits, campaigns, self.opt_in)
         if step.repeated:
             self.metrics.repeated.inc()
         if step.applied:

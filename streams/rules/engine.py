@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import msgspec
 from msgspec.structs import replace
 
 from schemas.consent import ConsentChange
@@ -32,7 +33,7 @@ from streams.rules.campaigns import (
     pending_with_campaigns,
 )
 from streams.rules.carts import carts_after_event
-from streams.rules.consent import consent_changes
+from streams.rules.consent import NO_DOUBLE_OPT_IN, DoubleOptIn, consent_changes, decide_opt_in
 from streams.rules.facts import ProfileFacts
 from streams.rules.identity import anonymous_ids_to_link, merge_states
 from streams.rules.policy import Defer, Send, gate
@@ -83,10 +84,12 @@ def apply_event(
     rules: RulesConfig,
     limits: Limits = DEFAULT_LIMITS,
     campaigns: Campaigns = NO_CAMPAIGNS,
+    opt_in: DoubleOptIn = NO_DOUBLE_OPT_IN,
 ) -> Step:
     """Apply one event at its own time. What fell due before it fires first, so processing a person's
     events live or replaying them later gives the same triggers. An event whose messageId the state
-    already applied changes nothing (a retry through another collector, a re-keyed copy)."""
+    already applied changes nothing (a retry through another collector, a re-keyed copy). Under double
+    opt-in an email opt-in waits for its confirmation (streams/rules/consent.py)."""
     if state.already_applied(position):
         return Step(state, applied=False)
     digest = message_digest(event.message_id) if event.message_id else None
@@ -97,11 +100,16 @@ def apply_event(
     links = anonymous_ids_to_link(state, event)
     current = _run_due(state, moment, moment, rules, outcome)
     # One copy for everything the event changes; nothing below reads the applied offsets, so they go in too.
-    profile = update_profile(current.profile, event, rules.profile, limits)
+    updated = update_profile(current.profile, event, rules.profile, limits)
+    decided = decide_opt_in(current.profile, updated, current.waiting_confirmations, event, moment, opt_in)
+    if decided.confirmation is not None:
+        outcome.triggers.append(decided.confirmation)  # asked for by the person: not a marketing nudge
+    profile = decided.profile
     consents = consent_changes(state.person_id, current.profile, profile, event)
     current = replace(
         current,
         profile=profile,
+        confirmations=decided.confirmations or msgspec.UNSET,
         carts=carts_after_event(current.carts, event, limits),
         pending=pending_after_event(current, event, rules, limits),
         applied_offsets=current.record(position),

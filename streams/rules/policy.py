@@ -9,10 +9,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from schemas.profile import ConsentState
 from schemas.rules import PolicyConfig, QuietHours, QuietHoursAction, TriggerRule
-from schemas.triggers import Channel, SuppressionReason, Trigger
+from schemas.triggers import HOLDOUT_VARIANT, Channel, SuppressionReason, Trigger
 from streams.rules.state import PersonState
-
-HOLDOUT_VARIANT = "holdout"
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,15 @@ class SentRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     at: Moment
 
 
+class PendingConfirmation(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """An opt-in waiting for the person's click on the confirmation link (double opt-in)."""
+
+    confirmation_id: str  # the trigger id of the confirmation message, signed into its link
+    address: str  # where the link went: a click confirms this address only
+    requested_at: Moment
+    expires_at: Moment
+
+
 class PersonState(msgspec.Struct, frozen=True, kw_only=True):
     profile: Profile
     carts: dict[str, dict[str, CartItem]] = msgspec.field(default_factory=dict)
@@ -68,6 +77,9 @@ class PersonState(msgspec.Struct, frozen=True, kw_only=True):
     # Digests of the latest messageIds applied: a repeat changes nothing.
     recent_messages: list[str] = msgspec.field(default_factory=list)
     applied_offsets: dict[str, int] = msgspec.field(default_factory=dict)
+    # Channel -> the opt-in waiting for its confirmation (streams/rules/consent.py). UNSET when none, so the
+    # field is left out of the stored state then: a state without one is stored exactly as before it existed.
+    confirmations: dict[str, PendingConfirmation] | msgspec.UnsetType = msgspec.UNSET
 
     @classmethod
     def new(cls, person_id: str) -> PersonState:
@@ -81,6 +93,10 @@ class PersonState(msgspec.Struct, frozen=True, kw_only=True):
     def from_json(cls, stored: bytes | str) -> PersonState:
         """A stored state; NotDecodable (a ValueError) when it is not one."""
         return _DECODER.decode(stored)
+
+    @property
+    def waiting_confirmations(self) -> dict[str, PendingConfirmation]:
+        return {} if isinstance(self.confirmations, msgspec.UnsetType) else self.confirmations
 
     @property
     def person_id(self) -> str:

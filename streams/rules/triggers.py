@@ -15,11 +15,11 @@ from schemas.events import Event
 from schemas.limits import Limits
 from schemas.rules import Exit, Reentry, RulesConfig, TriggerRule
 from schemas.segments import SegmentChange
-from schemas.triggers import Channel, Trigger, make_trigger_id
+from schemas.triggers import HOLDOUT_VARIANT, Channel, Trigger, make_trigger_id
 from streams.rules.bounds import bounded_context, short_text
 from streams.rules.carts import DEFAULT_CART, cart_context
 from streams.rules.per_rules import per_rules
-from streams.rules.policy import HOLDOUT_VARIANT, person_zone
+from streams.rules.policy import person_zone
 from streams.rules.state import PendingTrigger, PersonState
 
 Pending = dict[str, PendingTrigger]

@@ -123,6 +123,8 @@ def settings_environment(settings: Settings) -> dict[str, str]:
     }
     if settings.rules_file is not None:
         values["NUDGEFLOW_RULES_FILE"] = str(settings.rules_file)
+    if settings.email_double_opt_in:
+        values["NUDGEFLOW_EMAIL_DOUBLE_OPT_IN"] = "true"
     return {**os.environ, **values}
 
 

@@ -10,6 +10,7 @@ from schemas.events import Event
 from schemas.rules import RulesConfig, load_rules, parse_rules
 from schemas.segments import SegmentChange
 from schemas.triggers import Suppression, Trigger
+from streams.rules.consent import NO_DOUBLE_OPT_IN, DoubleOptIn
 from streams.rules.engine import Step, advance_time, apply_event
 from streams.rules.state import PersonState, SourcePosition
 
@@ -82,8 +83,9 @@ def shipped_rules() -> RulesConfig:
 class Feed:
     """Applies events and clock ticks to one person in order, as the worker does, collecting the output."""
 
-    def __init__(self, rules: RulesConfig, person: str = "p1") -> None:
+    def __init__(self, rules: RulesConfig, person: str = "p1", opt_in: DoubleOptIn = NO_DOUBLE_OPT_IN) -> None:
         self.rules = rules
+        self.opt_in = opt_in
         self.state = PersonState.new(person)
         self.offset = 0
         self.triggers: list[Trigger] = []
@@ -104,7 +106,8 @@ class Feed:
         return step
 
     def event(self, event: Event) -> Step:
-        return self._collect(apply_event(self.state, event, self._position("events"), self.rules))
+        position = self._position("events")
+        return self._collect(apply_event(self.state, event, position, self.rules, opt_in=self.opt_in))
 
     def tick(self, minutes: float) -> Step:
         return self._collect(advance_time(self.state, at(minutes), self._position("checks"), self.rules))

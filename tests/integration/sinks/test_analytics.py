@@ -22,12 +22,11 @@ from sinks.rows import EVENTS, SEGMENT_CHANGES, SUPPRESSIONS, TRIGGERS
 from sinks.web import build_web_app, start_web
 from sinks.writer import ClickHouseSink
 from tests.integration.conftest import API_AUTH, TEST_API_TOKEN, free_port
+from tests.integration.sinks.browser import CHROMIUM, chromium
 from tests.integration.sinks.scenario import Scenario, shop, track
 from tests.integration.sinks.sink_runner import sink_while
 
 pytestmark = pytest.mark.integration
-
-CHROMIUM = "/usr/bin/chromium"
 
 
 def final_counts(client: Any, tables: list[str]) -> dict[str, int]:
@@ -200,26 +199,3 @@ async def test_dashboard_renders_real_figures_in_headless_chromium(
     assert screenshot.stat().st_size > 10_000
     if kept := os.environ.get("NUDGEFLOW_KEEP_SCREENSHOT"):  # `make screenshot`: the README's picture
         shutil.copyfile(screenshot, kept)
-
-
-async def chromium(tmp_path: Path, *arguments: str) -> str:
-    process = await asyncio.create_subprocess_exec(
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-        "--window-size=1280,1600",
-        "--virtual-time-budget=15000",  # lets the page's fetches finish before the DOM or screenshot is taken
-        *arguments,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 120)
-    assert process.returncode == 0, err.decode(errors="replace")[-2000:]
-    return out.decode(errors="replace")

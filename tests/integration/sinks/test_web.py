@@ -52,7 +52,7 @@ async def test_every_api_endpoint_answers_401_without_a_valid_token_and_200_with
         {"Authorization": "Bearer "},
     ]
     try:
-        assert "/api/churn" in paths and "/api/people/ana/export" in paths and len(paths) == 9
+        assert "/api/campaigns" in paths and "/api/people/ana/export" in paths and len(paths) == 10
         async with aiohttp.ClientSession() as http:
             for path in paths:
                 for headers in refusals:

@@ -3,11 +3,13 @@ reason, the shipped templates for every default rule, and what a hostile trigger
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from schemas.consent import CONFIRMATION_TEMPLATE, Confirmation, read_confirmation_token
 from schemas.rules import load_rules
 from schemas.settings import Settings
 from schemas.triggers import Channel, Trigger
@@ -72,6 +74,30 @@ def test_an_email_is_rendered_in_the_person_s_language_with_the_unsubscribe_link
     assert request == Unsubscribe("shopper-000042", "email", request.expires, "f" * 32)
     assert request.expires == int((NOW + timedelta(days=60)).timestamp())
     assert email.unsubscribe_url in email.text and email.unsubscribe_url in email.html
+
+
+def test_a_confirmation_message_carries_its_signed_link_until_the_core_s_deadline() -> None:
+    deadline = NOW + timedelta(hours=48)
+    confirmation = trigger(
+        rule=CONFIRMATION_TEMPLATE,
+        template_id=CONFIRMATION_TEMPLATE,
+        person_id="ada/lovelace",  # any person id: quoted into the path
+        context={"confirm_by": deadline.isoformat(), "name": "Ada Lovelace"},
+        expires_at=deadline,
+    )
+    links = []
+    for locale, subject in [("en", "Please confirm your subscription"), ("zh-CN", "请确认您的订阅")]:
+        email = compose(SETTINGS, Templates(), confirmation.model_copy(update={"locale": locale}), NOW)
+        assert isinstance(email, OutgoingEmail) and email.subject == subject
+        (link,) = set(re.findall(r"https://c\.example/confirm/\S+?(?=[\s\"<])", email.text + " " + email.html))
+        links.append(link)
+    person, token = links[0].removeprefix("https://c.example/confirm/").split("/")
+    assert person == "ada%2Flovelace"
+    assert read_confirmation_token(token, SETTINGS.hash_key, NOW) == Confirmation(
+        "ada/lovelace", "email", int(deadline.timestamp()), "f" * 32
+    )
+    plain = compose(SETTINGS, Templates(), trigger(), NOW)
+    assert isinstance(plain, OutgoingEmail) and "/confirm/" not in plain.text + plain.html
 
 
 def test_sms_ends_with_the_opt_out_of_its_language() -> None:
