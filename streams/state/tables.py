@@ -33,6 +33,9 @@ class Table:
         self.directory = directory
         self._stores: dict[int, MutableMapping[bytes, bytes]] = {}
         self._staged: dict[int, dict[bytes, bytes | None]] = {}
+        # Writes sent to the changelog and not yet acknowledged: a read meanwhile (the HTTP API does not wait
+        # for the checkpoint) must see them, not what the store held before, or it caches a stale state.
+        self._sending: dict[int, dict[bytes, bytes | None]] = {}
         # The changelog offset each partition's store reflects; written to disk on every assignment, revocation
         # and shutdown (after a crash the store reads a little more of the changelog, which is harmless).
         self._applied: dict[int, int] = {}
@@ -44,9 +47,10 @@ class Table:
         return set(self._stores)
 
     def get(self, partition: int, key: bytes) -> bytes | None:
-        staged = self._staged.get(partition)
-        if staged is not None and key in staged:
-            return staged[key]
+        for pending in (self._staged, self._sending):
+            writes = pending.get(partition)
+            if writes is not None and key in writes:
+                return writes[key]
         store = self._stores.get(partition)
         if store is None:
             raise KeyError(f"table {self.name}: partition {partition} is not held by this worker")
@@ -54,7 +58,7 @@ class Table:
 
     def items(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
         """Items of one partition as `get` sees them: staged writes included."""
-        staged = self._staged.get(partition, {})
+        staged = {**self._sending.get(partition, {}), **self._staged.get(partition, {})}
         for key, value in self._stores[partition].items():
             if key not in staged:
                 yield key, value
@@ -76,12 +80,14 @@ class Table:
 
     def _queue_staged(self, outbox: Outbox) -> dict[int, dict[bytes, bytes | None]]:
         staged, self._staged = self._staged, {}
+        self._sending = staged
         for partition, writes in staged.items():
             for key, value in writes.items():
                 outbox.add(self.changelog_topic, key, value, partition)
         return staged
 
     def _apply(self, staged: dict[int, dict[bytes, bytes | None]], offsets: dict[tuple[str, int], int]) -> None:
+        self._sending = {}
         for partition, writes in staged.items():
             store = self._stores.get(partition)
             if store is None:
@@ -100,6 +106,7 @@ class Table:
 
     def discard_staged(self) -> None:
         self._staged.clear()
+        self._sending = {}
 
     # Ownership ---------------------------------------------------------------------------------------
 
@@ -131,6 +138,7 @@ class Table:
         for partition in partitions:
             store = self._stores.pop(partition, None)
             self._staged.pop(partition, None)
+            self._sending.pop(partition, None)
             if isinstance(store, Rdict):
                 store.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,9 @@ from aiokafka import AIOKafkaProducer
 
 from schemas.settings import Settings
 from streams.outbox import Outbox
-from streams.state import recovery
+from streams.rules.state import PersonState
+from streams.state import checkpoint, recovery
+from streams.state.store import TableStore
 from streams.state.tables import Table, flush
 
 pytestmark = pytest.mark.integration
@@ -70,3 +73,28 @@ async def test_a_store_on_disk_catches_up_from_where_it_stopped(settings: Settin
     await recovery.assign(back, {1}, settings)
     assert dict(back.items(1)) == {b"ann": b"2", b"cy": b"1"}
     back.close()
+
+
+async def test_a_read_while_a_checkpoint_is_in_flight_sees_the_writes_being_sent(settings: Settings) -> None:
+    # The HTTP API reads states without waiting for the runner's checkpoint. Between sending a batch's writes
+    # and the broker's acknowledgement, it must see them, not the store's older value: a person just erased
+    # read back then was cached again and answered 200 for good.
+    store = TableStore(settings.model_copy(update={"table_store": "memory"}))
+    await recovery.assign(store.persons, {1}, settings)
+    await recovery.assign(store.erased, {1}, settings)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    outbox = Outbox(producer)
+    try:
+        store.save(1, PersonState.new("zoe"))
+        await checkpoint.store_states(store, outbox, quarantine=lambda *_: None)
+        store.forget_decoded()
+        store.delete(1, b"zoe")
+        in_flight = asyncio.create_task(checkpoint.store_states(store, outbox, quarantine=lambda *_: None))
+        await asyncio.sleep(0)  # the checkpoint has queued its writes and waits for the broker
+        assert not in_flight.done()
+        assert store.get(1, b"zoe") is None
+        await in_flight
+        assert store.get(1, b"zoe") is None
+    finally:
+        await producer.stop()
