@@ -1,6 +1,10 @@
-"""Event-to-trigger latency of `nudgeflow worker` for a zero-delay rule, next to the broker's own round trip.
+"""Event-to-trigger latency of `nudgeflow worker`, next to the broker's own round trip.
 
-    .venv/bin/python bench/trigger_latency.py [--rate 50] [--seconds 20] [--people 100] [--load]
+    .venv/bin/python bench/trigger_latency.py [--rate 50] [--seconds 20] [--people 100] [--load] [--delay 2]
+
+By default the rule fires at once. With --delay SECONDS it fires that long after its event, plus the grace
+(--grace, default 0), and each trigger is timed from its due moment (send + delay + grace) instead: how late a
+delayed nudge comes out, which depends on the runner waking at its next deadline rather than on polling.
 
 One run: start a throw-away broker; measure the baseline (produce small messages one at a time at the steady
 rate to a plain topic and consume them with the same consumer settings); start one worker on a rules file with
@@ -41,21 +45,26 @@ from schemas.settings import Settings
 from streams.timers import utc_now
 from streams.topics import ensure_topics
 
-# One rule that fires in the same step as its event (no delay means no grace and no timer), and a policy with
-# no caps or quiet hours, so every Product Added gives exactly one trigger and nothing else is measured.
-RULES_YAML = """\
+
+# One rule on Product Added, and a policy with no caps or quiet hours, so every Product Added gives exactly one
+# trigger and nothing else is measured. No delay means no grace and no timer: it fires in the event's step.
+def rules_yaml(delay_seconds: float, grace_seconds: float) -> str:
+    return f"""\
 triggers:
   - name: instant
-    entry: {event: Product Added}
+    entry: {{event: Product Added}}
     key: cart_id
-    delay: 0s
+    delay: {delay_seconds:g}s
     channel: email
     template_id: t
     reentry: every_time
+timers:
+  grace: {grace_seconds:g}s
 policy:
-  caps: {}
-  quiet_hours: {}
+  caps: {{}}
+  quiet_hours: {{}}
 """
+
 
 # Both phases consume with exactly these settings, so the difference is the worker and not the client.
 CONSUMER_SETTINGS: dict[str, object] = {"fetch_max_wait_ms": 100, "fetch_min_bytes": 1, "max_poll_records": 10_000}
@@ -309,11 +318,17 @@ def main() -> int:
         help="distinct people the events rotate through",
     )
     parser.add_argument("--partitions", type=int, default=8, help="partitions of the topics")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds the rule waits after its event")
+    parser.add_argument("--grace", type=float, default=0.0, help="the rules' grace for late events, in seconds")
     parser.add_argument("--load", action="store_true", help="also time the worker at half its measured ceiling")
     parser.add_argument("--load-events", type=int, default=10_000, help="backlog that measures the ceiling")
     parser.add_argument("--timeout", type=float, default=180.0, help="longest wait for worker start-up or backlog")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (broker data, worker log)")
     arguments = parser.parse_args()
+    if arguments.load and arguments.delay:
+        parser.error("--load measures the ceiling from first send to last trigger: a delay would be in it")
+    # A delayed trigger is timed from its due moment: the delay and the grace are the rule's, not latency.
+    due_after_ms = (arguments.delay + arguments.grace) * 1000 if arguments.delay else 0.0
     install_signal_handlers()
     count = max(1, round(arguments.rate * arguments.seconds))
     people = [f"latency-{number:05d}" for number in range(arguments.people)]
@@ -335,7 +350,7 @@ def main() -> int:
         ensure_topics(settings)
         ensure_topics(settings, [plain_topic])
         rules_file = scratch / "rules.yaml"
-        rules_file.write_text(RULES_YAML)
+        rules_file.write_text(rules_yaml(arguments.delay, arguments.grace))
 
         def baseline(label: str, tag: str) -> Phase:
             print(f"{label}: {count:,} messages at {arguments.rate:g}/s", file=sys.stderr, flush=True)
@@ -355,7 +370,7 @@ def main() -> int:
 
         def through_worker(label: str, tag: str, rate: float, messages: int) -> Phase:
             print(f"{label}: {messages:,} events at {rate:,.0f}/s", file=sys.stderr, flush=True)
-            return asyncio.run(
+            phase = asyncio.run(
                 timed_phase(
                     broker.bootstrap,
                     label,
@@ -368,6 +383,8 @@ def main() -> int:
                     settings.partitions,
                 )
             )
+            phase.latencies_ms = [latency - due_after_ms for latency in phase.latencies_ms]
+            return phase
 
         # A broker seconds old is still warming up (JIT, page cache, first metadata): unrecorded traffic first.
         warm = max(1, round(arguments.rate * min(arguments.seconds, 3.0)))
@@ -389,7 +406,12 @@ def main() -> int:
         worker = start_worker(settings, scratch, children, rules_file)
         print(f"worker starting; identifying {len(people)} people", file=sys.stderr, flush=True)
         startup = asyncio.run(identify_everyone(settings, people, arguments.timeout, worker))
-        live = through_worker("worker event -> trigger", "w", arguments.rate, count)
+        label = (
+            f"worker due ({arguments.delay:g}s + {arguments.grace:g}s grace) -> trigger"
+            if arguments.delay
+            else "worker event -> trigger"
+        )
+        live = through_worker(label, "w", arguments.rate, count)
         phases = [before, live]
         ceiling = float("nan")
         if arguments.load:
@@ -416,6 +438,7 @@ def main() -> int:
         print()
         rows: list[tuple[str, object]] = [
             ("worker start-up + identifies s", startup),
+            ("rule delay + grace s", (arguments.delay + arguments.grace) if arguments.delay else 0.0),
             ("partitions", settings.partitions),
             ("people", len(people)),
             ("worker p50 - broker p50 ms", live.quantile(0.50) - pooled.quantile(0.50)),
