@@ -585,7 +585,23 @@ class FaustRunner:
         guard = token_guard(settings.api_tokens, public=[HEALTH_PATH], listen_host=settings.worker_web_host)
         cast(Any, app.web).web_app.middlewares.append(guard)
 
+        def routable(handler: Any) -> Any:
+            """Faust's table_route fails (a TypeError, then a KeyError) until its producer's metadata lists the
+            table's topic and the group's first assignment is known: answer 503 then, as during a handover."""
+
+            async def route(view: View, request: Request, *args: Any, **kwargs: Any) -> Any:
+                try:
+                    app.router.key_store(runner.persons.name, kwargs["person_id"])
+                except (TypeError, KeyError):
+                    return web.json_response(
+                        {"error": "the worker is starting; retry shortly"}, status=503, headers={"Retry-After": "1"}
+                    )
+                return await handler(view, request, *args, **kwargs)
+
+            return route
+
         @app.page("/profiles/{person_id}")
+        @routable
         @app.table_route(table=self.persons, match_info="person_id")
         async def profile_view(view: View, request: Request, *args: Any, **kwargs: Any) -> Any:
             person_id = kwargs["person_id"]

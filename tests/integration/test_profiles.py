@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import urllib.error
@@ -27,7 +28,7 @@ from streams.rules.state import PersonState
 from streams.runners.batched import BatchedRunner
 from streams.state import recovery
 from streams.timers import utc_now
-from tests.integration.conftest import API_AUTH, TEST_API_TOKEN, WorkerProcess, read_topic
+from tests.integration.conftest import API_AUTH, RUNNERS, TEST_API_TOKEN, WorkerProcess, read_topic
 from tests.integration.test_worker import event, identify, send, wait_until_processed
 
 pytestmark = pytest.mark.integration
@@ -229,3 +230,22 @@ async def test_a_person_held_elsewhere_is_not_even_located_without_the_token(set
         # With the token the worker asks the group who holds ada: nobody in this test's group, so 503.
         response = await client.get("/profiles/ada", headers=API_AUTH, allow_redirects=False)
         assert response.status == 503 and response.headers["Retry-After"] == "1"
+
+
+@pytest.mark.parametrize("runner", RUNNERS, indirect=True)
+def test_a_worker_just_started_answers_a_profile_request_with_503_or_the_answer_never_500(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # Faust's table_route raised a TypeError (a 500) while its producer did not know the table's topic yet.
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    try:
+        seen: set[int] = set()
+        deadline = time.monotonic() + 60
+        while 404 not in seen and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):  # not listening yet
+                seen.add(get(settings, "/profiles/nobody")[0])
+            time.sleep(0.02)
+        assert seen <= {503, 404}, seen
+        assert 404 in seen
+    finally:
+        worker.stop()
