@@ -275,9 +275,9 @@ async def worker_ceiling(settings: Settings, people: list[str], events: int, lim
         while wanted and time.perf_counter() < deadline:
             for records in (await consumer.getmany(timeout_ms=200)).values():
                 for record in records:
-                    match = trigger_cart(record.value or b"{}")
-                    if match in wanted:
-                        wanted.discard(match)
+                    found = trigger_cart(record.value or b"{}")
+                    if found in wanted:
+                        wanted.discard(found)
                         last = time.perf_counter()
         done = events - len(wanted)
         return done / (last - started) if done else float("nan")
@@ -286,11 +286,13 @@ async def worker_ceiling(settings: Settings, people: list[str], events: int, lim
         await consumer.stop()
 
 
-def start_worker(settings: Settings, scratch: Path, children: Children, rules_file: Path) -> Child:
+def start_worker(settings: Settings, scratch: Path, children: Children, rules_file: Path, runner: str) -> Child:
     data_dir = scratch / "worker"
     data_dir.mkdir()
     environment = worker_environment(settings, data_dir, NUDGEFLOW_RULES_FILE=str(rules_file))
-    return children.start("worker", nudgeflow_command("worker"), environment, scratch / "worker.log")
+    return children.start(
+        "worker", nudgeflow_command("worker", "--runner", runner), environment, scratch / "worker.log"
+    )
 
 
 def summary_row(phase: Phase) -> tuple[object, ...]:
@@ -318,6 +320,7 @@ def main() -> int:
         help="distinct people the events rotate through",
     )
     parser.add_argument("--partitions", type=int, default=8, help="partitions of the topics")
+    parser.add_argument("--runner", choices=("batched", "faust"), default="batched", help="what hosts the worker")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds the rule waits after its event")
     parser.add_argument("--grace", type=float, default=0.0, help="the rules' grace for late events, in seconds")
     parser.add_argument("--load", action="store_true", help="also time the worker at half its measured ceiling")
@@ -403,7 +406,7 @@ def main() -> int:
             )
         )
         before = baseline("broker round trip, before worker", "a")
-        worker = start_worker(settings, scratch, children, rules_file)
+        worker = start_worker(settings, scratch, children, rules_file, arguments.runner)
         print(f"worker starting; identifying {len(people)} people", file=sys.stderr, flush=True)
         startup = asyncio.run(identify_everyone(settings, people, arguments.timeout, worker))
         label = (

@@ -187,7 +187,7 @@ def run_workers(
             run.workers.append(
                 children.start(
                     f"{label}-{number}",
-                    command or nudgeflow_command("worker"),
+                    command or nudgeflow_command("worker", "--runner", "batched"),
                     environment,
                     scratch / f"{label}-{number}.log",
                 )

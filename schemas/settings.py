@@ -196,7 +196,7 @@ class Settings(BaseSettings):
     )
     rules_file: Path | None = Field(default=None, description="YAML rules file; unset means the built-in defaults")
     runner: Literal["batched", "faust"] = Field(
-        default="batched",
+        default="faust",
         description="what hosts the worker: the batched aiokafka loop, or Faust agents with Faust tables",
     )
     faust_standby_replicas: int = Field(

@@ -28,10 +28,10 @@ TEST_API_TOKEN = "test-api-token"
 API_AUTH = {"Authorization": f"Bearer {TEST_API_TOKEN}"}
 KAFKA_SCRIPT = REPO / "deploy" / "kafka" / "kafka.sh"
 # What hosts `nudgeflow worker`. A module whose tests hold for both runners marks itself
-# `pytest.mark.parametrize("runner", RUNNERS, indirect=True)`; every other test gets the default, which
-# NUDGEFLOW_TEST_RUNNER=faust changes to run the rest of the suite's worker processes under Faust too.
+# `pytest.mark.parametrize("runner", RUNNERS, indirect=True)`; every other test gets the settings' default,
+# which NUDGEFLOW_TEST_RUNNER=batched changes to run the rest of the suite's worker processes batched.
 RUNNERS = ["batched", "faust"]
-DEFAULT_RUNNER = os.environ.get("NUDGEFLOW_TEST_RUNNER", "batched")
+DEFAULT_RUNNER = os.environ.get("NUDGEFLOW_TEST_RUNNER", Settings.model_fields["runner"].default)
 
 
 def free_port() -> int:
