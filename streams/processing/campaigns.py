@@ -143,7 +143,7 @@ class Sweep:
     campaign, or had it, is left as they are, so going over people twice changes nothing."""
 
     def __init__(self) -> None:
-        self._todo: dict[int, Iterator[tuple[bytes, bytes]] | None] = {}
+        self._todo: dict[int, Iterator[PersonState] | None] = {}
         self.swept = 0  # people looked at, since the start (for the metrics and the tests)
 
     def restart(self, partitions: set[int]) -> None:
@@ -183,17 +183,16 @@ class Sweep:
 
     def _partition(self, processor: Processor, partition: int, until: float) -> bool:
         """Sweep one partition until `until`; True once all its people were looked at."""
-        store = processor.store
         now = processor.clock.now(partition)
         if now is None:
             return False  # the partition's time is not known yet: a backlog may be on its way
         people = self._todo[partition]
         if people is None:
-            people = self._todo[partition] = iter(store.stored_items(partition))
+            people = self._todo[partition] = self._people(processor, partition)
         count = 0
         try:
-            for key, stored in people:
-                self._person(processor, partition, key, stored, now)
+            for state in people:
+                self._schedule(processor, partition, state, now)
                 count += 1
                 if count % SWEEP_CLOCK_EVERY == 0 and time.monotonic() >= until:
                     return False
@@ -202,24 +201,25 @@ class Sweep:
             # which skips whoever was given their deadline already.
             self._todo[partition] = None
             return False
-        # People changed since the last checkpoint and not stored yet (new ones among them).
-        for state in list(store.unstored(partition)):
-            self._schedule(processor, partition, state, now)
         return True
 
-    def _person(self, processor: Processor, partition: int, key: bytes, stored: bytes, now: datetime) -> None:
+    def _people(self, processor: Processor, partition: int) -> Iterator[PersonState]:
+        """The partition's people, the stored ones and then those changed since the last checkpoint and not
+        stored yet (new ones among them), lazily: both parts are taken a turn's budget at a time."""
         store = processor.store
-        self.swept += 1
-        if store.holds(key):
-            state = store.get(partition, key)  # the latest, changed since it was stored
-        else:
-            try:
-                # Not through the store's cache: a sweep of every person would push the busy ones out of it.
-                state = PersonState.from_json(stored)
-            except ValueError:
-                return  # unreadable: the person's next message quarantines it
-        if state is not None:
-            self._schedule(processor, partition, state, now)
+        for key, stored in store.stored_items(partition):
+            self.swept += 1
+            if store.holds(key):
+                state = store.get(partition, key)  # the latest, changed since it was stored
+            else:
+                try:
+                    # Not through the store's cache: a sweep of every person would push the busy ones out of it.
+                    state = PersonState.from_json(stored)
+                except ValueError:
+                    continue  # unreadable: the person's next message quarantines it
+            if state is not None:
+                yield state
+        yield from list(store.unstored(partition))
 
     @staticmethod
     def _schedule(processor: Processor, partition: int, state: PersonState, now: datetime) -> None:
