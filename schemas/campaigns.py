@@ -13,10 +13,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-import orjson
 from pydantic import Field, ValidationError, model_validator
 
 from schemas.events import UtcDatetime, WireModel, describe_validation_error
+from schemas.limits import decode_object
 from schemas.rules import Duration, InvalidRules, QuietHoursAction, RuleModel, RulesConfig, Variant, validated_yaml
 from schemas.triggers import Channel
 
@@ -155,14 +155,7 @@ def load_campaign(path: Path, rules: RulesConfig | None = None) -> Campaign:
 
 def parse_control(raw: bytes | None, key: bytes | None) -> CampaignControl:
     """A record of the campaigns topic, or InvalidCampaign with the reason (for its dead letter)."""
-    if not raw:
-        raise InvalidCampaign("empty message")
-    if len(raw) > CONTROL_BYTES:
-        raise InvalidCampaign(f"over a limit: {len(raw)} bytes; at most {CONTROL_BYTES}")
-    try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
-        raise InvalidCampaign(f"not JSON: {error}") from None
+    document = decode_object(raw, CONTROL_BYTES, InvalidCampaign, "campaign message")
     try:
         message = CampaignControl.model_validate(document)
     except ValidationError as error:

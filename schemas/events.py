@@ -11,11 +11,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
-import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
-from schemas.limits import DEFAULT_LIMITS, LimitExceeded, Limits, check_document, check_timestamp
+from schemas.limits import DEFAULT_LIMITS, LimitExceeded, Limits, check_document, check_timestamp, decode_object
 from schemas.profile import ConsentSource
 
 
@@ -212,16 +211,7 @@ class InvalidEvent(ValueError):
 def decode_document(raw: bytes | None, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
     """One JSON object within the limits, or InvalidEvent saying why (invalid UTF-8, NaN and numbers
     beyond a double are refused by the decoder itself)."""
-    if not raw:
-        raise InvalidEvent("empty message")
-    if len(raw) > limits.event_bytes:
-        raise InvalidEvent(f"over a limit: event is {len(raw)} bytes; at most {limits.event_bytes}")
-    try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
-        raise InvalidEvent(f"not JSON: {error}") from None
-    if not isinstance(document, dict):
-        raise InvalidEvent(f"not a JSON object but {type(document).__name__}")
+    document = decode_object(raw, limits.event_bytes, InvalidEvent, "event")
     try:
         check_document(document, limits)
     except LimitExceeded as error:

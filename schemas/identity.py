@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from schemas.events import UtcDatetime, describe_validation_error
-from schemas.limits import LimitExceeded, Limits, check_depth, check_document
+from schemas.limits import LimitExceeded, Limits, check_depth, check_document, decode_object
 
 
 class _IdentityModel(BaseModel):
@@ -68,14 +67,7 @@ class InvalidIdentityMessage(ValueError):
 
 
 def parse_identity(raw: bytes | None, limits: Limits) -> Link | Merge | ContactLink | ForgetMerged:
-    if not raw:
-        raise InvalidIdentityMessage("empty message")
-    if len(raw) > MERGE_BYTES:
-        raise InvalidIdentityMessage(f"over a limit: {len(raw)} bytes; at most {MERGE_BYTES}")
-    try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
-        raise InvalidIdentityMessage(f"not JSON: {error}") from None
+    document = decode_object(raw, MERGE_BYTES, InvalidIdentityMessage, "identity message")
     try:
         message = _ADAPTER.validate_python(document)
     except ValidationError as error:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 # Fields of an event that are identifiers: bounded by `id_length`, not by `string_length`.
@@ -175,6 +176,39 @@ def check_depth(document: Any, most: int, where: str) -> None:
             stack.extend((item, depth + 1) for item in value.values() if type(item) in (dict, list))
         elif type(value) is list:
             stack.extend((item, depth + 1) for item in value if type(item) in (dict, list))
+
+
+def within_depth(document: Any, most: int) -> bool:
+    """Whether a decoded JSON value nests no deeper than `most` objects and arrays."""
+    try:
+        check_depth(document, most, "document")
+    except LimitExceeded:
+        return False
+    return True
+
+
+Refusal = TypeVar("Refusal", bound=ValueError)
+
+
+def decode_object(
+    raw: bytes | None, most_bytes: int, refusal: type[Refusal], what: str = "message", depth: int | None = None
+) -> dict[str, Any]:
+    """The one way a record or body becomes a JSON object: bounded in bytes (and, given `depth`, in nesting)
+    before and after decoding, or `refusal` raised with the reason a producer can act on. orjson itself
+    refuses invalid UTF-8, NaN and Infinity, and numbers beyond a double."""
+    if not raw:
+        raise refusal("empty message")
+    if len(raw) > most_bytes:
+        raise refusal(f"over a limit: {what} is {len(raw)} bytes; at most {most_bytes}")
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise refusal(f"not JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise refusal(f"not a JSON object but {type(document).__name__}")
+    if depth is not None and not within_depth(document, depth):
+        raise refusal(f"over a limit: {what} nested deeper than {depth} levels")
+    return document
 
 
 def check_id(where: str, value: str, limits: Limits) -> None:

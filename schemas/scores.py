@@ -20,12 +20,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import orjson
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 from schemas.events import UtcDatetime, WireModel, describe_validation_error
-from schemas.limits import LimitExceeded, Limits, check_id
+from schemas.limits import LimitExceeded, Limits, check_id, decode_object
 
 # A score is a few hundred bytes; its two ids may each be as long as `limits.id_length` allows (4096 at most).
 SCORE_BYTES = 16 * 1024
@@ -86,14 +85,7 @@ def parse_score(key: bytes | None, raw: bytes | None, limits: Limits) -> Score |
     The key must be the person the score is about: a record keyed by one person cannot set another's facts."""
     if raw is None:
         return None
-    if len(raw) > SCORE_BYTES:
-        raise InvalidScore(f"over a limit: {len(raw)} bytes; at most {SCORE_BYTES}")
-    try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
-        raise InvalidScore(f"not JSON: {error}") from None
-    if not isinstance(document, dict):
-        raise InvalidScore("not a JSON object")
+    document = decode_object(raw, SCORE_BYTES, InvalidScore, "score")
     try:
         score = Score.model_validate(document)
     except ValidationError as error:

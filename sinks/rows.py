@@ -18,7 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 from schemas.consent import ConsentChange
 from schemas.deliveries import DeliveryRecord
 from schemas.events import InvalidEvent, UtcDatetime, decode_document, describe_validation_error, parse_event
-from schemas.limits import DEFAULT_LIMITS, Limits, truncated
+from schemas.limits import DEFAULT_LIMITS, Limits, decode_object, truncated, within_depth
 from schemas.segments import SegmentChange
 from schemas.settings import Settings
 from schemas.triggers import DeadLetter, Suppression, Trigger
@@ -253,16 +253,7 @@ def profile_snapshot_row(value: bytes | None, key: bytes | None, options: RowOpt
     nested no deeper than an event may be."""
     if not value:
         return None
-    if len(value) > options.limits.batch_bytes:
-        raise Unusable(f"over a limit: profile is {len(value)} bytes; at most {options.limits.batch_bytes}")
-    try:
-        document = orjson.loads(value)
-    except orjson.JSONDecodeError as error:
-        raise Unusable(f"not JSON: {error}") from None
-    if not isinstance(document, dict):
-        raise Unusable(f"not a JSON object but {type(document).__name__}")
-    if not within_depth(document, options.limits.json_depth):
-        raise Unusable(f"over a limit: profile nested deeper than {options.limits.json_depth} levels")
+    document = decode_object(value, options.limits.batch_bytes, Unusable, "profile", options.limits.json_depth)
     person_id = document.get("person_id") or document.get("personId") or (key.decode(errors="replace") if key else "")
     if not isinstance(person_id, str) or not person_id:
         raise Unusable("a profile without a person_id")
@@ -279,19 +270,6 @@ def profile_snapshot_row(value: bytes | None, key: bytes | None, options: RowOpt
         _text(document.get("locale")),
         value.decode(errors="replace") if options.plain_contacts else _json_text(document, options),
     ]
-
-
-def within_depth(document: Any, most: int) -> bool:
-    """Whether a decoded JSON value nests no deeper than `most` objects and arrays; iterative, so any depth
-    is answered without recursion."""
-    stack: list[tuple[Any, int]] = [(document, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict | list):
-            if depth > most:
-                return False
-            stack.extend((item, depth + 1) for item in (value.values() if isinstance(value, dict) else value))
-    return True
 
 
 _MOMENT = TypeAdapter(UtcDatetime)
