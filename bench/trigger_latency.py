@@ -1,6 +1,7 @@
 """Event-to-trigger latency of `nudgeflow worker`, next to the broker's own round trip.
 
     .venv/bin/python bench/trigger_latency.py [--rate 50] [--seconds 20] [--people 100] [--load] [--delay 2]
+                                             [--campaign]
 
 By default the rule fires at once. With --delay SECONDS it fires that long after its event, plus the grace
 (--grace, default 0), and each trigger is timed from its due moment (send + delay + grace) instead: how late a
@@ -13,7 +14,9 @@ the worker has published their profiles; then produce Product Added events at th
 cart_id, and time each one from its send to the arrival of its trigger (matched on the trigger's context.key).
 The baseline runs again after the worker stops, so it brackets the worker in time on this shared, noisy machine
 (docs/architecture.md, principle 10). With --load, the worker's ceiling is measured on a backlog first and
-the latency phase runs once more at half of it.
+the latency phase runs once more at half of it. With --campaign, the same phase runs once more right after a
+campaign for every identified person was published: the worker sweeps them all (giving each a deadline) while
+the live events come, which is what scheduling a campaign costs live traffic.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import orjson
@@ -41,6 +45,7 @@ from _harness import (
 )
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from schemas.campaigns import CampaignOp, control_message, parse_campaign
 from schemas.settings import Settings
 from streams.timers import utc_now
 from streams.topics import ensure_topics
@@ -50,6 +55,9 @@ from streams.topics import ensure_topics
 # trigger and nothing else is measured. No delay means no grace and no timer: it fires in the event's step.
 def rules_yaml(delay_seconds: float, grace_seconds: float) -> str:
     return f"""\
+segments:
+  - name: subscribers
+    all: [{{fact: has_email, op: "==", value: true}}]
 triggers:
   - name: instant
     entry: {{event: Product Added}}
@@ -286,6 +294,29 @@ async def worker_ceiling(settings: Settings, people: list[str], events: int, lim
         await consumer.stop()
 
 
+async def schedule_campaign(settings: Settings) -> None:
+    """A campaign for everyone identified, due in an hour: the worker sweeps them all while the phase runs."""
+    campaign = parse_campaign(
+        orjson.dumps(
+            {
+                "id": "bench-sweep",
+                "audience": {"segments": ["subscribers"]},
+                "when": {"at": (utc_now() + timedelta(hours=1)).isoformat()},
+                "channel": "email",
+                "template_id": "newsletter",
+            }
+        ).decode(),
+        "bench",
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        value = control_message(CampaignOp.SCHEDULE, "bench-sweep", utc_now(), campaign)
+        await producer.send_and_wait(settings.campaigns_topic, key=b"bench-sweep", value=value)
+    finally:
+        await producer.stop()
+
+
 def start_worker(settings: Settings, scratch: Path, children: Children, rules_file: Path, runner: str) -> Child:
     data_dir = scratch / "worker"
     data_dir.mkdir()
@@ -324,6 +355,9 @@ def main() -> int:
     parser.add_argument("--delay", type=float, default=0.0, help="seconds the rule waits after its event")
     parser.add_argument("--grace", type=float, default=0.0, help="the rules' grace for late events, in seconds")
     parser.add_argument("--load", action="store_true", help="also time the worker at half its measured ceiling")
+    parser.add_argument(
+        "--campaign", action="store_true", help="also time the worker while it schedules a campaign for everyone"
+    )
     parser.add_argument("--load-events", type=int, default=10_000, help="backlog that measures the ceiling")
     parser.add_argument("--timeout", type=float, default=180.0, help="longest wait for worker start-up or backlog")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (broker data, worker log)")
@@ -416,6 +450,9 @@ def main() -> int:
         )
         live = through_worker(label, "w", arguments.rate, count)
         phases = [before, live]
+        if arguments.campaign:
+            asyncio.run(schedule_campaign(settings))
+            phases.append(through_worker(f"{label}, campaign for all being scheduled", "c", arguments.rate, count))
         ceiling = float("nan")
         if arguments.load:
             print(f"worker ceiling: backlog of {arguments.load_events:,} events", file=sys.stderr, flush=True)
@@ -460,6 +497,7 @@ def main() -> int:
         complete = all(phase.matched == phase.sent for phase in phases)
         if not complete:
             print("warning: some messages were never matched; see the table", file=sys.stderr)
+            print(f"worker log, last lines:\n{worker.tail(40)}", file=sys.stderr)
         return 0 if complete else 1
 
 
