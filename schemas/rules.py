@@ -279,8 +279,8 @@ class PolicyConfig(RuleModel):
     )
     default_timezone: str = "UTC"
     # The local hour a `send_time: best` nudge goes out for people with too few opens of their own.
-    # 10:00: mid-morning, what ESPs' send-time studies most often find; `nudgeflow report send-hours`
-    # prints the shop's own from its opens in ClickHouse.
+    # 10:00: mid-morning, what ESPs' send-time studies most often find; a shop should set its own hour,
+    # the one its opens come in most (bench/RESULTS.md, "Best send time": the simulated shop's is 12).
     population_best_hour: int = Field(default=10, ge=0, le=23)
     email_paused_in_segments: list[str] = Field(default_factory=list)
     remember_sent_for: Duration = timedelta(days=30)
