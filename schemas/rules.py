@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas.triggers import Channel
 
@@ -172,6 +172,18 @@ class QuietHoursAction(StrEnum):
     DROP = "drop"
 
 
+class SendTime(StrEnum):
+    """When a due nudge goes out: at once, or at the person's best hour within `send_window`."""
+
+    NOW = "now"
+    BEST = "best"
+
+
+# The longest a nudge may wait for the person's best hour: a day covers every hour of the local day once; a
+# week, each hour of every weekday. Longer, and the nudge is stale (and the gate looks at more hours).
+SEND_WINDOW_RANGE = (timedelta(hours=1), timedelta(days=7))
+
+
 class TriggerRule(RuleModel):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     description: str = ""
@@ -194,8 +206,21 @@ class TriggerRule(RuleModel):
     requires_opt_in: bool = False
     quiet_hours: QuietHoursAction = QuietHoursAction.DEFER
     expires_after: Duration | None = None
+    send_time: SendTime = Field(default=SendTime.NOW, description="best: at the person's best hour (send_window)")
+    send_window: Duration | None = Field(default=None, description="with `send_time: best`: how long it may wait")
     local_time: time | None = Field(default=None, description="with `birthday`: the local hour it goes out")
     context: Literal["cart", "product", "order", "none"] = "none"
+
+    @field_validator("send_window")
+    @classmethod
+    def _window_in_range(cls, window: timedelta | None) -> timedelta | None:
+        shortest, longest = SEND_WINDOW_RANGE
+        if window is not None and not shortest <= window <= longest:
+            raise ValueError(
+                f"send_window must be between {describe_duration(shortest)} and {describe_duration(longest)}, "
+                f"not {describe_duration(window)}"
+            )
+        return window
 
     @model_validator(mode="after")
     def _consistent(self) -> TriggerRule:
@@ -203,7 +228,18 @@ class TriggerRule(RuleModel):
             raise ValueError("a trigger needs `template_id` or `steps`")
         if self.reentry is Reentry.ONCE_PER_PERIOD and self.reentry_period is None:
             raise ValueError("reentry once_per_period needs `reentry_period`")
+        self._check_send_time()
         return self
+
+    def _check_send_time(self) -> None:
+        if self.send_time is SendTime.NOW:
+            if self.send_window is not None:
+                raise ValueError("`send_window` is only for `send_time: best`")
+            return
+        if self.send_window is None:
+            raise ValueError("send_time best needs `send_window`, e.g. 24h: how long the nudge may wait")
+        if self.local_time is not None:
+            raise ValueError("`send_time: best` and `local_time` both choose the hour: give one")
 
     @property
     def schedule(self) -> list[Step]:
@@ -242,6 +278,10 @@ class PolicyConfig(RuleModel):
         default_factory=lambda: {Channel.SMS: QuietHours(start=time(21, 0), end=time(8, 0))}
     )
     default_timezone: str = "UTC"
+    # The local hour a `send_time: best` nudge goes out for people with too few opens of their own.
+    # 10:00: mid-morning, what ESPs' send-time studies most often find; a shop should set its own hour,
+    # the one its opens come in most (bench/RESULTS.md, "Best send time": the simulated shop's is 12).
+    population_best_hour: int = Field(default=10, ge=0, le=23)
     email_paused_in_segments: list[str] = Field(default_factory=list)
     remember_sent_for: Duration = timedelta(days=30)
 

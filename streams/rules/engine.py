@@ -36,8 +36,8 @@ from streams.rules.carts import carts_after_event
 from streams.rules.consent import NO_DOUBLE_OPT_IN, DoubleOptIn, consent_changes, decide_opt_in
 from streams.rules.facts import ProfileFacts
 from streams.rules.identity import anonymous_ids_to_link, merge_states
-from streams.rules.policy import Defer, Send, gate
-from streams.rules.profiles import update_profile
+from streams.rules.policy import Defer, Send, gate, zone_of
+from streams.rules.profiles import open_hours_after, update_profile
 from streams.rules.segments import membership_changes, next_segment_check
 from streams.rules.state import PendingTrigger, PersonState, SentRecord, SourcePosition
 from streams.rules.triggers import (
@@ -110,6 +110,7 @@ def apply_event(
         current,
         profile=profile,
         confirmations=decided.confirmations or msgspec.UNSET,
+        open_hours=open_hours_after(current.open_hours, event, zone_of(profile.timezone, rules.policy)),
         carts=carts_after_event(current.carts, event, limits),
         pending=pending_after_event(current, event, rules, limits),
         applied_offsets=current.record(position),

@@ -16,7 +16,7 @@ from schemas.limits import DEFAULT_LIMITS, Limits
 from schemas.profile import ConsentState, DayCounts, Profile, SeenRange
 from schemas.rules import RulesConfig
 from streams.rules.bounds import bounded_history, bounded_traits
-from streams.rules.profiles import decayed
+from streams.rules.profiles import decayed, merged_open_hours
 from streams.rules.state import PersonState
 
 
@@ -141,6 +141,7 @@ def merge_states(
             "pending": pending,
             "fired": fired,
             "sent": sent,
+            "open_hours": merged_open_hours(person.open_hours, anonymous.open_hours),
             # Membership is re-evaluated on the merged profile at the next event or check.
             "segment_check_at": _min(person.segment_check_at, anonymous.profile.last_seen or person.segment_check_at),
         },

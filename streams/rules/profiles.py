@@ -4,7 +4,9 @@ in the right day bucket and never moves "last seen" backwards."""
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
+import msgspec
 from msgspec.structs import replace
 
 from schemas.consent import CONSENT_TRAITS, sms_keyword_consent
@@ -184,3 +186,42 @@ def _from_track(
         if stated is not None:
             changes["consent"] = {**profile.consent, "sms": stated}
     return changes
+
+
+HOURS_OF_DAY = 24
+# A counter of `open_hours` never passes this: when one would, all are halved (rounding down) first. At a
+# few opens a week that is over a year of a habit; halving keeps the shape and lets a changed habit take over
+# within a few dozen opens, and it keeps the field small (24 numbers of at most 3 digits).
+OPEN_HOURS_CAP = 100
+ENGAGEMENT_HOUR_EVENTS = frozenset({EventName.EMAIL_OPENED, EventName.EMAIL_CLICKED})
+
+
+def open_hours_after(
+    hours: list[int] | msgspec.UnsetType, event: Event, zone: ZoneInfo
+) -> list[int] | msgspec.UnsetType:
+    """The person's email opens and clicks per hour of their local day (`zone`), after `event`; the same
+    object when the event is neither. Bounded: 24 counters, none above OPEN_HOURS_CAP."""
+    if event.type != "track" or event.event not in ENGAGEMENT_HOUR_EVENTS:
+        return hours
+    counts = [0] * HOURS_OF_DAY if isinstance(hours, msgspec.UnsetType) else list(hours)
+    if len(counts) != HOURS_OF_DAY:  # not one we wrote: start again rather than guess
+        counts = [0] * HOURS_OF_DAY
+    hour = event.timestamp.astimezone(zone).hour
+    if counts[hour] >= OPEN_HOURS_CAP:
+        counts = [count // 2 for count in counts]
+    counts[hour] += 1
+    return counts
+
+
+def merged_open_hours(
+    first: list[int] | msgspec.UnsetType, second: list[int] | msgspec.UnsetType
+) -> list[int] | msgspec.UnsetType:
+    """Both histograms added (an anonymous visitor's into the person's), halved until within the cap."""
+    if isinstance(second, msgspec.UnsetType) or len(second) != HOURS_OF_DAY:
+        return first
+    if isinstance(first, msgspec.UnsetType) or len(first) != HOURS_OF_DAY:
+        return list(second)
+    counts = [a + b for a, b in zip(first, second, strict=True)]
+    while max(counts) > OPEN_HOURS_CAP:
+        counts = [count // 2 for count in counts]
+    return counts

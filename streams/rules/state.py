@@ -80,6 +80,9 @@ class PersonState(msgspec.Struct, frozen=True, kw_only=True):
     # Channel -> the opt-in waiting for its confirmation (streams/rules/consent.py). UNSET when none, so the
     # field is left out of the stored state then: a state without one is stored exactly as before it existed.
     confirmations: dict[str, PendingConfirmation] | msgspec.UnsetType = msgspec.UNSET
+    # Email opens and clicks per hour of the person's local day, 0-23 (streams/rules/profiles.py,
+    # `open_hours_after`), for `send_time: best`. UNSET until the first one, like `confirmations`.
+    open_hours: list[int] | msgspec.UnsetType = msgspec.UNSET
 
     @classmethod
     def new(cls, person_id: str) -> PersonState:
@@ -97,6 +100,11 @@ class PersonState(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def waiting_confirmations(self) -> dict[str, PendingConfirmation]:
         return {} if isinstance(self.confirmations, msgspec.UnsetType) else self.confirmations
+
+    @property
+    def engagement_hours(self) -> list[int]:
+        """Opens and clicks per local hour; empty when none were seen."""
+        return [] if isinstance(self.open_hours, msgspec.UnsetType) else self.open_hours
 
     @property
     def person_id(self) -> str:

@@ -85,3 +85,45 @@ def test_broken_yaml_names_the_line() -> None:
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(InvalidRules, match="cannot read the rules file"):
         load_rules(tmp_path / "nope.yaml")
+
+
+SEND_TIME_RULE = "triggers:\n  - name: t\n    entry: {event: X}\n    channel: email\n    template_id: t\n"
+
+
+def test_send_time_best_reads_its_window_with_the_duration_parser() -> None:
+    rules = parse_rules(SEND_TIME_RULE + "    send_time: best\n    send_window: 1d\n", "r.yaml")
+    assert rules.triggers[0].send_time == "best" and rules.triggers[0].send_window == timedelta(days=1)
+    assert rules.policy.population_best_hour == 10
+    assert parse_rules(SEND_TIME_RULE).triggers[0].send_time == "now"
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ("    send_time: soonish\n", r"r.yaml:6: triggers.0.send_time: Input should be 'now' or 'best'"),
+        ("    send_time: best\n", r"r.yaml:2: triggers.0: send_time best needs `send_window`, e.g. 24h"),
+        ("    send_window: 24h\n", r"r.yaml:2: triggers.0: `send_window` is only for `send_time: best`"),
+        (
+            "    send_time: best\n    send_window: 30m\n",
+            r"r.yaml:7: triggers.0.send_window: send_window must be between 1h and 1w, not 30m",
+        ),
+        (
+            "    send_time: best\n    send_window: 2w\n",
+            r"r.yaml:7: triggers.0.send_window: send_window must be between 1h and 1w, not 2w",
+        ),
+        ("    send_time: best\n    send_window: a day\n", r"r.yaml:7: triggers.0.send_window: .*duration"),
+        (
+            "    send_time: best\n    send_window: 24h\n    local_time: '09:00'\n",
+            r"r.yaml:2: triggers.0: `send_time: best` and `local_time` both choose the hour: give one",
+        ),
+    ],
+)
+def test_a_bad_send_time_is_refused_with_the_line_and_the_reason(lines: str, message: str) -> None:
+    with pytest.raises(InvalidRules, match=message):
+        parse_rules(SEND_TIME_RULE + lines, "r.yaml")
+
+
+@pytest.mark.parametrize("hour", ["24", "-1", "ten"])
+def test_the_population_best_hour_is_an_hour_of_the_day(hour: str) -> None:
+    with pytest.raises(InvalidRules, match=r"r.yaml:2: policy.population_best_hour: "):
+        parse_rules(f"policy:\n  population_best_hour: {hour}\n", "r.yaml")
