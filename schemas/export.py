@@ -16,6 +16,7 @@ from schemas.events import PROPERTIES_BY_EVENT, Event
 from schemas.identity import ContactLink, ForgetMerged, Link, Merge
 from schemas.privacy import AuditRecord, ErasureRequest
 from schemas.profile import Profile
+from schemas.recommendations import Recommendation
 from schemas.scores import Score
 from schemas.segments import SegmentChange
 from schemas.triggers import DeadLetter, QuarantinedState, Suppression, Trigger
@@ -41,6 +42,7 @@ EXPORTED: dict[str, type[BaseModel] | type[msgspec.Struct]] = {
     "identity.forget_merged": ForgetMerged,
     "campaign_control": CampaignControl,
     "score": Score,
+    "recommendation": Recommendation,
     **{f"properties.{name.value.lower().replace(' ', '_')}": model for name, model in PROPERTIES_BY_EVENT.items()},
 }
 

@@ -414,6 +414,12 @@ class Settings(BaseSettings):
         return self.topic("scores")
 
     @property
+    def recommendations_topic(self) -> str:
+        """Each product's recommended products (schemas.recommendations.Recommendation), keyed by product,
+        compacted: written by `nudgeflow models train`, a tombstone when a product has none any more."""
+        return self.topic("recommendations")
+
+    @property
     def audit_topic(self) -> str:
         """What was done about each privacy request; the person appears only as a hash."""
         return self.topic("audit")
@@ -445,4 +451,5 @@ class Settings(BaseSettings):
             self.clock_topic,
             self.campaigns_topic,
             self.scores_topic,
+            self.recommendations_topic,
         ]

@@ -46,12 +46,14 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
     configs[settings.audit_topic] = {"retention.ms": str(365 * 24 * 3_600_000)}
     configs[settings.clock_topic] = {"retention.ms": str(3_600_000)}
     # A campaign's latest control message must outlive any retention (a cancel stays, so no runner sends it).
-    # A person's latest scores must too, until the next training replaces them or an erasure's tombstone.
+    # A person's latest scores must too, until the next training replaces them or an erasure's tombstone;
+    # likewise a product's latest recommendations.
     for name in (
         *settings.table_changelog_topics,
         settings.profiles_topic,
         settings.campaigns_topic,
         settings.scores_topic,
+        settings.recommendations_topic,
     ):
         configs[name] = {"cleanup.policy": "compact"}
     # The sender's ledger names no one (trigger ids and states) and must outlive every trigger a replay of
