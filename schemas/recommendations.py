@@ -18,12 +18,11 @@ the next run leaves the erased person's orders out, as their events are gone.
 
 from __future__ import annotations
 
-import orjson
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 from schemas.events import UtcDatetime, WireModel, describe_validation_error
-from schemas.limits import LimitExceeded, Limits, check_id
+from schemas.limits import LimitExceeded, Limits, check_id, decode_object
 
 # Recommendations kept per product, and the most a nudge carries. An email shows three to six products; ten
 # leaves room for dropping what the person already bought or has in the cart, and keeps every runner's map of
@@ -81,14 +80,7 @@ def parse_recommendation(key: bytes | None, raw: bytes | None, limits: Limits) -
         if not key:
             raise InvalidRecommendation("a tombstone without a key")
         return None
-    if len(raw) > RECOMMENDATION_BYTES:
-        raise InvalidRecommendation(f"over a limit: {len(raw)} bytes; at most {RECOMMENDATION_BYTES}")
-    try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
-        raise InvalidRecommendation(f"not JSON: {error}") from None
-    if not isinstance(document, dict):
-        raise InvalidRecommendation("not a JSON object")
+    document = decode_object(raw, RECOMMENDATION_BYTES, InvalidRecommendation, "recommendation")
     try:
         recommendation = Recommendation.model_validate(document)
     except ValidationError as error:
