@@ -21,7 +21,14 @@ def profile_document(state: PersonState, now: datetime, rules: RulesConfig) -> d
         "segments": {name: entered.isoformat() for name, entered in state.segments.items()},
         "carts": {cart_id: cart_context(items) for cart_id, items in state.carts.items()},
         "pending": [
-            {"rule": p.rule, "key": p.key, "step": p.step, "due_at": p.due_at.isoformat(), "deferred": p.deferred}
+            {
+                "rule": p.rule,
+                "key": p.key,
+                "step": p.step,
+                "due_at": p.due_at.isoformat(),
+                "fire_at": p.fire_at.isoformat(),
+                "deferred": p.deferred,
+            }
             for p in sorted(state.pending.values(), key=lambda p: p.fire_at)
         ],
         "as_of": now.isoformat(),
