@@ -63,6 +63,20 @@ class PendingConfirmation(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     expires_at: Moment
 
 
+class PersonScores(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """The person's latest predicted scores, joined from the scores topic (schemas.scores.Score, which
+    validated them; streams/rules/scores.py decides which record is the latest)."""
+
+    model_version: str
+    scored_at: Moment
+    horizon_days: int
+    churn_risk: float
+    predicted_clv: float
+    purchase_propensity: float
+    expected_orders: float
+    expected_next_order_at: Moment | None = None
+
+
 class PersonState(msgspec.Struct, frozen=True, kw_only=True):
     profile: Profile
     carts: dict[str, dict[str, CartItem]] = msgspec.field(default_factory=dict)
@@ -80,6 +94,8 @@ class PersonState(msgspec.Struct, frozen=True, kw_only=True):
     # Channel -> the opt-in waiting for its confirmation (streams/rules/consent.py). UNSET when none, so the
     # field is left out of the stored state then: a state without one is stored exactly as before it existed.
     confirmations: dict[str, PendingConfirmation] | msgspec.UnsetType = msgspec.UNSET
+    # The predicted scores (the scores topic); UNSET when none, stored exactly as before likewise.
+    scores: PersonScores | msgspec.UnsetType = msgspec.UNSET
 
     @classmethod
     def new(cls, person_id: str) -> PersonState:
@@ -97,6 +113,10 @@ class PersonState(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def waiting_confirmations(self) -> dict[str, PendingConfirmation]:
         return {} if isinstance(self.confirmations, msgspec.UnsetType) else self.confirmations
+
+    @property
+    def current_scores(self) -> PersonScores | None:
+        return None if isinstance(self.scores, msgspec.UnsetType) else self.scores
 
     @property
     def person_id(self) -> str:
