@@ -80,6 +80,12 @@ class Operator(StrEnum):
     IN = "in"
 
 
+# Facts from the person's predicted scores (schemas.scores, joined from the scores topic); unset for a person
+# without scores, so every comparison on them is false then.
+SCORE_FACTS = (
+    "churn_risk", "predicted_clv", "purchase_propensity", "expected_next_order_days", "scores_age_days",
+)  # fmt: skip
+
 # The facts a segment condition can test (computed by streams.rules.facts.profile_facts).
 FACT_NAMES = frozenset(
     {
@@ -92,6 +98,7 @@ FACT_NAMES = frozenset(
             for what in ("last_seen", "first_seen", "last_visit", "last_login", "last_order",
                          "last_email_open", "last_email_click")
         ),
+        *SCORE_FACTS,
     }
 )  # fmt: skip
 

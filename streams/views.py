@@ -14,10 +14,13 @@ from streams.rules.state import PersonState
 
 
 def profile_document(state: PersonState, now: datetime, rules: RulesConfig) -> dict[str, Any]:
-    """The profile as a person's single view: stored fields, facts as of now, segments, carts, pending."""
+    """The profile as a person's single view: stored fields, facts as of now, the predicted scores they come
+    from, segments, carts, pending."""
+    scores = state.current_scores
     return {
         "profile": to_plain(state.profile),
-        "facts": profile_facts(state.profile, now, rules.profile),
+        "facts": profile_facts(state.profile, now, rules.profile, scores),
+        "scores": None if scores is None else to_plain(scores),
         "segments": {name: entered.isoformat() for name, entered in state.segments.items()},
         "carts": {cart_id: cart_context(items) for cart_id, items in state.carts.items()},
         "pending": [

@@ -23,6 +23,7 @@ from schemas.identity import InvalidIdentityMessage, parse_identity
 from schemas.limits import truncated
 from schemas.privacy import InvalidPrivacyRequest, is_contact_id, parse_erasure, person_hash
 from schemas.rules import RulesConfig
+from schemas.scores import InvalidScore, parse_score
 from schemas.settings import Settings
 from schemas.triggers import DeadLetter, QuarantinedState
 from streams.metrics import WorkerMetrics
@@ -33,7 +34,7 @@ from streams.processing.types import Output, PersonStore, SourceRecord, Unreadab
 from streams.rules.campaigns import Campaigns
 from streams.rules.consent import DoubleOptIn
 from streams.rules.contacts import CONTACT_TRAITS, contact_changes
-from streams.rules.engine import Step, advance_time, apply_event
+from streams.rules.engine import Step, absorb_score, advance_time, apply_event
 from streams.rules.state import PersonState, SourcePosition
 from streams.timers import DeadlineIndex, PartitionClock, stored_deadline, utc_now
 
@@ -76,7 +77,7 @@ class Processor:
     @property
     def source_topics(self) -> list[str]:
         settings = self.settings
-        return [settings.events_topic, settings.identity_topic, settings.privacy_topic]
+        return [settings.events_topic, settings.identity_topic, settings.privacy_topic, settings.scores_topic]
 
     # Records -----------------------------------------------------------------------------------------------
 
@@ -108,6 +109,9 @@ class Processor:
                 return
             erasure.handle(self, request, position)
             return
+        if record.topic == settings.scores_topic:
+            self._score(record, position, received_at)
+            return
         try:
             event = parse_event(record.value, settings.limits, received_at=received_at)
         except InvalidEvent as error:
@@ -138,6 +142,40 @@ class Processor:
             self.metrics.repeated.inc()
         if step.applied:
             self.applied_events[(event.type, event.event or event.name or "")] += 1
+        self.publish(step, record.partition, before=state)
+
+    def _score(self, record: SourceRecord, position: SourcePosition, received_at: datetime) -> None:
+        """A record of the scores topic joined to the person's state (docs/architecture.md, "Predictions")."""
+        try:
+            score = parse_score(record.key, record.value, self.settings.limits)
+        except InvalidScore as error:
+            self.dead_letter(record, str(error))
+            return
+        key = record.key
+        if not key:
+            self.dead_letter(record, "a tombstone without a key")
+            return
+        person_id = key.decode(errors="replace")
+        if not self.store.holds(key) and self.is_erased(record.partition, person_id):
+            # Refused, not dead-lettered: a dead letter would be one more copy of an erased person's data. A
+            # score published after the erasure's tombstone (a training run that read them before) would be
+            # what compaction keeps, so another tombstone follows it.
+            self.metrics.dropped_erased.inc()
+            if score is not None:
+                log.info("score of an erased person at %s/%d@%d refused", record.topic, record.partition, record.offset)
+                self.output.add(self.settings.scores_topic, key, None)
+            return
+        state = self.latest_state(record.partition, key)
+        if state is None and score is None:
+            return  # nobody's scores to clear: a tombstone must not create a person
+        state = state or PersonState.new(person_id)
+        if state.merged_into is not None:
+            # An anonymous id merged into someone: the scores speak of who it was, not of the person now.
+            log.info("score of a merged id at %s/%d@%d dropped", record.topic, record.partition, record.offset)
+            return
+        now = self.clock.now(record.partition) or received_at
+        step = absorb_score(state, score, now, position, self.rules, self.settings.limits,
+                            self.campaigns_for(record.partition, state, now))  # fmt: skip
         self.publish(step, record.partition, before=state)
 
     def _forward(self, raw: bytes, people: list[str], contact: bool) -> None:

@@ -1,7 +1,8 @@
 """The single entry point of the pure core: apply an event, or the passing of time, to a person's state.
 
-    apply_event(state, event, position, rules)  -> Step
-    advance_time(state, now, position, rules)   -> Step
+    apply_event(state, event, position, rules)        -> Step
+    advance_time(state, now, position, rules)         -> Step
+    absorb_score(state, score, now, position, rules)  -> Step
 
 A Step holds the new state and what to publish: triggers that passed the policy gate, suppressions with
 their reasons, and segment changes. The same inputs always give the same Step.
@@ -19,6 +20,7 @@ from schemas.consent import ConsentChange
 from schemas.events import Event
 from schemas.limits import DEFAULT_LIMITS, Limits
 from schemas.rules import RulesConfig, TriggerRule
+from schemas.scores import Score
 from schemas.segments import SegmentChange
 from schemas.triggers import Suppression, SuppressionReason, Trigger
 from streams.rules.bounds import bounded_history, message_digest, remembered_messages
@@ -38,6 +40,7 @@ from streams.rules.facts import ProfileFacts
 from streams.rules.identity import anonymous_ids_to_link, merge_states
 from streams.rules.policy import Defer, Send, gate, zone_of
 from streams.rules.profiles import open_hours_after, update_profile
+from streams.rules.scores import scores_after
 from streams.rules.segments import membership_changes, next_segment_check
 from streams.rules.state import PendingTrigger, PersonState, SentRecord, SourcePosition
 from streams.rules.triggers import (
@@ -156,6 +159,35 @@ def advance_time(
     return Step(current, outcome.triggers, outcome.suppressed, outcome.segment_changes)
 
 
+def absorb_score(
+    state: PersonState,
+    score: Score | None,
+    now: datetime,
+    position: SourcePosition,
+    rules: RulesConfig,
+    limits: Limits = DEFAULT_LIMITS,
+    campaigns: Campaigns = NO_CAMPAIGNS,
+) -> Step:
+    """Join a record of the scores topic (None: a tombstone) at `now`, the partition's clock: what fell due
+    before fires first, then segments are checked with the new scores as after an event, so entering one
+    starts its rules. Scores older than the person's (streams/rules/scores.py) change nothing but the
+    applied offset."""
+    if state.already_applied(position):
+        return Step(state, applied=False)
+    current_scores = state.current_scores
+    scores = scores_after(current_scores, score)
+    if scores is current_scores:
+        return Step(replace(state, applied_offsets=state.record(position)))
+    outcome = _Outcome(limits, campaigns)
+    current = _run_due(state, now, now, rules, outcome)
+    current = replace(
+        current, scores=msgspec.UNSET if scores is None else scores, applied_offsets=current.record(position)
+    )
+    current = _reevaluate_segments(current, now, rules, outcome)
+    current = _run_due(current, now, now, rules, outcome)  # rules with no delay fire now
+    return Step(current, outcome.triggers, outcome.suppressed, outcome.segment_changes)
+
+
 def schedule_campaigns(
     state: PersonState, now: datetime, campaigns: Campaigns, rules: RulesConfig, limits: Limits = DEFAULT_LIMITS
 ) -> PersonState:
@@ -166,10 +198,11 @@ def schedule_campaigns(
 
 
 def _reevaluate_segments(state: PersonState, now: datetime, rules: RulesConfig, outcome: _Outcome) -> PersonState:
-    facts = ProfileFacts(state.profile, now, rules.profile)
+    scores = state.current_scores
+    facts = ProfileFacts(state.profile, now, rules.profile, scores)
     membership, changes = membership_changes(state.person_id, state.segments, facts, rules, now)
     outcome.segment_changes.extend(changes)
-    check_at = next_segment_check(state.profile, now, rules)
+    check_at = next_segment_check(state.profile, now, rules, scores)
     pending = pending_with_birthdays(
         state, pending_after_segment_changes(state, state.pending, changes, rules, outcome.limits), now, rules
     )

@@ -1,7 +1,8 @@
-"""Facts derived from a profile at a moment: rolling windows, recency, RFM, lifecycle, engagement.
+"""Facts derived from a profile at a moment: rolling windows, recency, RFM, lifecycle, engagement, and the
+person's predicted scores when they have some.
 
 Segments are conditions on these facts; the HTTP profile view shows them. Every fact is a function of
-(profile, now), so the same profile read at the same time always gives the same answer.
+(profile, scores, now), so the same person read at the same time always gives the same answer.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from datetime import datetime, timedelta
 from schemas.profile import Profile
 from schemas.rules import ProfileConfig
 from streams.rules.profiles import decayed
+from streams.rules.state import PersonScores
 
 Fact = float | int | str | bool | None
 
@@ -90,12 +92,15 @@ class ProfileFacts:
     as several facts share each of them.
     """
 
-    __slots__ = ("_rfm", "_windows", "config", "now", "profile")
+    __slots__ = ("_rfm", "_windows", "config", "now", "profile", "scores")
 
-    def __init__(self, profile: Profile, now: datetime, config: ProfileConfig) -> None:
+    def __init__(
+        self, profile: Profile, now: datetime, config: ProfileConfig, scores: PersonScores | None = None
+    ) -> None:
         self.profile = profile
         self.now = now
         self.config = config
+        self.scores = scores
         self._windows: dict[int, dict[str, float]] = {}
         self._rfm: tuple[int, int, int] | None = None
 
@@ -130,6 +135,22 @@ def _days_since_fact(field: str) -> Callable[[ProfileFacts], Fact]:
     return lambda facts: days_between(getattr(facts.profile, field), facts.now)
 
 
+def _score_fact(field: str) -> Callable[[ProfileFacts], Fact]:
+    return lambda facts: None if facts.scores is None else getattr(facts.scores, field)
+
+
+def _expected_next_order_days(facts: ProfileFacts) -> Fact:
+    """Days until the order the models expect next; negative once it is overdue."""
+    scores = facts.scores
+    if scores is None or scores.expected_next_order_at is None:
+        return None
+    return round((scores.expected_next_order_at - facts.now) / ONE_DAY, 6)
+
+
+def _scores_age_days(facts: ProfileFacts) -> Fact:
+    return None if facts.scores is None else days_between(facts.scores.scored_at, facts.now)
+
+
 def _rfm_score(facts: ProfileFacts) -> str:
     recency, frequency, monetary = facts.rfm_scores()
     return f"{recency}{frequency}{monetary}"
@@ -154,9 +175,16 @@ _FACTS: dict[str, Callable[[ProfileFacts], Fact]] = {
     "rfm_frequency": lambda facts: facts.rfm_scores()[1],
     "rfm_monetary": lambda facts: facts.rfm_scores()[2],
     "rfm_score": _rfm_score,
+    "churn_risk": _score_fact("churn_risk"),
+    "predicted_clv": _score_fact("predicted_clv"),
+    "purchase_propensity": _score_fact("purchase_propensity"),
+    "expected_next_order_days": _expected_next_order_days,
+    "scores_age_days": _scores_age_days,
 }
 
 
-def profile_facts(profile: Profile, now: datetime, config: ProfileConfig) -> dict[str, Fact]:
-    """Every fact of `profile` at `now`."""
-    return ProfileFacts(profile, now, config).as_dict()
+def profile_facts(
+    profile: Profile, now: datetime, config: ProfileConfig, scores: PersonScores | None = None
+) -> dict[str, Fact]:
+    """Every fact of `profile` (and the person's scores) at `now`."""
+    return ProfileFacts(profile, now, config, scores).as_dict()

@@ -13,6 +13,7 @@ from schemas.rules import Condition, Operator, RulesConfig
 from schemas.segments import SegmentChange
 from streams.rules.facts import DAYS_SINCE, WINDOWS, Fact
 from streams.rules.per_rules import per_rules
+from streams.rules.state import PersonScores
 
 
 class Facts(Protocol):
@@ -86,17 +87,28 @@ class SegmentPlan:
     # (profile field, how long after it) for every numeric days-since condition: membership may change at
     # that moment with no new event. Just past the threshold, so `>` as well as `>=` holds when checked.
     crossings: tuple[tuple[str, timedelta], ...]
+    # The same for conditions on the scores' moments: (score field, how long after it, may be negative).
+    score_crossings: tuple[tuple[str, timedelta], ...] = ()
+
+
+# Score facts counted in days from one of the scores' moments: fact -> (field, +1 days since it, -1 days until).
+SCORE_MOMENTS = {"scores_age_days": ("scored_at", 1), "expected_next_order_days": ("expected_next_order_at", -1)}
 
 
 @per_rules
 def segment_plan(rules: RulesConfig) -> SegmentPlan:
     crossings = []
+    score_crossings = []
     for segment in rules.segments:
         for condition in [*segment.all, *segment.any]:
-            field = DAYS_SINCE.get(condition.fact)
-            if field is None or not isinstance(condition.value, int | float) or isinstance(condition.value, bool):
+            if not isinstance(condition.value, int | float) or isinstance(condition.value, bool):
                 continue
-            crossings.append((field, timedelta(days=condition.value, microseconds=1)))
+            field = DAYS_SINCE.get(condition.fact)
+            if field is not None:
+                crossings.append((field, timedelta(days=condition.value, microseconds=1)))
+            elif condition.fact in SCORE_MOMENTS:
+                moment, sign = SCORE_MOMENTS[condition.fact]
+                score_crossings.append((moment, timedelta(days=sign * condition.value, microseconds=1)))
     compiled = tuple(
         CompiledSegment(
             name=segment.name,
@@ -105,7 +117,7 @@ def segment_plan(rules: RulesConfig) -> SegmentPlan:
         )
         for segment in rules.segments
     )
-    return SegmentPlan(segments=compiled, crossings=tuple(crossings))
+    return SegmentPlan(segments=compiled, crossings=tuple(crossings), score_crossings=tuple(score_crossings))
 
 
 def membership_changes(
@@ -135,16 +147,26 @@ ONE_DAY = timedelta(days=1)
 MIDNIGHT = time(0)
 
 
-def next_segment_check(profile: Profile, now: datetime, rules: RulesConfig) -> datetime | None:
-    """When membership may next change with no new event: a days-since threshold being crossed, or a
-    day bucket leaving a rolling window (at midnight UTC). None once nothing can change any more."""
-    last_seen = profile.last_seen
-    if not rules.segments or last_seen is None:
+def next_segment_check(
+    profile: Profile, now: datetime, rules: RulesConfig, scores: PersonScores | None = None
+) -> datetime | None:
+    """When membership may next change with no new event: a days-since threshold being crossed (of the
+    profile or of the scores), or a day bucket leaving a rolling window (at midnight UTC). None once
+    nothing can change any more."""
+    if not rules.segments:
         return None
     candidates: list[datetime] = []
+    if scores is not None:
+        for field, after in segment_plan(rules).score_crossings:
+            base: datetime | None = getattr(scores, field)
+            if base is not None and base + after > now:
+                candidates.append(base + after)
+    last_seen = profile.last_seen
+    if last_seen is None:
+        return min(candidates, default=None)
     longest = LONGEST_WINDOW
     for field, after in segment_plan(rules).crossings:
-        base: datetime | None = getattr(profile, field)
+        base = getattr(profile, field)
         if base is None:
             continue
         crossing = base + after

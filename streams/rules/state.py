@@ -63,6 +63,20 @@ class PendingConfirmation(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     expires_at: Moment
 
 
+class PersonScores(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """The person's latest predicted scores, joined from the scores topic (schemas.scores.Score, which
+    validated them; streams/rules/scores.py decides which record is the latest)."""
+
+    model_version: str
+    scored_at: Moment
+    horizon_days: int
+    churn_risk: float
+    predicted_clv: float
+    purchase_propensity: float
+    expected_orders: float
+    expected_next_order_at: Moment | None = None
+
+
 class PersonState(msgspec.Struct, frozen=True, kw_only=True):
     profile: Profile
     carts: dict[str, dict[str, CartItem]] = msgspec.field(default_factory=dict)
@@ -83,6 +97,8 @@ class PersonState(msgspec.Struct, frozen=True, kw_only=True):
     # Email opens and clicks per hour of the person's local day, 0-23 (streams/rules/profiles.py,
     # `open_hours_after`), for `send_time: best`. UNSET until the first one, like `confirmations`.
     open_hours: list[int] | msgspec.UnsetType = msgspec.UNSET
+    # The predicted scores (the scores topic); UNSET when none, stored exactly as before likewise.
+    scores: PersonScores | msgspec.UnsetType = msgspec.UNSET
 
     @classmethod
     def new(cls, person_id: str) -> PersonState:
@@ -105,6 +121,10 @@ class PersonState(msgspec.Struct, frozen=True, kw_only=True):
     def engagement_hours(self) -> list[int]:
         """Opens and clicks per local hour; empty when none were seen."""
         return [] if isinstance(self.open_hours, msgspec.UnsetType) else self.open_hours
+
+    @property
+    def current_scores(self) -> PersonScores | None:
+        return None if isinstance(self.scores, msgspec.UnsetType) else self.scores
 
     @property
     def person_id(self) -> str:

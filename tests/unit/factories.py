@@ -8,10 +8,11 @@ from typing import Any
 from schemas.consent import ConsentChange
 from schemas.events import Event
 from schemas.rules import RulesConfig, load_rules, parse_rules
+from schemas.scores import Score
 from schemas.segments import SegmentChange
 from schemas.triggers import Suppression, Trigger
 from streams.rules.consent import NO_DOUBLE_OPT_IN, DoubleOptIn
-from streams.rules.engine import Step, advance_time, apply_event
+from streams.rules.engine import Step, absorb_score, advance_time, apply_event
 from streams.rules.state import PersonState, SourcePosition
 
 T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)  # a Monday, 10:00 UTC
@@ -68,6 +69,20 @@ def ordered(minutes: float, cart: str | None = "c1", person: str = "p1", revenue
     return track("Order Completed", minutes, person, **properties)
 
 
+def scores(
+    minutes: float, person: str = "p1", clv: float = 300.0, churn: float = 0.7, next_order_in_days: float | None = None
+) -> Score:
+    """One person's scores from a training run at `minutes`."""
+    next_order = None if next_order_in_days is None else at(minutes + days(next_order_in_days)).isoformat()
+    return Score.model_validate(
+        {
+            "personId": person, "modelVersion": f"v{minutes}", "scoredAt": at(minutes).isoformat(),
+            "horizonDays": 90, "pAlive": round(1 - churn, 6), "churnRisk": churn, "expectedOrders": 1.0,
+            "predictedClv": clv, "purchasePropensity": 0.5, "expectedNextOrderAt": next_order,
+        }
+    )  # fmt: skip
+
+
 # The policy of the shipped rules without caps, quiet hours or holdouts, so a test sees one thing at a time.
 OPEN_POLICY = "policy:\n  caps: {}\n  quiet_hours: {}\n"
 
@@ -111,6 +126,10 @@ class Feed:
 
     def tick(self, minutes: float) -> Step:
         return self._collect(advance_time(self.state, at(minutes), self._position("checks"), self.rules))
+
+    def score(self, minutes: float, score: Score | None) -> Step:
+        """A record of the scores topic (None: a tombstone) read when the partition's clock is at `minutes`."""
+        return self._collect(absorb_score(self.state, score, at(minutes), self._position("scores"), self.rules))
 
     def fired(self, rule: str | None = None) -> list[Trigger]:
         return [t for t in self.triggers if rule is None or t.rule == rule]

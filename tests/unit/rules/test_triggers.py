@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from schemas.rules import PolicyConfig, RulesConfig
-from tests.unit.factories import Feed, added, at, days, identify, ordered, shipped_rules, track
+from tests.unit.factories import Feed, added, at, days, identify, ordered, scores, shipped_rules, track
 
 
 def open_rules(holdout: bool = False) -> RulesConfig:
@@ -253,11 +253,50 @@ class TestPostPurchase:
         assert thanks.context["cross_sell"] == ["sku-2", "sku-1"]
 
 
+class TestHighValueWinBack:
+    def test_scores_of_a_valuable_customer_slipping_away_send_it_once_a_month(self) -> None:
+        feed = known_person()
+        feed.score(10, scores(10, clv=450, churn=0.8))
+        [email] = feed.fired("high_value_win_back")
+        assert (email.channel.value, email.template_id, email.due_at) == ("email", "high_value_win_back", at(10))
+        feed.score(20, None)  # erased scores: out of the segment
+        feed.score(30, scores(30, clv=450, churn=0.8))  # back in within 30 days
+        assert len(feed.fired("high_value_win_back")) == 1
+
+    def test_low_value_or_low_risk_or_no_scores_send_nothing(self) -> None:
+        feed = known_person()
+        feed.event(added(1))
+        feed.score(10, scores(10, clv=50, churn=0.9))
+        feed.score(20, scores(20, clv=900, churn=0.2))
+        assert feed.fired("high_value_win_back") == []
+
+
+class TestReorderReminder:
+    def test_two_days_before_the_expected_order_without_any_event(self) -> None:
+        feed = known_person()
+        feed.score(10, scores(10, clv=20, churn=0.1, next_order_in_days=5))
+        feed.tick(10 + days(2.9))
+        assert feed.fired("reorder_reminder") == []
+        feed.tick(10 + days(3.1))
+        [reminder] = feed.fired("reorder_reminder")
+        assert reminder.template_id == "reorder_reminder"
+
+    def test_an_overdue_order_reminds_once_a_fortnight(self) -> None:
+        feed = known_person()
+        feed.score(10, scores(10, clv=20, churn=0.1, next_order_in_days=0))
+        feed.score(20, scores(20, clv=20, churn=0.1, next_order_in_days=30))  # leaves the segment
+        feed.score(30, scores(30, clv=20, churn=0.1, next_order_in_days=0))  # back within 14 days
+        assert len(feed.fired("reorder_reminder")) == 1
+        feed.score(days(15), scores(days(15), clv=20, churn=0.1, next_order_in_days=30))
+        feed.score(days(16), scores(days(16), clv=20, churn=0.1, next_order_in_days=0))
+        assert len(feed.fired("reorder_reminder")) == 2
+
+
 @pytest.mark.parametrize("rule", [rule.name for rule in shipped_rules().triggers])
 def test_every_shipped_rule_is_covered_above(rule: str) -> None:
     covered = {
         "cart_abandonment", "browse_abandonment", "checkout_abandonment", "welcome_series",
-        "win_back", "birthday", "cooling_sms", "post_purchase",
+        "win_back", "birthday", "cooling_sms", "post_purchase", "high_value_win_back", "reorder_reminder",
     }  # fmt: skip
     assert rule in covered
 

@@ -14,9 +14,11 @@ def test_deploy_rules_file_is_the_shipped_default() -> None:
     rules = load_rules(None)
     assert [rule.name for rule in rules.triggers] == [
         "cart_abandonment", "browse_abandonment", "checkout_abandonment", "welcome_series",
-        "win_back", "birthday", "cooling_sms", "post_purchase",
+        "win_back", "high_value_win_back", "reorder_reminder", "birthday", "cooling_sms", "post_purchase",
     ]  # fmt: skip
-    assert [segment.name for segment in rules.segments] == ["priority", "cooling", "inactive_7d", "active_30d", "loyal"]
+    assert [segment.name for segment in rules.segments] == [
+        "priority", "cooling", "inactive_7d", "active_30d", "loyal", "high_value_at_risk", "due_to_reorder",
+    ]  # fmt: skip
 
 
 def test_demo_rules_shorten_the_cart_delay() -> None:

@@ -151,3 +151,43 @@ def test_an_unreadable_stored_state_is_set_aside_as_it_was_and_the_person_starts
     (quarantined,) = [QuarantinedState.model_validate_json(value) for value in output.on(SETTINGS.quarantine_topic)]
     assert quarantined.stage == "read" and quarantined.value == '{"profile": {"person_id": "eve"}, "pending": 17}'
     assert store.states[b"eve"].profile.event_count == 1
+
+
+def score_record(person: str, offset: int, value: bytes | None, key: bytes | None = None) -> Record:
+    return Record(SETTINGS.scores_topic, 0, offset, person.encode() if key is None else key, value)
+
+
+def a_score(person: str, churn: float = 0.7) -> bytes:
+    return orjson.dumps(
+        {
+            "personId": person, "modelVersion": "v1", "scoredAt": T0.isoformat(), "horizonDays": 90,
+            "pAlive": round(1 - churn, 6), "churnRisk": churn, "expectedOrders": 1.0, "predictedClv": 250.0,
+            "purchasePropensity": 0.3,
+        }
+    )  # fmt: skip
+
+
+def test_a_malformed_score_is_dead_lettered_and_touches_no_state_and_the_next_one_applies() -> None:
+    made, store, output = processor()
+    made.handle(score_record("eve", 1, b'{"personId": "eve", "churnRisk": 7}'), caught_up=True, received_at=at(0))
+    made.handle(score_record("eve", 2, a_score("kim")), caught_up=True, received_at=at(0))  # keyed by another
+    [first, second] = [DeadLetter.model_validate_json(value) for value in output.on(SETTINGS.dead_letter_topic)]
+    assert first.reason.startswith("invalid score") and second.reason == "the record's key is not its personId"
+    assert store.states == {}
+    made.handle(score_record("eve", 3, a_score("eve")), caught_up=True, received_at=at(0))
+    scores = store.states[b"eve"].current_scores
+    assert scores is not None and scores.churn_risk == 0.7
+
+
+def test_a_tombstone_for_nobody_creates_no_one_and_a_score_for_the_erased_is_refused_and_tombstoned() -> None:
+    made, store, output = processor()
+    made.handle(score_record("zoe", 1, None), caught_up=True, received_at=at(0))
+    assert store.states == {}
+    made.handle(score_record("zoe", 2, a_score("zoe")), caught_up=True, received_at=at(0))
+    request = {"kind": "erase", "personId": "zoe", "requestId": "r1", "requestedAt": T0.isoformat()}
+    made.handle(Record(SETTINGS.privacy_topic, 0, 3, b"zoe", orjson.dumps(request)), True, at(0))
+    assert b"zoe" not in store.states
+    output.records.clear()
+    made.handle(score_record("zoe", 4, a_score("zoe")), caught_up=True, received_at=at(0))
+    assert b"zoe" not in store.states
+    assert output.records == [(SETTINGS.scores_topic, b"zoe", None)]  # compaction keeps no copy of it
