@@ -13,11 +13,22 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from schemas.events import UtcDatetime, WireModel, describe_validation_error
 from schemas.limits import decode_object
-from schemas.rules import Duration, InvalidRules, QuietHoursAction, RuleModel, RulesConfig, Variant, validated_yaml
+from schemas.rules import (
+    Duration,
+    InvalidRules,
+    QuietHoursAction,
+    RuleModel,
+    RulesConfig,
+    SendTime,
+    Variant,
+    check_send_time,
+    send_window_in_range,
+    validated_yaml,
+)
 from schemas.triggers import Channel
 
 # Names the triggers, suppressions and pending deadlines of a campaign: `campaign:<id>`. No trigger rule can be
@@ -97,6 +108,15 @@ class Campaign(RuleModel):
     )  # fmt: skip
     requires_opt_in: bool = False
     quiet_hours: QuietHoursAction = QuietHoursAction.DEFER
+    send_time: SendTime = Field(default=SendTime.NOW, description="best: each person's best hour (send_window)")
+    send_window: Duration | None = Field(default=None, description="with `send_time: best`: how long it may wait")
+
+    _window_in_range = field_validator("send_window")(send_window_in_range)
+
+    @model_validator(mode="after")
+    def _send_time(self) -> Campaign:
+        check_send_time(self.send_time, self.send_window, self.when.local_time)
+        return self
 
     @property
     def rule_name(self) -> str:

@@ -191,6 +191,29 @@ class SendTime(StrEnum):
 SEND_WINDOW_RANGE = (timedelta(hours=1), timedelta(days=7))
 
 
+def send_window_in_range(window: timedelta | None) -> timedelta | None:
+    """`send_window` itself, or ValueError when it is outside SEND_WINDOW_RANGE (rules and campaigns alike)."""
+    shortest, longest = SEND_WINDOW_RANGE
+    if window is not None and not shortest <= window <= longest:
+        raise ValueError(
+            f"send_window must be between {describe_duration(shortest)} and {describe_duration(longest)}, "
+            f"not {describe_duration(window)}"
+        )
+    return window
+
+
+def check_send_time(send_time: SendTime, send_window: timedelta | None, local_time: time | None) -> None:
+    """ValueError unless `send_time` and `send_window` go together, and no local hour is also asked for."""
+    if send_time is SendTime.NOW:
+        if send_window is not None:
+            raise ValueError("`send_window` is only for `send_time: best`")
+        return
+    if send_window is None:
+        raise ValueError("send_time best needs `send_window`, e.g. 24h: how long the nudge may wait")
+    if local_time is not None:
+        raise ValueError("`send_time: best` and `local_time` both choose the hour: give one")
+
+
 class TriggerRule(RuleModel):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     description: str = ""
@@ -218,16 +241,7 @@ class TriggerRule(RuleModel):
     local_time: time | None = Field(default=None, description="with `birthday`: the local hour it goes out")
     context: Literal["cart", "product", "order", "none"] = "none"
 
-    @field_validator("send_window")
-    @classmethod
-    def _window_in_range(cls, window: timedelta | None) -> timedelta | None:
-        shortest, longest = SEND_WINDOW_RANGE
-        if window is not None and not shortest <= window <= longest:
-            raise ValueError(
-                f"send_window must be between {describe_duration(shortest)} and {describe_duration(longest)}, "
-                f"not {describe_duration(window)}"
-            )
-        return window
+    _window_in_range = field_validator("send_window")(send_window_in_range)
 
     @model_validator(mode="after")
     def _consistent(self) -> TriggerRule:
@@ -235,18 +249,8 @@ class TriggerRule(RuleModel):
             raise ValueError("a trigger needs `template_id` or `steps`")
         if self.reentry is Reentry.ONCE_PER_PERIOD and self.reentry_period is None:
             raise ValueError("reentry once_per_period needs `reentry_period`")
-        self._check_send_time()
+        check_send_time(self.send_time, self.send_window, self.local_time)
         return self
-
-    def _check_send_time(self) -> None:
-        if self.send_time is SendTime.NOW:
-            if self.send_window is not None:
-                raise ValueError("`send_window` is only for `send_time: best`")
-            return
-        if self.send_window is None:
-            raise ValueError("send_time best needs `send_window`, e.g. 24h: how long the nudge may wait")
-        if self.local_time is not None:
-            raise ValueError("`send_time: best` and `local_time` both choose the hour: give one")
 
     @property
     def schedule(self) -> list[Step]:

@@ -53,6 +53,8 @@ def plan(campaign: Campaign, cancelled: bool = False) -> CampaignPlan:
         requires_opt_in=campaign.requires_opt_in,
         quiet_hours=campaign.quiet_hours,
         expires_after=campaign.expires_after,
+        send_time=campaign.send_time,
+        send_window=campaign.send_window,
     ).model_copy(update={"name": campaign.rule_name})
     return CampaignPlan(campaign, rule, cancelled)
 

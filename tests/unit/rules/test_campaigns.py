@@ -241,3 +241,48 @@ def test_a_campaign_naming_unknown_segments_is_refused() -> None:
 def test_a_bad_control_message_is_refused_with_the_reason(raw: bytes, key: bytes, reason: str) -> None:
     with pytest.raises(InvalidCampaign, match=reason):
         parse_control(raw, key)
+
+
+BEST_TIME = """
+id: digest
+audience: {segments: [subscribers]}
+when: {at: 2026-12-24T06:00:00Z}
+channel: email
+template_id: digest
+send_time: best
+send_window: 24h
+expires_after: 1d
+"""
+
+
+def afternoon_reader(name: str) -> PersonState:
+    """Someone in UTC who opened three emails between 15:00 and 16:00 in November."""
+    state = person(name, "UTC")
+    for day in range(3):
+        opened = track("Email Opened", (day + 1) * 24 * 60 + 5 * 60 + 10, name, message_id=f"{name}-open-{day}")
+        state = apply_event(state, opened, SourcePosition(topic="events", partition=0, offset=day + 1), RULES).state
+    return state
+
+
+@pytest.mark.parametrize(
+    ("text", "hour"), [(BEST_TIME, 15), (BEST_TIME.replace("send_time: best\nsend_window: 24h\n", ""), 6)]
+)
+def test_a_best_time_campaign_reaches_each_person_at_their_usual_hour_within_its_window(text: str, hour: int) -> None:
+    campaigns = live(campaign(text))
+    state = schedule_campaigns(afternoon_reader("ana"), SCHEDULED_AT, campaigns, RULES)
+    sent_at = []
+    now = SCHEDULED_AT
+    while now <= datetime(2026, 12, 26, tzinfo=UTC):
+        step = tick(state, now, campaigns)
+        state = step.state
+        sent_at.extend(now for _ in step.triggers)
+        now += timedelta(minutes=30)
+    assert sent_at == [datetime(2026, 12, 24, hour, tzinfo=UTC)]
+
+
+def test_a_best_time_campaign_needs_a_window_and_no_local_hour() -> None:
+    with pytest.raises(InvalidCampaign, match="send_window"):
+        parse_campaign(BEST_TIME.replace("send_window: 24h\n", ""), "bad.yaml", RULES)
+    local = BEST_TIME.replace("when: {at: 2026-12-24T06:00:00Z}", 'when: {day: 2026-12-24, local_time: "10:00"}')
+    with pytest.raises(InvalidCampaign, match="both choose the hour"):
+        parse_campaign(local, "bad.yaml", RULES)
