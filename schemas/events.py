@@ -68,6 +68,11 @@ class EventName(StrEnum):
     SMS_REPLIED = "SMS Replied"
 
 
+# The events that tell when in their day a person reads email: what `send_time: best` learns from (the
+# person's hours in the core, the population's in ClickHouse).
+ENGAGEMENT_HOUR_EVENTS = frozenset({EventName.EMAIL_OPENED, EventName.EMAIL_CLICKED})
+
+
 class Product(Properties):
     product_id: str = Field(min_length=1)
     sku: str | None = None

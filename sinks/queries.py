@@ -11,10 +11,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
 from schemas.campaigns import CAMPAIGN_RULE_PREFIX
+from schemas.events import ENGAGEMENT_HOUR_EVENTS, EventName
 from schemas.triggers import HOLDOUT_VARIANT, SuppressionReason
 from sinks.attribution import Credit, Model, Touch, attribute, converted_triggers
 from sinks.erasure import PERSON_TABLES, people_of, person_parameters
@@ -550,6 +552,50 @@ def active_people_hourly(client: Any, period: Period) -> list[dict[str, Any]]:
         parameters=period.parameters(),
     ).result_rows
     return [{"hour": hour, "people": int(people)} for hour, people in rows]
+
+
+@dataclass(frozen=True)
+class EngagementHour:
+    """Email opens and clicks in one hour of the readers' own local day, over a period."""
+
+    hour: int
+    opens: int
+    clicks: int
+    best: bool
+
+
+def engagement_by_local_hour(client: Any, period: Period, default_timezone: str | None = None) -> list[EngagementHour]:
+    """When in their own day people open and click email: the send-time histogram, and in `best` the hour
+    to set as the policy's `population_best_hour`. Each event counts in its person's timezone (the latest
+    profile's, else `default_timezone`, else UTC), converted here rather than in SQL, where a time function
+    takes one timezone for all rows; ClickHouse groups by zone and UTC hour, so the rows stay few."""
+    names = sorted(ENGAGEMENT_HOUR_EVENTS)
+    rows = client.query(
+        "SELECT ifNull(p.timezone, ''), toStartOfHour(e.timestamp) AS utc_hour, e.event, uniqExact(e.message_id) "
+        "FROM events AS e LEFT JOIN (SELECT person_id, argMax(timezone, version) AS timezone "
+        "FROM profile_snapshots GROUP BY person_id) AS p ON e.person_id = p.person_id "
+        f"WHERE e.type = 'track' AND e.event IN {{names:Array(String)}} AND e.timestamp >= {SINCE} "
+        f"AND e.timestamp < {UNTIL} GROUP BY p.timezone, utc_hour, e.event",
+        parameters={**period.parameters(), "names": names},
+    ).result_rows
+    fallback = _zone(default_timezone) or UTC
+    counts = {hour: [0, 0] for hour in range(24)}
+    for timezone, utc_hour, event, count in rows:
+        local = utc_hour.replace(tzinfo=UTC).astimezone(_zone(timezone) or fallback)
+        counts[local.hour][0 if event == EventName.EMAIL_OPENED else 1] += int(count)
+    totals = {hour: opens + clicks for hour, (opens, clicks) in counts.items()}
+    most = max(totals.values())
+    best = min(hour for hour, total in totals.items() if total == most) if most else None
+    return [EngagementHour(hour, opens, clicks, hour == best) for hour, (opens, clicks) in counts.items()]
+
+
+def _zone(name: str | None) -> ZoneInfo | None:
+    if not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
 
 
 # --- people ---------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import msgspec
 from msgspec.structs import replace
 
 from schemas.consent import CONSENT_TRAITS, sms_keyword_consent
-from schemas.events import Event, EventName, OrderProperties, ProductProperties
+from schemas.events import ENGAGEMENT_HOUR_EVENTS, Event, EventName, OrderProperties, ProductProperties
 from schemas.limits import DEFAULT_LIMITS, Limits
 from schemas.profile import ConsentState, DayCounts, Profile, SeenRange
 from schemas.rules import ProfileConfig
@@ -193,7 +193,6 @@ HOURS_OF_DAY = 24
 # few opens a week that is over a year of a habit; halving keeps the shape and lets a changed habit take over
 # within a few dozen opens, and it keeps the field small (24 numbers of at most 3 digits).
 OPEN_HOURS_CAP = 100
-ENGAGEMENT_HOUR_EVENTS = frozenset({EventName.EMAIL_OPENED, EventName.EMAIL_CLICKED})
 
 
 def open_hours_after(
