@@ -738,6 +738,57 @@ def churn_risk(client: Any, now: datetime | None = None, limit: int = 100) -> li
     ]
 
 
+@dataclass(frozen=True)
+class ScoreBin:
+    """People whose score lies in [low, high) (the last bin of a probability includes 1)."""
+
+    low: float
+    high: float | None  # None: no upper bound
+    people: int
+
+
+@dataclass(frozen=True)
+class ScoreDistribution:
+    """The latest training run's scores across people: churn risk in tenths, predicted value in bands."""
+
+    model_version: str | None  # None until `nudgeflow models train` has stored scores
+    people: int
+    churn_risk: list[ScoreBin]
+    predicted_clv: list[ScoreBin]
+
+
+# Bands of predicted value in the shop's order currency: roughly doubling, so one-off buyers and the loyal
+# both fall in bands of their own whatever the currency's scale.
+CLV_BANDS = (0.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0)
+
+SCORES_SQL = """
+SELECT least(toUInt8(floor(churn_risk * 10)), 9) AS tenth, {bands:Array(Float64)} AS bands,
+       arrayCount(edge -> edge <= predicted_clv, bands) - 1 AS band, count()
+FROM scores FINAL
+WHERE model_version = {version:String}
+GROUP BY tenth, band
+"""
+
+
+def score_distribution(client: Any) -> ScoreDistribution:
+    """How the latest model version's churn risk and predicted value spread over the people it scored."""
+    latest = client.query("SELECT model_version FROM scores ORDER BY scored_at DESC, model_version DESC LIMIT 1")
+    if not latest.result_rows:
+        return ScoreDistribution(None, 0, [], [])
+    version = str(latest.result_rows[0][0])
+    tenths = [0] * 10
+    bands = [0] * len(CLV_BANDS)
+    for tenth, _, band, count in client.query(
+        SCORES_SQL, parameters={"version": version, "bands": list(CLV_BANDS)}
+    ).result_rows:
+        tenths[int(tenth)] += int(count)
+        bands[int(band)] += int(count)
+    churn = [ScoreBin(round(n / 10, 1), round((n + 1) / 10, 1), people) for n, people in enumerate(tenths)]
+    edges = [*CLV_BANDS[1:], None]
+    value = [ScoreBin(low, high, people) for low, high, people in zip(CLV_BANDS, edges, bands, strict=True)]
+    return ScoreDistribution(version, sum(tenths), churn, value)
+
+
 # --- privacy --------------------------------------------------------------------------------------
 
 # Columns holding JSON text, returned parsed so an export reads as one document.

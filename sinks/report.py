@@ -36,6 +36,16 @@ def _campaigns(client: Any, since: datetime, until: datetime) -> list[Row]:
     return rows
 
 
+def _scores(client: Any, since: datetime, until: datetime) -> list[Row]:
+    """One row per band of the latest scores: churn risk in tenths, then predicted value."""
+    found = queries.score_distribution(client)
+    return [
+        {"model_version": found.model_version, "score": name, "from": band.low, "to": band.high, "people": band.people}
+        for name, bins in (("churn_risk", found.churn_risk), ("predicted_clv", found.predicted_clv))
+        for band in bins
+    ]
+
+
 REPORTS: dict[str, Callable[[Any, datetime, datetime], list[Row]]] = {
     "rules": lambda c, s, u: _rows(queries.rule_report(c, _period(s, u))),
     "campaigns": _campaigns,
@@ -53,6 +63,7 @@ REPORTS: dict[str, Callable[[Any, datetime, datetime], list[Row]]] = {
     "deliveries": lambda c, s, u: _rows(queries.delivery_outcomes(c, _period(s, u))),
     "active": lambda c, s, u: _rows(queries.active_people_hourly(c, _period(s, u))),
     "send-times": lambda c, s, u: _rows(queries.engagement_by_local_hour(c, _period(s, u))),
+    "scores": _scores,
 }
 
 
