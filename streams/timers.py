@@ -23,11 +23,14 @@ import orjson
 
 
 def utc_now() -> datetime:
+    """The current moment, in UTC."""
     return datetime.now(UTC)
 
 
 @dataclass
 class PartitionClock:
+    """Each partition's stream time, and whether it is idle or caught up, for firing deadlines."""
+
     wall: Callable[[], datetime] = utc_now
     idle_after: timedelta = timedelta(seconds=2)
     future_tolerance: timedelta = timedelta(seconds=5)
@@ -65,6 +68,8 @@ class PartitionClock:
 
 
 class DeadlineIndex:
+    """The deadlines of people's states, per partition, soonest first."""
+
     def __init__(self) -> None:
         self._current: dict[bytes, tuple[datetime, int]] = {}
         self._heaps: dict[int, list[tuple[datetime, bytes]]] = {}
