@@ -150,7 +150,7 @@ def parse_campaign(text: str, source: str = "<campaign>", rules: RulesConfig | N
 
 
 def load_campaign(path: Path, rules: RulesConfig | None = None) -> Campaign:
-    """The campaign in the file at `path`, checked against the segments of `rules` when given."""
+    """The campaign in the file at `path`; with `rules`, its segments must be the rules' own."""
     try:
         text = path.read_text()
     except OSError as error:

@@ -69,7 +69,7 @@ class EventName(StrEnum):
 
 
 class Product(Properties):
-    """One product of a cart, order or view event."""
+    """One product, as a product event names it or a cart or order lists it."""
 
     product_id: str = Field(min_length=1)
     sku: str | None = None
@@ -160,7 +160,8 @@ def describe_validation_error(error: ValidationError) -> str:
 
 
 class EventContext(WireModel):
-    """What an event says about where it came from: the person's timezone and locale, the device and channel."""
+    """What an event says about where it came from: the person's timezone and locale, the device, the channel, and how a
+    consent it carries was given."""
 
     timezone: str | None = None
     locale: str | None = None

@@ -312,7 +312,8 @@ class PolicyConfig(RuleModel):
 
 
 class RulesConfig(RuleModel):
-    """A whole rules file: timers, profiles, segments, trigger rules and the send policy, with names checked."""
+    """A whole rules file: timers, profiles, segments, trigger rules and the send policy, with names and references
+    checked."""
 
     timers: TimerPolicy = TimerPolicy()
     profile: ProfileConfig = ProfileConfig()

@@ -636,7 +636,7 @@ def _money(amount: float, people: int) -> float:
 
 @dataclass(frozen=True)
 class ChurnRisk:
-    """One buyer whose next order is overdue, against their usual interval between orders."""
+    """One buyer and how overdue their next order is, against their usual interval between orders."""
 
     person_id: str
     orders: int

@@ -37,7 +37,8 @@ class ClvPrediction:
 
 @dataclass(frozen=True)
 class ClvModel:
-    """The fitted lifetime-value models: repeat orders (BG/NBD) and, when it could be fitted, spend (Gamma-Gamma)."""
+    """The fitted lifetime-value models: repeat orders (modified BG/NBD) and, when it could be fitted, spend
+    (Gamma-Gamma)."""
 
     orders: ModifiedBetaGeoFitter
     spend: GammaGammaFitter | None

@@ -76,7 +76,7 @@ class History:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a person did in the window after the cut-off: the days with an order, and their value."""
+    """What a person did in the window after the cut-off: how many days they ordered on, and the value."""
 
     order_days: int
     value: float

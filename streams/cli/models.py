@@ -21,7 +21,8 @@ def moment(text: str) -> datetime:
 
 
 def command_models_train(settings: Settings, arguments: argparse.Namespace) -> int:
-    """`nudgeflow models train`: fit the models on ClickHouse's history, store the scores and publish them."""
+    """`nudgeflow models train`: fit the models on ClickHouse's history, store the scores and, unless --no-publish,
+    publish them."""
     from sinks.client import connect
     from sinks.predictions.publish import not_erased, publish_scores, store_scores
     from sinks.predictions.training import train
