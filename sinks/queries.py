@@ -184,7 +184,8 @@ WHERE o.at > t.fired_at AND o.at <= t.fired_at + toIntervalSecond({{window_s:UIn
 def touches(
     client: Any, period: Period, window: timedelta, anchor: str, nudges: str = "triggers", only: str = ""
 ) -> list[Touch]:
-    """Each order paired with the nudges sent to its person within `window` before it, over the period."""
+    """Each order paired with every nudge fired for its person within `window` before it; with `anchor`
+    "triggers" the period bounds the nudges, otherwise the orders."""
     within_window_before = f"{SINCE} - toIntervalSecond({{window_s:UInt32}})"
     if anchor == "triggers":
         trigger_filter = f"fired_at >= {SINCE} AND fired_at < {UNTIL}"

@@ -29,7 +29,7 @@ def utc_now() -> datetime:
 
 @dataclass
 class PartitionClock:
-    """Each partition's stream time, and whether it is idle or caught up, for firing deadlines."""
+    """The clock each partition follows: event time while it has backlog, the wall clock once caught up or idle."""
 
     wall: Callable[[], datetime] = utc_now
     idle_after: timedelta = timedelta(seconds=2)
@@ -68,7 +68,7 @@ class PartitionClock:
 
 
 class DeadlineIndex:
-    """The deadlines of people's states, per partition, soonest first."""
+    """The pending deadlines of the partitions a runner owns, soonest first, so firing never scans a table."""
 
     def __init__(self) -> None:
         self._current: dict[bytes, tuple[datetime, int]] = {}

@@ -54,7 +54,7 @@ class Behaviour:
 
 @dataclass
 class Tally:
-    """What the demo audience has received and posted back, by kind."""
+    """The emails and SMS the demo audience has received, and what it has posted back, by kind."""
 
     emails: int = 0
     sms: int = 0

@@ -190,7 +190,7 @@ def template_context(
 
 
 def opt_out_instruction(locale: str | None) -> str:
-    """The line telling how to opt out of SMS, in the person's language if there is one for it, else English."""
+    """The line telling how to opt out of SMS, in the language of `locale` when there is one, else English."""
     for candidate in locale_chain(locale):
         language = candidate.split("-")[0]
         if language in SMS_OPT_OUT:
