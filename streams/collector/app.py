@@ -76,7 +76,7 @@ class RequestFailed(Exception):
 
 
 def json_response(status: int, document: dict[str, Any]) -> web.Response:
-    """A JSON response with `status`."""
+    """`document` as a JSON response with `status`."""
     return web.Response(status=status, body=orjson.dumps(document), content_type="application/json")
 
 
@@ -95,7 +95,7 @@ class Delivery:
 
 @dataclass
 class Collector:
-    """The collector: checks what the HTTP calls and webhooks bring, and answers only once Kafka holds it."""
+    """The collector: checks what the HTTP calls and webhooks bring, and answers once Kafka holds what it accepted."""
 
     settings: Settings
     producer: EventProducer

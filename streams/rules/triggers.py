@@ -209,7 +209,7 @@ def _matches(where: Mapping[str, Any], properties: Mapping[str, Any]) -> bool:
 def pending_after_segment_changes(
     state: PersonState, pending: Pending, changes: Iterable[SegmentChange], rules: RulesConfig, limits: Limits
 ) -> Pending:
-    """The pending triggers with those added of every rule that enters on a segment just entered."""
+    """The pending triggers, with the entries of the enabled rules that enter on a segment just entered."""
     entered = [change for change in changes if change.change == "enter"]
     if not entered:
         return pending  # the usual case; callers never change a pending mapping in place
