@@ -39,6 +39,7 @@ def token_allowed(presented: str | None, tokens: Sequence[SecretStr]) -> bool:
 
 
 def is_loopback(host: str) -> bool:
+    """Whether `host` names this machine only: `localhost` or a loopback address."""
     if host == "localhost":
         return True
     try:

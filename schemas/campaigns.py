@@ -43,6 +43,8 @@ LONGEST_EXPIRY = timedelta(days=7)
 
 
 class Weekday(StrEnum):
+    """A day of the week a recurring campaign goes out on; `number` counts from Monday as 0."""
+
     MONDAY = "monday"
     TUESDAY = "tuesday"
     WEDNESDAY = "wednesday"
@@ -128,6 +130,8 @@ class Campaign(RuleModel):
 
 
 class CampaignOp(StrEnum):
+    """What a control message does to a campaign: schedule it or cancel it."""
+
     SCHEDULE = "schedule"
     CANCEL = "cancel"
 
@@ -166,6 +170,7 @@ def parse_campaign(text: str, source: str = "<campaign>", rules: RulesConfig | N
 
 
 def load_campaign(path: Path, rules: RulesConfig | None = None) -> Campaign:
+    """The campaign in the file at `path`; with `rules`, its segments must be the rules' own."""
     try:
         text = path.read_text()
     except OSError as error:
@@ -187,5 +192,6 @@ def parse_control(raw: bytes | None, key: bytes | None) -> CampaignControl:
 
 
 def control_message(op: CampaignOp, campaign_id: str, at: datetime, campaign: Campaign | None = None) -> bytes:
+    """The control message, as JSON, that schedules or cancels a campaign."""
     message = CampaignControl(op=op.value, campaign_id=campaign_id, campaign=campaign, at=at)
     return message.to_json()

@@ -51,6 +51,7 @@ def _kafka_security(settings: Settings) -> dict[str, Any]:
 
 
 def bootstrap_servers(settings: Settings) -> list[str]:
+    """The Kafka bootstrap servers of the settings, one host:port each."""
     return [server.strip() for server in settings.kafka_bootstrap.split(",") if server.strip()]
 
 

@@ -78,6 +78,7 @@ class Confirmation:
 
 
 def make_confirmation_token(confirmation: Confirmation, hash_key: bytes) -> str:
+    """The signed token of the link that confirms an opt-in."""
     return sign(
         CONFIRMATION_PURPOSE,
         confirmation.person_id,

@@ -15,6 +15,8 @@ from schemas.triggers import Channel
 
 
 class DeliveryState(StrEnum):
+    """Where one delivery of a nudge stands, from the first attempt to a final state."""
+
     SENDING = "sending"  # an attempt began; the provider holds at most an incomplete request
     COMMITTED = "committed"  # recorded just before the final byte of the request: never sent again
     SENT = "sent"  # the provider accepted it
@@ -37,6 +39,8 @@ FINAL_STATES = frozenset(
 
 
 class DeliveryRecord(WireModel):
+    """One step of a nudge's delivery, as the sender records it on the deliveries topic; `final` says it is done."""
+
     trigger_id: str
     state: DeliveryState
     rule: str

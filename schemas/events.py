@@ -74,6 +74,8 @@ ENGAGEMENT_HOUR_EVENTS = frozenset({EventName.EMAIL_OPENED, EventName.EMAIL_CLIC
 
 
 class Product(Properties):
+    """One product, as a product event names it or a cart or order lists it."""
+
     product_id: str = Field(min_length=1)
     sku: str | None = None
     name: str | None = None
@@ -102,6 +104,8 @@ class CartProperties(Properties):
 
 
 class OrderProperties(CartProperties):
+    """The properties of an order event: the cart's, with the order id and its amounts."""
+
     order_id: str = Field(min_length=1)
     revenue: float | None = Field(default=None, ge=0)
     total: float | None = Field(default=None, ge=0)
@@ -119,11 +123,15 @@ class MessageProperties(Properties):
 
 
 class SmsReplyProperties(MessageProperties):
+    """The properties of an SMS reply: its text and, when known, the number it came from."""
+
     body: str
     from_number: str | None = Field(default=None, alias="from")
 
 
 class SignupProperties(Properties):
+    """The properties of a signup event: how the person signed up, when known."""
+
     method: str | None = None
 
 
@@ -148,6 +156,7 @@ PROPERTIES_BY_EVENT: dict[EventName, type[Properties]] = {
 
 
 def describe_validation_error(error: ValidationError) -> str:
+    """A validation error in one line: each problem as `where: message`, separated by semicolons."""
     parts = []
     for problem in error.errors(include_url=False):
         where = ".".join(str(part) for part in problem["loc"]) or "event"
@@ -156,6 +165,9 @@ def describe_validation_error(error: ValidationError) -> str:
 
 
 class EventContext(WireModel):
+    """What an event says about where it came from: the person's timezone and locale, the device, the channel, and how a
+    consent it carries was given."""
+
     timezone: str | None = None
     locale: str | None = None
     ip: str | None = None

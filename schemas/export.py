@@ -63,6 +63,7 @@ def rendered_schemas() -> dict[str, bytes]:
 
 
 def export_json_schemas(directory: Path) -> list[Path]:
+    """Write the JSON Schema of each message into `directory`; the paths written."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for name, document in rendered_schemas().items():

@@ -27,12 +27,16 @@ class _IdentityModel(BaseModel):
 
 
 class Link(_IdentityModel):
+    """An anonymous visitor identified as a person: the visitor's state is handed over to that person."""
+
     kind: Literal["link"] = "link"
     anonymous_id: str = Field(min_length=1)
     person_id: str = Field(min_length=1)
 
 
 class Merge(_IdentityModel):
+    """An anonymous visitor's whole state, handed to the person it turned out to be, to absorb."""
+
     kind: Literal["merge"] = "merge"
     anonymous_id: str = Field(min_length=1)
     person_id: str = Field(min_length=1)
@@ -40,6 +44,8 @@ class Merge(_IdentityModel):
 
 
 class ContactLink(_IdentityModel):
+    """A person who now has, or no longer has, an email address or phone number (its contact id)."""
+
     kind: Literal["contact"] = "contact"
     contact_id: str = Field(min_length=1)
     person_id: str = Field(min_length=1)
@@ -47,6 +53,8 @@ class ContactLink(_IdentityModel):
 
 
 class ForgetMerged(_IdentityModel):
+    """Sent to every partition for an erased person: every anonymous id merged into them is erased too."""
+
     kind: Literal["forget_merged"] = "forget_merged"
     person_id: str = Field(min_length=1)
     request_id: str
@@ -67,6 +75,7 @@ class InvalidIdentityMessage(ValueError):
 
 
 def parse_identity(raw: bytes | None, limits: Limits) -> Link | Merge | ContactLink | ForgetMerged:
+    """The identity message in `raw`, checked against the limits; InvalidIdentityMessage when it is not one."""
     document = decode_object(raw, MERGE_BYTES, InvalidIdentityMessage, "identity message")
     try:
         message = _ADAPTER.validate_python(document)

@@ -212,6 +212,7 @@ def decode_object(
 
 
 def check_id(where: str, value: str, limits: Limits) -> None:
+    """Refuse an id longer than the limit, naming `where` it was."""
     if len(value) > limits.id_length:
         raise LimitExceeded(where, f"{len(value)} characters; at most {limits.id_length}")
 

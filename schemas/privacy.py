@@ -27,10 +27,12 @@ def person_hash(person_id: str, key: bytes) -> str:
 
 
 def normalise_email(email: str) -> str:
+    """An email address as it is compared and hashed: trimmed and lower-cased."""
     return email.strip().lower()
 
 
 def normalise_phone(phone: str) -> str:
+    """A phone number as it is compared and hashed: its digits only, with the leading + when it had one."""
     # "+1 (555) 123-0000" and "+15551230000" are one number; the collector already writes E.164.
     stripped = phone.strip()
     digits = "".join(character for character in stripped if character.isdigit())
@@ -49,6 +51,7 @@ def contact_person_id(kind: ContactKind, value: str, key: bytes) -> str:
 
 
 def is_contact_id(person_id: str) -> bool:
+    """Whether a person id is a contact id (a hashed email address or phone number), not a person."""
     return person_id.startswith(CONTACT_PREFIX)
 
 

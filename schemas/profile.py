@@ -23,6 +23,8 @@ def described(text: str) -> msgspec.Meta:
 
 
 class ConsentState(StrEnum):
+    """A person's consent to a channel: opted in or opted out."""
+
     OPTED_IN = "opted_in"
     OPTED_OUT = "opted_out"
 
@@ -49,11 +51,15 @@ class DayCounts(msgspec.Struct, frozen=True, gc=False):
 
 
 class SeenRange(msgspec.Struct, frozen=True, gc=False):
+    """The first and last moment a person was seen on one channel."""
+
     first: Moment
     last: Moment
 
 
 class Profile(msgspec.Struct, frozen=True, kw_only=True):
+    """What is known of one person: identity, activity, orders, engagement, consent and traits."""
+
     person_id: str
     identified: Annotated[bool, described("seen with a userId, not only an anonymous id")] = False
     anonymous_ids: list[str] = msgspec.field(default_factory=list)

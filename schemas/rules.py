@@ -47,6 +47,8 @@ def describe_duration(length: timedelta) -> str:
 
 
 class RuleModel(BaseModel):
+    """The base of every part of a rules file: unknown keys are refused, and nothing changes once read."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -65,12 +67,16 @@ class LifecycleThresholds(RuleModel):
 
 
 class ProfileConfig(RuleModel):
+    """How profiles are kept: the half-life of engagement, the lifecycle thresholds and how many views to remember."""
+
     engagement_half_life: Duration = Field(default=timedelta(days=14), gt=timedelta(0))
     lifecycle: LifecycleThresholds = LifecycleThresholds()
     recently_viewed: int = Field(default=10, ge=0, le=50)
 
 
 class Operator(StrEnum):
+    """How a condition compares a fact with its value."""
+
     EQ = "=="
     NE = "!="
     GT = ">"
@@ -155,6 +161,8 @@ class Exit(RuleModel):
 
 
 class Reentry(StrEnum):
+    """How often one person may enter a trigger rule: every time, once, once per key or once per period."""
+
     EVERY_TIME = "every_time"
     ONCE = "once"
     ONCE_PER_KEY = "once_per_key"
@@ -169,12 +177,16 @@ class Step(RuleModel):
 
 
 class Variant(RuleModel):
+    """One arm of a rule's test: its name, its share of the people and the template it sends."""
+
     name: str
     weight: float = Field(gt=0)
     template_id: str | None = None
 
 
 class QuietHoursAction(StrEnum):
+    """What becomes of a nudge due in quiet hours: deferred to their end, or dropped."""
+
     DEFER = "defer"
     DROP = "drop"
 
@@ -215,6 +227,8 @@ def check_send_time(send_time: SendTime, send_window: timedelta | None, local_ti
 
 
 class TriggerRule(RuleModel):
+    """One trigger rule: what enters it, how long it waits, what ends it, and what it sends on which channel."""
+
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     description: str = ""
     enabled: bool = True
@@ -264,6 +278,8 @@ def _single_step(delay: timedelta, template_id: str) -> Step:
 
 
 class Cap(RuleModel):
+    """A frequency cap: at most `count` messages on a channel per period `per`."""
+
     count: int = Field(ge=0)
     per: Duration = Field(gt=timedelta(0))
 
@@ -272,6 +288,8 @@ class Cap(RuleModel):
 
 
 class QuietHours(RuleModel):
+    """The window of local time in which no nudge is sent; it may span midnight."""
+
     start: time
     end: time
 
@@ -298,6 +316,9 @@ class PolicyConfig(RuleModel):
 
 
 class RulesConfig(RuleModel):
+    """A whole rules file: timers, profiles, segments, trigger rules and the send policy, with names and references
+    checked."""
+
     timers: TimerPolicy = TimerPolicy()
     profile: ProfileConfig = ProfileConfig()
     segments: list[SegmentRule] = Field(default_factory=list)
@@ -345,6 +366,7 @@ def _line_of(root: yaml.Node | None, location: tuple[int | str, ...]) -> int | N
 
 
 def parse_rules(text: str, source: str = "<rules>") -> RulesConfig:
+    """The rules in the YAML `text`; InvalidRules naming `source`, the line and the reason when they are not valid."""
     return validated_yaml(RulesConfig, text, source, "rules file")
 
 

@@ -144,6 +144,8 @@ class SenderSettings(BaseModel):
 
 
 class Settings(BaseSettings):
+    """Everything nudgeflow is configured with, read from NUDGEFLOW_* environment variables."""
+
     # hide_input_in_errors: an invalid setting is named, its value (perhaps a secret) not echoed.
     model_config = SettingsConfigDict(
         env_prefix="NUDGEFLOW_", extra="ignore", env_nested_delimiter="__", hide_input_in_errors=True

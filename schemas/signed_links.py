@@ -48,6 +48,7 @@ def _unb64(text: str) -> bytes:
 
 
 def sign(purpose: str, person_id: str, channel: str, expires: int, extra: list[str], hash_key: bytes) -> str:
+    """A token carrying the person, channel, expiry and `extra`, signed with a key derived for `purpose`."""
     payload = orjson.dumps([person_id, channel, expires, *extra])
     mac = hmac.new(_key(hash_key, purpose), payload, hashlib.sha256).digest()
     return f"{_b64(payload)}.{_b64(mac)}"

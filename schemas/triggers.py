@@ -17,6 +17,8 @@ HOLDOUT_VARIANT = "holdout"
 
 
 class Channel(StrEnum):
+    """The channel a nudge goes out on."""
+
     EMAIL = "email"
     SMS = "sms"
 

@@ -19,6 +19,8 @@ PURPOSE = "unsubscribe"
 
 @dataclass(frozen=True)
 class Unsubscribe:
+    """What an unsubscribe link stands for: a person leaving a channel, until the link expires."""
+
     person_id: str
     channel: str
     expires: int
@@ -26,6 +28,7 @@ class Unsubscribe:
 
 
 def make_token(request: Unsubscribe, hash_key: bytes) -> str:
+    """The signed token of an unsubscribe link."""
     return sign(PURPOSE, request.person_id, request.channel, request.expires, [request.trigger_id], hash_key)
 
 

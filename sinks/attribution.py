@@ -13,6 +13,8 @@ from enum import StrEnum
 
 
 class Model(StrEnum):
+    """How an order's credit is shared among the nudges before it: all to the last one, or evenly."""
+
     LAST_TOUCH = "last_touch"
     LINEAR = "linear"
 
@@ -31,6 +33,8 @@ class Touch:
 
 @dataclass(frozen=True)
 class Credit:
+    """The orders and revenue credited to one arm of one rule."""
+
     rule: str
     variant: str
     orders: float  # fractional under linear attribution

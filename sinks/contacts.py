@@ -45,10 +45,12 @@ _LETTER_RUN = re.compile(r"[A-Za-z]*")
 
 
 def hash_email(email: str, key: bytes) -> str:
+    """The keyed digest an email address is stored as."""
     return _digest("email", email, key)
 
 
 def hash_phone(phone: str, key: bytes) -> str:
+    """The keyed digest a phone number is stored as."""
     return _digest("phone", phone, key)
 
 

@@ -41,6 +41,8 @@ BUCKETS = "{buckets:Array(UInt32)}"
 
 @dataclass(frozen=True)
 class PersonTable:
+    """A person-level table and the condition that picks out the rows of the people erased."""
+
     table: str
     matches: str  # a WHERE condition over the bound {people} (and {needles}) parameters
 

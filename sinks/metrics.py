@@ -18,6 +18,8 @@ LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 
 @dataclass
 class SinkMetrics:
+    """The sink's Prometheus metrics: rows, batches and inserts per table, and what was dropped or set aside."""
+
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:

@@ -47,6 +47,7 @@ def table_counts(client: Any) -> dict[str, int]:
 
 
 def triggers_by_rule(client: Any) -> dict[str, int]:
+    """How many triggers each rule has fired."""
     rows = client.query("SELECT rule, count() FROM triggers FINAL GROUP BY rule ORDER BY rule").result_rows
     return {str(rule): int(count) for rule, count in rows}
 
@@ -118,6 +119,8 @@ DAYS = "day >= {since_day:Date} AND day <= {until_day:Date}"
 
 @dataclass(frozen=True)
 class RuleVariantStats:
+    """What one arm of one rule achieved: its messages' engagement, conversions and revenue."""
+
     rule: str
     variant: str
     sent: int
@@ -183,6 +186,8 @@ WHERE o.at > t.fired_at AND o.at <= t.fired_at + toIntervalSecond({{window_s:UIn
 def touches(
     client: Any, period: Period, window: timedelta, anchor: str, nudges: str = "triggers", only: str = ""
 ) -> list[Touch]:
+    """Each order paired with every nudge fired for its person within `window` before it; with `anchor`
+    "triggers" the period bounds the nudges, otherwise the orders."""
     within_window_before = f"{SINCE} - toIntervalSecond({{window_s:UInt32}})"
     if anchor == "triggers":
         trigger_filter = f"fired_at >= {SINCE} AND fired_at < {UNTIL}"
@@ -210,6 +215,7 @@ def touches(
 
 
 def rule_report(client: Any, period: Period, window: timedelta = DEFAULT_ATTRIBUTION_WINDOW) -> list[RuleVariantStats]:
+    """The engagement, conversions and attributed revenue of each rule and variant over the period."""
     engagement = client.query(ENGAGEMENT_SQL, parameters=period.parameters()).result_rows
     pairs = touches(client, period, window, anchor="triggers")
     converted_by_arm: dict[tuple[str, str], int] = defaultdict(int)
@@ -243,6 +249,7 @@ def rule_report(client: Any, period: Period, window: timedelta = DEFAULT_ATTRIBU
 
 
 def variant_significance(report: list[RuleVariantStats]) -> list[VariantTest]:
+    """Whether each variant converts differently from its rule's baseline, from a rules report."""
     return _significance([(row.rule, Arm(row.variant, row.converted, row.sent)) for row in report])
 
 
@@ -367,6 +374,8 @@ def _ratio(part: int, whole: int) -> float:
 
 @dataclass(frozen=True)
 class DailyRates:
+    """One day's message counts and open and click rates."""
+
     day: date
     sent: int
     delivered: int
@@ -419,6 +428,8 @@ def daily_rates(client: Any, period: Period) -> list[DailyRates]:
 
 @dataclass(frozen=True)
 class FunnelStep:
+    """One step of the purchase funnel: its events, its people and their share of the first step's."""
+
     step: str
     events: int
     people: int
@@ -426,6 +437,7 @@ class FunnelStep:
 
 
 def funnel(client: Any, period: Period) -> list[FunnelStep]:
+    """The purchase funnel over the period, step by step."""
     found = {
         str(event): (int(events), int(people))
         for event, events, people in client.query(
@@ -442,6 +454,7 @@ def funnel(client: Any, period: Period) -> list[FunnelStep]:
 
 
 def funnel_daily(client: Any, period: Period) -> list[dict[str, Any]]:
+    """The events and people of each funnel step, day by day."""
     rows = client.query(
         f"SELECT day, event, uniqExactMerge(events), uniqExactMerge(people) FROM funnel_daily WHERE {DAYS} "
         "GROUP BY day, event ORDER BY day, event",
@@ -485,6 +498,7 @@ ORDER BY rule, channel
 
 
 def delivery_outcomes(client: Any, period: Period) -> list[DeliveryOutcome]:
+    """How the deliveries of each rule and channel ended over the period, with the most common failure."""
     rows = client.query(DELIVERIES_SQL, parameters=period.parameters()).result_rows
     return [
         DeliveryOutcome(
@@ -505,6 +519,8 @@ def delivery_outcomes(client: Any, period: Period) -> list[DeliveryOutcome]:
 
 @dataclass(frozen=True)
 class SuppressionSummary:
+    """How many nudges were sent and how many suppressed, why, and day by day."""
+
     sent: int
     suppressed: int
     by_reason: dict[str, int]
@@ -546,6 +562,7 @@ def suppressions(client: Any, period: Period) -> SuppressionSummary:
 
 
 def active_people_hourly(client: Any, period: Period) -> list[dict[str, Any]]:
+    """The people active in each hour of the period."""
     rows = client.query(
         f"SELECT hour, uniqExactMerge(people) FROM active_people_hourly WHERE hour >= toStartOfHour({SINCE}) "
         f"AND hour < {UNTIL} GROUP BY hour ORDER BY hour",
@@ -620,6 +637,8 @@ def segment_members(client: Any, segment: str, day: date) -> list[str]:
 
 @dataclass(frozen=True)
 class Cohort:
+    """One cohort of people who joined in a month, and what they have bought since."""
+
     cohort: date  # month of signing up, or of the first event for people who never signed up
     people: int
     buyers: int
@@ -651,6 +670,7 @@ ORDER BY p.cohort
 
 
 def cohort_lifetime_value(client: Any) -> list[Cohort]:
+    """Every monthly cohort with its buyers, orders, revenue and lifetime value to date."""
     return [
         Cohort(cohort, int(people), int(buyers), int(orders), round(float(revenue), 2), _money(revenue, people))
         for cohort, people, buyers, orders, revenue in client.query(COHORTS_SQL).result_rows
@@ -663,6 +683,8 @@ def _money(amount: float, people: int) -> float:
 
 @dataclass(frozen=True)
 class ChurnRisk:
+    """One buyer and how overdue their next order is, against their usual interval between orders."""
+
     person_id: str
     orders: int
     last_order: datetime
@@ -715,6 +737,7 @@ LIMIT {limit:UInt32}
 
 
 def churn_risk(client: Any, now: datetime | None = None, limit: int = 100) -> list[ChurnRisk]:
+    """The buyers most overdue for their next order, as of `now`, at most `limit` of them."""
     parameters = {
         "now_ms": _epoch_ms(now or datetime.now(UTC)),
         "factor": CHURN_INTERVAL_FACTOR,

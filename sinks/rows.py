@@ -48,6 +48,8 @@ class RowOptions:
 
 @dataclass(frozen=True)
 class TableSpec:
+    """A ClickHouse table and the columns a row of it is written with."""
+
     table: str
     columns: tuple[str, ...]
 
@@ -177,6 +179,7 @@ def event_row(
 
 
 def trigger_row(value: bytes | None, options: RowOptions) -> list[Any]:
+    """The row of the triggers table for one trigger message."""
     trigger: Trigger = _model(Trigger, _decoded(value, options.limits))
     return _trigger_columns(trigger, options)
 
@@ -199,6 +202,7 @@ def _trigger_columns(trigger: Trigger, options: RowOptions) -> list[Any]:
 
 
 def suppression_row(value: bytes | None, options: RowOptions) -> list[Any]:
+    """The row of the suppressions table for one suppression message: the trigger, and why it was not sent."""
     suppression: Suppression = _model(Suppression, _decoded(value, options.limits))
     return [
         *_trigger_columns(suppression.trigger, options),
@@ -209,11 +213,13 @@ def suppression_row(value: bytes | None, options: RowOptions) -> list[Any]:
 
 
 def segment_change_row(value: bytes | None, options: RowOptions) -> list[Any]:
+    """The row of the segment changes table for one segment change message."""
     change: SegmentChange = _model(SegmentChange, _decoded(value, options.limits))
     return [change.segment, options.person(change.person_id), change.at, change.change]
 
 
 def consent_change_row(value: bytes | None, options: RowOptions) -> list[Any]:
+    """The row of the consent changes table for one consent change message."""
     change: ConsentChange = _model(ConsentChange, _decoded(value, options.limits))
     return [
         options.person(change.person_id),
@@ -230,6 +236,7 @@ def consent_change_row(value: bytes | None, options: RowOptions) -> list[Any]:
 
 
 def delivery_row(value: bytes | None, options: RowOptions) -> list[Any]:
+    """The row of the deliveries table for one delivery record."""
     record: DeliveryRecord = _model(DeliveryRecord, _decoded(value, options.limits))
     return [
         record.trigger_id,

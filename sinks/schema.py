@@ -9,12 +9,14 @@ MIGRATIONS_PACKAGE = "sinks.migrations"
 
 
 def migration_files() -> list[tuple[str, str]]:
+    """The migrations shipped with the sink, as (file name, SQL), in the order they apply."""
     folder = resources.files(MIGRATIONS_PACKAGE)
     found = [(entry.name, entry.read_text()) for entry in folder.iterdir() if entry.name.endswith(".sql")]
     return sorted(found)
 
 
 def statements(sql: str) -> list[str]:
+    """The statements of a migration, without comments."""
     # Migrations hold no semicolons inside literals; comments are dropped before splitting.
     lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
     return [statement.strip() for statement in "\n".join(lines).split(";") if statement.strip()]

@@ -8,12 +8,15 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ZTest:
+    """The result of a two-proportion z-test."""
+
     z: float
     p_value: float
     lift: float | None  # relative change of the rate of b over a; None when a's rate is zero
 
 
 def normal_cdf(x: float) -> float:
+    """The standard normal distribution function at `x`."""
     return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
 
 
@@ -36,6 +39,8 @@ def two_proportion_z_test(successes_a: int, trials_a: int, successes_b: int, tri
 
 @dataclass(frozen=True)
 class Arm:
+    """One arm of a test: its conversions out of the messages sent."""
+
     variant: str
     conversions: int
     sent: int
@@ -43,6 +48,8 @@ class Arm:
 
 @dataclass(frozen=True)
 class VariantTest:
+    """One variant against its rule's baseline: both rates and whether the difference is significant."""
+
     rule: str
     baseline: str
     variant: str

@@ -138,6 +138,7 @@ async def _redirect() -> web.Response:
 
 
 async def start_web(app: web.Application, host: str, port: int) -> web.AppRunner:
+    """Serve `app` on `host` and `port`; the runner, to clean up with."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

@@ -84,12 +84,15 @@ class _Stopped(Exception):
 
 @dataclass(frozen=True)
 class Route:
+    """How the messages of one topic become rows: the table, the row of a message, and who a row is about."""
+
     spec: TableSpec
     to_row: Callable[[Any], list[Any] | None]
     people: Callable[[list[Any]], list[str]]  # who a row is about, as stored
 
 
 def routes_for(settings: Settings) -> dict[str, Route]:
+    """The route of each topic the sink reads."""
     options = RowOptions.of(settings)
 
     def person_of(spec: TableSpec) -> Callable[[list[Any]], list[str]]:
@@ -164,6 +167,8 @@ def is_data_error(error: BaseException) -> bool:
 
 @dataclass
 class SinkStats:
+    """What the sink has done since it started: rows, batches, erasures and failures."""
+
     rows_written: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     batches: int = 0
     insert_errors: int = 0
@@ -177,6 +182,8 @@ class SinkStats:
 
 
 class ClickHouseSink:
+    """The sink: reads the topics and writes their rows to ClickHouse in batches, dropping erased people's."""
+
     def __init__(
         self, settings: Settings, client: Any, group_id: str | None = None, metrics: SinkMetrics | None = None
     ) -> None:

@@ -32,6 +32,8 @@ HEALTH_PATH = "/health"
 
 
 def build_api(worker: BatchedRunner) -> web.Application:
+    """The worker's HTTP API: live profiles, segment members, metrics and health; a person on another
+    worker's partition is redirected to the worker that holds it."""
     settings = worker.settings
     routes = web.RouteTableDef()
 

@@ -54,6 +54,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def build_handler(settings: Settings, stream: TextIO | None = None) -> logging.Handler:
+    """The log handler the settings ask for: JSON or text lines, on `stream` or stderr."""
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter() if settings.log_format == "json" else logging.Formatter(TEXT_FORMAT))
     return handler

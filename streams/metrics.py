@@ -6,6 +6,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 
 class WorkerMetrics:
+    """The worker's Prometheus metrics."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.events = Counter(

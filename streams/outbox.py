@@ -23,6 +23,8 @@ def partition_of(key: bytes, partitions: int) -> int:
 
 @dataclass
 class Outbox:
+    """The messages a batch produces, queued per topic partition until the batch is sent."""
+
     producer: AIOKafkaProducer | None  # None until the runner has started it; only `send` needs it
     _messages: dict[tuple[str, int | None], list[tuple[bytes | None, bytes | None]]] = field(default_factory=dict)
     _partition_counts: dict[str, int] = field(default_factory=dict)

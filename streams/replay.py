@@ -41,6 +41,7 @@ class Source:
 
 
 def parse_source(text: str) -> Source:
+    """Where `replay` reads: `topic:NAME` for a topic, anything else a file."""
     if text.startswith(TOPIC_PREFIX):
         topic = text.removeprefix(TOPIC_PREFIX)
         if not topic:
@@ -56,6 +57,8 @@ def person_key(event: Event) -> bytes:
 
 @dataclass(frozen=True)
 class Keep:
+    """An event to produce, with the key of its person."""
+
     key: bytes
     value: bytes
 
@@ -67,6 +70,8 @@ class Skip:
 
 @dataclass(frozen=True)
 class Invalid:
+    """A line or record that is not a valid event, and why."""
+
     where: str  # "line 12" of a file, "events[3]@1041" of a topic
     reason: str
 
@@ -93,6 +98,8 @@ def file_line(line: bytes) -> bytes | None:
 
 @dataclass
 class Tally:
+    """What a replay has read, produced, skipped and found invalid."""
+
     read: int = 0
     produced: int = 0
     skipped: int = 0

@@ -56,6 +56,8 @@ CATALOG: tuple[dict[str, Any], ...] = tuple(
 
 @dataclass(frozen=True)
 class PlannedEvent:
+    """One event of a planned session, `after` its start."""
+
     after: timedelta
     document: dict[str, Any]
 
@@ -184,6 +186,7 @@ def person_rng(seed: int, number: int) -> random.Random:
 
 
 def choose_persona(rng: random.Random, personas: tuple[Persona, ...] = PERSONAS) -> Persona:
+    """A persona drawn at random by its share."""
     return rng.choices(personas, weights=[persona.share for persona in personas])[0]
 
 
@@ -266,6 +269,8 @@ def _gap(rng: random.Random, rate_per_day: float, longest: timedelta) -> timedel
 
 @dataclass(frozen=True)
 class SimulatedPerson:
+    """One simulated shopper and their events."""
+
     person_id: str
     persona: Persona
     events: list[tuple[datetime, dict[str, Any]]]

@@ -23,11 +23,14 @@ import orjson
 
 
 def utc_now() -> datetime:
+    """The current moment, in UTC."""
     return datetime.now(UTC)
 
 
 @dataclass
 class PartitionClock:
+    """The clock each partition follows: event time while it has backlog, the wall clock once caught up or idle."""
+
     wall: Callable[[], datetime] = utc_now
     idle_after: timedelta = timedelta(seconds=2)
     future_tolerance: timedelta = timedelta(seconds=5)
@@ -65,6 +68,8 @@ class PartitionClock:
 
 
 class DeadlineIndex:
+    """The pending deadlines of the partitions a runner owns, soonest first, so firing never scans a table."""
+
     def __init__(self) -> None:
         self._current: dict[bytes, tuple[datetime, int]] = {}
         self._heaps: dict[int, list[tuple[datetime, bytes]]] = {}

@@ -19,6 +19,7 @@ __all__ = ["BrokerRefused", "BrokerUnavailable", "admin_client", "check_broker",
 
 
 def admin_client(settings: Settings, wait_seconds: float = 60.0) -> KafkaAdminClient:
+    """An admin client of the broker, waiting up to `wait_seconds` for it to answer."""
     check_broker(settings, wait_seconds)
     deadline = time.monotonic() + wait_seconds
     while True:

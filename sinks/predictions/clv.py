@@ -26,6 +26,8 @@ NEXT_ORDER_STEPS = 12
 
 @dataclass(frozen=True)
 class ClvPrediction:
+    """What the lifetime-value model predicts for each person of a summary."""
+
     p_alive: npt.NDArray[np.float64]
     expected_orders: npt.NDArray[np.float64]
     predicted_value: npt.NDArray[np.float64]
@@ -35,6 +37,9 @@ class ClvPrediction:
 
 @dataclass(frozen=True)
 class ClvModel:
+    """The fitted lifetime-value models: repeat orders (modified BG/NBD) and, when it could be fitted, spend
+    (Gamma-Gamma)."""
+
     orders: ModifiedBetaGeoFitter
     spend: GammaGammaFitter | None
     mean_value: float  # of repeat days, over every customer: used when Gamma-Gamma could not be fitted

@@ -51,6 +51,8 @@ class Comparison:
 
 @dataclass(frozen=True)
 class ReliabilityBin:
+    """One bin of a reliability diagram: predicted probabilities against the share observed."""
+
     low: float
     high: float
     count: int
@@ -60,6 +62,8 @@ class ReliabilityBin:
 
 @dataclass(frozen=True)
 class Evaluation:
+    """A back-test's result: each model beside its baselines, and how reliable its probabilities were."""
+
     cutoff: datetime
     horizon_days: int
     people: int
@@ -76,10 +80,12 @@ def auc(labels: npt.NDArray[np.bool_], scores: Floats) -> float:
 
 
 def brier(labels: npt.NDArray[np.bool_], probabilities: Floats) -> float:
+    """The Brier score of the probabilities against the labels (lower is better)."""
     return float(brier_score_loss(labels.astype(np.int8), np.clip(probabilities, 0.0, 1.0)))
 
 
 def mae(actual: Floats, predicted: Floats) -> float:
+    """The mean absolute error of the predictions; 0 when there are none."""
     return float(np.mean(np.abs(actual - predicted))) if actual.size else 0.0
 
 

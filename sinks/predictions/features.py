@@ -76,6 +76,8 @@ class History:
 
 @dataclass(frozen=True)
 class Outcome:
+    """What a person did in the window after the cut-off: how many days they ordered on, and the value."""
+
     order_days: int
     value: float
 
@@ -96,6 +98,7 @@ PROPENSITY_FEATURES = (
 
 
 def epoch_ms(moment: datetime) -> int:
+    """A moment as milliseconds since the epoch."""
     return int(moment.astimezone(UTC).timestamp() * 1000)
 
 
@@ -124,6 +127,7 @@ def histories(order_rows: Iterable[Sequence[Any]], activity_rows: Iterable[Seque
 
 
 def outcomes(rows: Iterable[Sequence[Any]]) -> dict[str, Outcome]:
+    """Each person's outcome, from rows of person, order days and value."""
     return {str(person): Outcome(int(days), float(value)) for person, days, value in rows}
 
 

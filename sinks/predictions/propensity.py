@@ -20,6 +20,8 @@ RANDOM_STATE = 0
 
 @dataclass(frozen=True)
 class PropensityModel:
+    """The fitted propensity classifier, or the base rate when every example had the same label."""
+
     classifier: HistGradientBoostingClassifier | None
     base_rate: float  # when every example had the same label, the classifier cannot be fitted: that rate
 

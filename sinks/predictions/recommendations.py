@@ -87,4 +87,5 @@ def as_recommendations(rows: Iterable[Sequence[Any]], version: str, at: datetime
 
 
 def compute_recommendations(client: Any, at: datetime) -> list[Recommendation]:
+    """The product recommendations as of `at`, from the pairs read in ClickHouse."""
     return as_recommendations(read_pairs(client, at), recommendations_version(at), at)

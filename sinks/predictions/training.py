@@ -64,6 +64,7 @@ def score(
     propensity: np.ndarray[Any, np.dtype[np.float64]],
     index: int,
 ) -> Score:
+    """The score of the person at `index` of the predictions."""
     p_alive = float(clv.p_alive[index])
     days = float(clv.next_order_days[index])
     return Score(

@@ -54,6 +54,8 @@ class Behaviour:
 
 @dataclass
 class Tally:
+    """The emails and SMS the demo audience has received, and what it has posted back, by kind."""
+
     emails: int = 0
     sms: int = 0
     posted: dict[str, int] = field(default_factory=dict)
@@ -63,11 +65,14 @@ class Tally:
 
 
 def twilio_signature(auth_token: str, url: str, form: dict[str, str]) -> str:
+    """The signature Twilio puts on a webhook it posts (X-Twilio-Signature)."""
     material = url + "".join(key + value for key, value in sorted(form.items()))
     return base64.b64encode(hmac.new(auth_token.encode(), material.encode(), hashlib.sha1).digest()).decode()
 
 
 class Audience:
+    """The demo's recipients: they read the nudges sent to them and act on some, through the collector."""
+
     def __init__(
         self,
         collector_url: str,
@@ -298,6 +303,7 @@ async def serve(
     stop: asyncio.Event,
     report_every: float = 10.0,
 ) -> None:
+    """Run the demo audience's SMTP server and Twilio stand-in until `stop` is set, reporting now and then."""
     from aiosmtpd.smtp import SMTP
 
     loop = asyncio.get_running_loop()

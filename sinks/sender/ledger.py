@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 
 class Ledger:
+    """Where each nudge's delivery stands, read from and written to the deliveries topic."""
+
     def __init__(self, settings: Settings, producer: AIOKafkaProducer) -> None:
         self.settings = settings
         self.topic = settings.deliveries_topic

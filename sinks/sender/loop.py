@@ -46,6 +46,7 @@ STOP_GRACE_SECONDS = 30.0
 
 
 def utc_now() -> datetime:
+    """The current moment, in UTC."""
     from datetime import UTC
 
     return datetime.now(UTC)
@@ -57,6 +58,8 @@ class Aborted(Exception):
 
 @dataclass(eq=False)
 class Job:
+    """One trigger the sender is delivering, and where it was read."""
+
     trigger: Trigger
     tp: TopicPartition
     offset: int
@@ -100,6 +103,8 @@ class Offsets:
 
 
 class Sender:
+    """The sender: reads triggers, renders each nudge and delivers it once through its channel."""
+
     def __init__(
         self,
         settings: Settings,

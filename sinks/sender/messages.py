@@ -43,6 +43,8 @@ class Undeliverable(Exception):
 
 @dataclass(frozen=True)
 class OutgoingEmail:
+    """One email ready to send: its addresses, rendered parts and unsubscribe link."""
+
     trigger_id: str
     person_id: str
     rule: str
@@ -92,6 +94,8 @@ class OutgoingEmail:
 
 @dataclass(frozen=True)
 class OutgoingSms:
+    """One SMS ready to send: its number, text and status callback."""
+
     trigger_id: str
     person_id: str
     rule: str
@@ -186,6 +190,7 @@ def template_context(
 
 
 def opt_out_instruction(locale: str | None) -> str:
+    """The line telling how to opt out of SMS, in the language of `locale` when there is one, else English."""
     for candidate in locale_chain(locale):
         language = candidate.split("-")[0]
         if language in SMS_OPT_OUT:
@@ -207,6 +212,7 @@ def with_opt_out(body: str, locale: str | None) -> str:
 
 
 def unsubscribe_url(settings: Settings, trigger: Trigger, now: datetime) -> str:
+    """The unsubscribe link of a nudge, signed and valid for the configured number of days."""
     expires = int((now + timedelta(days=settings.sender.unsubscribe_days)).timestamp())
     token = make_token(
         Unsubscribe(trigger.person_id, trigger.channel.value, expires, trigger.trigger_id), settings.hash_key
@@ -232,6 +238,7 @@ def confirm_url(settings: Settings, trigger: Trigger, now: datetime) -> str | No
 
 
 def status_callback(settings: Settings, trigger: Trigger) -> str:
+    """The URL Twilio posts an SMS's status to, naming its trigger."""
     from urllib.parse import urlencode
 
     query = {"trigger_id": trigger.trigger_id, "person_id": trigger.person_id, "rule": trigger.rule}

@@ -17,6 +17,8 @@ DELAY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3
 
 @dataclass
 class SenderMetrics:
+    """The sender's Prometheus metrics."""
+
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:

@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 
 class RateLimiter:
+    """A token bucket: at most `per_second` acquisitions a second, waiters served in turn."""
+
     def __init__(self, per_second: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.per_second = per_second
         self.capacity = max(1.0, per_second)

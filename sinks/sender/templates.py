@@ -101,6 +101,8 @@ class TemplateFailure(Exception):
 
 @dataclass(frozen=True)
 class RenderedEmail:
+    """An email rendered from its templates."""
+
     subject: str
     html: str
     text: str
@@ -109,11 +111,14 @@ class RenderedEmail:
 
 @dataclass(frozen=True)
 class RenderedSms:
+    """An SMS rendered from its template."""
+
     body: str
     locale: str
 
 
 def environment(directory: Path) -> SandboxedEnvironment:
+    """The sandboxed Jinja environment the templates in `directory` render in."""
     env = SandboxedEnvironment(
         loader=FileSystemLoader(str(directory)),
         undefined=StrictUndefined,

@@ -62,6 +62,7 @@ COMMANDS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `nudgeflow` argument parser, with every command's subcommand."""
     parser = argparse.ArgumentParser(
         prog="nudgeflow",
         description="Event-streaming behavioural pipeline for email and SMS nudges. "
@@ -74,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line: read the settings, run the command asked for, and turn known failures into one line and an
+    exit code."""
     arguments = build_parser().parse_args(argv)
     try:
         configured = Settings()

@@ -34,6 +34,7 @@ def latest_controls(records: Iterable[Any]) -> dict[str, CampaignControl]:
 
 
 def describe_when(when: When) -> str:
+    """When a campaign goes out, in words."""
     if when.at is not None:
         return f"at {when.at.isoformat()}"
     if when.day is not None:
@@ -49,6 +50,7 @@ def describe_when(when: When) -> str:
 
 
 def describe(campaign: Campaign) -> str:
+    """A campaign in one line: channel, template, audience, when and its throttle."""
     audience = " or ".join(campaign.audience.segments)
     if campaign.audience.exclude:
         audience += f" minus {' and '.join(campaign.audience.exclude)}"
@@ -85,6 +87,7 @@ def read_controls(settings: Settings) -> dict[str, CampaignControl]:
 
 
 def publish(settings: Settings, message: CampaignControl) -> None:
+    """Publish one control message on the campaigns topic and wait until the broker has it."""
     from kafka import KafkaProducer
 
     from schemas.connections import kafka_python_options
@@ -98,6 +101,7 @@ def publish(settings: Settings, message: CampaignControl) -> None:
 
 
 def command_check(settings: Settings, arguments: argparse.Namespace) -> int:
+    """`nudgeflow campaign check`: validate a campaign file against the rules' segments."""
     campaign = _checked(settings, arguments.file)
     if campaign is None:
         return 1
@@ -106,6 +110,8 @@ def command_check(settings: Settings, arguments: argparse.Namespace) -> int:
 
 
 def command_schedule(settings: Settings, arguments: argparse.Namespace) -> int:
+    """`nudgeflow campaign schedule`: validate a campaign file, then schedule it, unless its id is taken or too many
+    campaigns are live."""
     from streams.processing.campaigns import MOST_LIVE_CAMPAIGNS
     from streams.timers import utc_now
 
@@ -128,6 +134,7 @@ def command_schedule(settings: Settings, arguments: argparse.Namespace) -> int:
 
 
 def command_list(settings: Settings, arguments: argparse.Namespace) -> int:
+    """`nudgeflow campaign list`: every campaign on the control topic, with its state."""
     known = read_controls(settings)
     for campaign_id, message in sorted(known.items()):
         state = "cancelled" if message.op == CampaignOp.CANCEL.value else "scheduled"
@@ -137,6 +144,7 @@ def command_list(settings: Settings, arguments: argparse.Namespace) -> int:
 
 
 def command_cancel(settings: Settings, arguments: argparse.Namespace) -> int:
+    """`nudgeflow campaign cancel`: cancel a scheduled campaign; what has not gone out will not."""
     from streams.timers import utc_now
 
     campaign_id = arguments.campaign_id
@@ -155,6 +163,7 @@ def command_cancel(settings: Settings, arguments: argparse.Namespace) -> int:
 
 
 def register(commands: Commands) -> None:
+    """Add `nudgeflow campaign` and its subcommands to the command line."""
     campaign = commands.add_parser("campaign", help="campaigns: one message to a segment at a chosen time")
     campaign_commands = campaign.add_subparsers(dest="campaign_command", required=True)
     check = campaign_commands.add_parser("check", help="validate a campaign file against the rules' segments")

@@ -37,6 +37,7 @@ def command_collector(settings: Settings, arguments: argparse.Namespace) -> int:
 
 
 def register(commands: Commands) -> None:
+    """Add `nudgeflow collector` to the command line."""
     collector = commands.add_parser("collector", help="HTTP collector: Segment-compatible API and sender webhooks")
     collector.add_argument("--host", default=None, help="interface to listen on (default: collector_host setting)")
     collector.add_argument("--port", type=int, default=None, help="port (default: collector_port setting)")

@@ -34,6 +34,7 @@ def command_demo_audience(settings: Settings, arguments: argparse.Namespace) -> 
 
 
 def register(commands: Commands) -> None:
+    """Add `nudgeflow demo-audience` to the command line."""
     audience = commands.add_parser("demo-audience", help="the demo's SMTP server, Twilio stand-in and recipients")
     audience.add_argument("--smtp-port", type=int, default=2525)
     audience.add_argument("--twilio-port", type=int, default=6069)

@@ -33,6 +33,7 @@ def command_erase(settings: Settings, arguments: argparse.Namespace) -> int:
 
 
 def register(commands: Commands) -> None:
+    """Add `nudgeflow erase` to the command line."""
     erase = commands.add_parser("erase", help="forget a person: an erasure request for the worker and the sink")
     erase.add_argument("person_id")
     erase.set_defaults(handler=command_erase)

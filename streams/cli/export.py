@@ -34,6 +34,7 @@ def command_export(settings: Settings, arguments: argparse.Namespace) -> int:
 
 
 def register(commands: Commands) -> None:
+    """Add `nudgeflow export` to the command line."""
     export_person = commands.add_parser(
         "export", help="everything held about a person (worker profile and ClickHouse rows) as one JSON"
     )

@@ -53,6 +53,7 @@ def get_json(url: str, settings: Settings, timeout: float = 10.0) -> tuple[Any, 
 
 
 def person_url(host: str, port: int, path: str, person_id: str) -> str:
+    """The URL of `path` on a worker or sink for a person, the id quoted."""
     from urllib.parse import quote
 
     return f"http://{host}:{port}{path.format(quote(person_id, safe=''))}"

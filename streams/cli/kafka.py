@@ -11,6 +11,7 @@ from streams.cli.base import CLUSTER_SCRIPT, KAFKA_SCRIPT, Commands, kafka_envir
 
 
 def command_kafka(settings: Settings, arguments: argparse.Namespace) -> int:
+    """`nudgeflow kafka`: start, stop, check or fetch the local broker, or a three-node cluster."""
     if arguments.nodes == 1:
         return subprocess.call(["bash", str(KAFKA_SCRIPT), arguments.action], env=kafka_environment(settings))
     if arguments.action == "fetch":
@@ -30,6 +31,7 @@ def command_kafka(settings: Settings, arguments: argparse.Namespace) -> int:
 
 
 def command_topics(settings: Settings, arguments: argparse.Namespace) -> int:
+    """`nudgeflow topics`: create the topics that do not exist yet."""
     from streams.topics import ensure_topics
 
     created = ensure_topics(settings)
@@ -38,6 +40,7 @@ def command_topics(settings: Settings, arguments: argparse.Namespace) -> int:
 
 
 def register(commands: Commands) -> None:
+    """Add `nudgeflow kafka` and `nudgeflow topics` to the command line."""
     kafka = commands.add_parser("kafka", help="the local Kafka broker")
     kafka.add_argument("action", choices=["start", "stop", "status", "fetch"])
     kafka.add_argument(

@@ -21,6 +21,8 @@ def moment(text: str) -> datetime:
 
 
 def command_models_train(settings: Settings, arguments: argparse.Namespace) -> int:
+    """`nudgeflow models train`: fit the models on ClickHouse's history, store the scores and, unless --no-publish,
+    publish them."""
     from sinks.client import connect
     from sinks.predictions.publish import not_erased, publish_scores, store_scores
     from sinks.predictions.training import train
@@ -54,6 +56,7 @@ def command_models_train(settings: Settings, arguments: argparse.Namespace) -> i
 
 
 def command_models_evaluate(settings: Settings, arguments: argparse.Namespace) -> int:
+    """`nudgeflow models evaluate`: back-test the models from a cut-off and print how they did."""
     from sinks.client import connect
     from sinks.predictions.evaluate import evaluate, table
     from sinks.schema import apply_migrations
@@ -73,6 +76,7 @@ def command_models_evaluate(settings: Settings, arguments: argparse.Namespace) -
 
 
 def register(commands: Commands) -> None:
+    """Add `nudgeflow models` and its subcommands to the command line."""
     models = commands.add_parser("models", help="predicted churn, lifetime value and propensity from ClickHouse")
     models_commands = models.add_subparsers(dest="models_command", required=True)
     train = models_commands.add_parser(

@@ -24,6 +24,7 @@ def command_profile(settings: Settings, arguments: argparse.Namespace) -> int:
 
 
 def register(commands: Commands) -> None:
+    """Add `nudgeflow profile` to the command line."""
     profile = commands.add_parser("profile", help="print the worker's live profile of a person")
     profile.add_argument("person_id")
     profile.set_defaults(handler=command_profile)

@@ -114,6 +114,7 @@ def _topic_messages(settings: Settings, topic: str) -> Iterator[tuple[bytes, str
 
 
 def register(commands: Commands) -> None:
+    """Add `nudgeflow replay` to the command line."""
     replay = commands.add_parser("replay", help="backfill events from a JSON-lines file or topic:NAME")
     replay.add_argument("source", help="a JSON-lines file of events, or topic:NAME for an existing topic")
     replay.add_argument("--since", help="ISO time: only events at or after it (event timestamp)")

@@ -37,6 +37,7 @@ def command_report(settings: Settings, arguments: argparse.Namespace) -> int:
 
 
 def register(commands: Commands) -> None:
+    """Add `nudgeflow report` to the command line."""
     from sinks.report import REPORTS
 
     report = commands.add_parser("report", help="answer a question from ClickHouse (rules, attribution, ltv, ...)")

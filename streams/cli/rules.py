@@ -12,6 +12,7 @@ from streams.cli.base import Commands
 
 
 def command_rules_check(settings: Settings, arguments: argparse.Namespace) -> int:
+    """`nudgeflow rules check`: validate a rules file; the line and the reason when it is not valid."""
     try:
         rules = load_rules(Path(arguments.file))
     except InvalidRules as error:
@@ -22,6 +23,7 @@ def command_rules_check(settings: Settings, arguments: argparse.Namespace) -> in
 
 
 def register(commands: Commands) -> None:
+    """Add `nudgeflow rules` and its subcommand to the command line."""
     rules = commands.add_parser("rules", help="rules files")
     rules_commands = rules.add_subparsers(dest="rules_command", required=True)
     check = rules_commands.add_parser("check", help="validate a rules file; non-zero exit with line and reason")

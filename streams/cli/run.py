@@ -36,6 +36,7 @@ def demo_environment(settings: Settings) -> tuple[dict[str, str], str]:
 
 
 def demo_links(settings: Settings, token: str) -> str:
+    """The demo's links for this run: the API token, the dashboard and a profile to fetch."""
     from urllib.parse import quote
 
     worker = f"http://{settings.worker_web_host}:{settings.worker_web_port}"
@@ -137,6 +138,7 @@ def command_run(settings: Settings, arguments: argparse.Namespace) -> int:
 
 
 def register(commands: Commands) -> None:
+    """Add `nudgeflow run` to the command line."""
     run = commands.add_parser(
         "run", help="start Kafka, worker, sink, collector, sender, audience and simulator; print triggers and counts"
     )

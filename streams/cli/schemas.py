@@ -10,6 +10,7 @@ from streams.cli.base import Commands
 
 
 def command_schemas_export(settings: Settings, arguments: argparse.Namespace) -> int:
+    """`nudgeflow schemas export`: write the JSON Schema files into a directory and name each."""
     from schemas.export import export_json_schemas
 
     for path in export_json_schemas(Path(arguments.directory)):
@@ -18,6 +19,7 @@ def command_schemas_export(settings: Settings, arguments: argparse.Namespace) ->
 
 
 def register(commands: Commands) -> None:
+    """Add `nudgeflow schemas` and its subcommand to the command line."""
     schemas = commands.add_parser("schemas", help="event and trigger schemas")
     schemas_commands = schemas.add_subparsers(dest="schemas_command", required=True)
     export = schemas_commands.add_parser("export", help="write JSON Schema files for other languages")

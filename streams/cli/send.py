@@ -81,6 +81,7 @@ def command_send(settings: Settings, arguments: argparse.Namespace) -> int:
 
 
 def register(commands: Commands) -> None:
+    """Add `nudgeflow send` to the command line."""
     commands.add_parser("send", help="render and deliver each nudge once (SMTP, SendGrid, Twilio)").set_defaults(
         handler=command_send
     )

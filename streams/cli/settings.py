@@ -10,6 +10,7 @@ from streams.cli.base import Commands
 
 
 def command_settings(settings: Settings, arguments: argparse.Namespace) -> int:
+    """`nudgeflow settings`: print the configuration reference, or update the table in a README."""
     from streams.settings_docs import settings_table, update_readme
 
     if arguments.write_readme is not None:
@@ -21,6 +22,7 @@ def command_settings(settings: Settings, arguments: argparse.Namespace) -> int:
 
 
 def register(commands: Commands) -> None:
+    """Add `nudgeflow settings` to the command line."""
     settings_command = commands.add_parser(
         "settings", help="print the configuration reference (every NUDGEFLOW_* variable) as a markdown table"
     )

@@ -9,6 +9,7 @@ from streams.cli.base import Commands
 
 
 def command_simulate(settings: Settings, arguments: argparse.Namespace) -> int:
+    """`nudgeflow simulate`: play simulated shopper sessions onto the events topic."""
     from streams.simulator import Simulator
     from streams.topics import ensure_topics
 
@@ -20,6 +21,7 @@ def command_simulate(settings: Settings, arguments: argparse.Namespace) -> int:
 
 
 def register(commands: Commands) -> None:
+    """Add `nudgeflow simulate` to the command line."""
     simulate = commands.add_parser("simulate", help="play realistic shopper sessions onto the events topic")
     simulate.add_argument("--rate", type=float, default=3.0, help="shopper sessions per second")
     simulate.add_argument("--duration", type=float, default=60.0, help="seconds of traffic")

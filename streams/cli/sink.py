@@ -11,6 +11,7 @@ from streams.cli.base import REFUSED, Commands, log, refused
 
 
 def command_sink(settings: Settings, arguments: argparse.Namespace) -> int:
+    """`nudgeflow sink`: apply the migrations, then write the topics to ClickHouse and serve the sink's web app."""
     from sinks.client import connect
     from sinks.queries import table_counts
     from sinks.schema import apply_migrations
@@ -55,6 +56,7 @@ def command_sink(settings: Settings, arguments: argparse.Namespace) -> int:
 
 
 def register(commands: Commands) -> None:
+    """Add `nudgeflow sink` to the command line."""
     sink = commands.add_parser("sink", help="write events, triggers and dead letters to ClickHouse")
     sink.add_argument("--report-every", type=float, default=0.0, help="print table counts every N seconds")
     sink.set_defaults(handler=command_sink)

@@ -11,6 +11,7 @@ from streams.cli.base import Commands
 
 
 def command_templates_check(settings: Settings, arguments: argparse.Namespace) -> int:
+    """`nudgeflow templates check`: check a templates directory; each problem with its file, line and reason."""
     from sinks.sender.templates import check_directory
 
     directory = Path(arguments.directory)
@@ -24,6 +25,7 @@ def command_templates_check(settings: Settings, arguments: argparse.Namespace) -
 
 
 def register(commands: Commands) -> None:
+    """Add `nudgeflow templates` and its subcommand to the command line."""
     templates = commands.add_parser("templates", help="message templates")
     templates_commands = templates.add_subparsers(dest="templates_command", required=True)
     templates_check = templates_commands.add_parser(

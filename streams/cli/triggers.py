@@ -39,6 +39,7 @@ def command_triggers(settings: Settings, arguments: argparse.Namespace) -> int:
 
 
 def register(commands: Commands) -> None:
+    """Add `nudgeflow triggers` to the command line."""
     triggers = commands.add_parser("triggers", help="print triggers as the senders receive them")
     triggers.add_argument("--follow-new", action="store_true", help="only triggers published from now on")
     triggers.set_defaults(handler=command_triggers)

@@ -12,6 +12,7 @@ from streams.cli.base import REFUSED, Commands, log, refused
 
 
 def command_worker(settings: Settings, arguments: argparse.Namespace) -> int:
+    """`nudgeflow worker`: run the stream worker under the batched or the Faust runner."""
     from sinks.web import start_web
     from streams.api import build_api
     from streams.runners.batched import BatchedRunner, tune_garbage_collector
@@ -47,6 +48,7 @@ def command_worker(settings: Settings, arguments: argparse.Namespace) -> int:
 
 
 def register(commands: Commands) -> None:
+    """Add `nudgeflow worker` to the command line."""
     worker = commands.add_parser("worker", help="run the stream worker (profiles, rules, timers)")
     worker.add_argument("--runner", choices=["batched", "faust"], help="what hosts it (default: the runner setting)")
     worker.set_defaults(handler=command_worker)

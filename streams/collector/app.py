@@ -76,6 +76,7 @@ class RequestFailed(Exception):
 
 
 def json_response(status: int, document: dict[str, Any]) -> web.Response:
+    """`document` as a JSON response with `status`."""
     return web.Response(status=status, body=orjson.dumps(document), content_type="application/json")
 
 
@@ -94,6 +95,8 @@ class Delivery:
 
 @dataclass
 class Collector:
+    """The collector: checks what the HTTP calls and webhooks bring, and answers once Kafka holds what it accepted."""
+
     settings: Settings
     producer: EventProducer
     clock: Callable[[], datetime] = utc_now

@@ -46,12 +46,16 @@ DISPOSABLE_DOMAINS = frozenset(
 
 
 class EmailStatus(StrEnum):
+    """What the check of an email address found."""
+
     VALID = "valid"
     INVALID = "invalid"
     DISPOSABLE = "disposable"
 
 
 class PhoneStatus(StrEnum):
+    """What the check of a phone number found."""
+
     VALID = "valid"
     INVALID = "invalid"
 

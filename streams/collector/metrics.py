@@ -6,6 +6,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 
 
 class CollectorMetrics:
+    """The collector's Prometheus metrics: requests, their latency and events by outcome."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(

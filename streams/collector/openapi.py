@@ -95,6 +95,7 @@ def _webhook_operation(summary: str, content_type: str, signature: str, ok: dict
 
 
 def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """The collector's OpenAPI document: the Segment-compatible calls and the webhooks, within `limits`."""
     paths: dict[str, Any] = {f"/v1/{call}": {"post": _call_operation(call)} for call in _CALL_DESCRIPTIONS}
     paths["/v1/batch"] = {"post": _batch_operation("batch")}
     paths["/v1/import"] = {"post": _batch_operation("import")}

@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Record:
+    """One message for a topic."""
+
     topic: str
     key: bytes | None
     value: bytes
@@ -29,6 +31,8 @@ class BrokerUnavailable(RuntimeError):
 
 
 class EventProducer(Protocol):
+    """What the collector sends its records through."""
+
     async def send_all(self, records: Sequence[Record]) -> None:
         """Return only once the broker acknowledged every record; raise BrokerUnavailable otherwise."""
 

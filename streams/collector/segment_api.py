@@ -37,6 +37,8 @@ class PayloadTooLarge(InvalidCall):
 
 @dataclass(frozen=True)
 class Rejection:
+    """One item of a call that was refused: where it was, why, and what it was."""
+
     index: int
     reason: str
     raw: Any
@@ -44,6 +46,8 @@ class Rejection:
 
 @dataclass
 class BatchOutcome:
+    """What became of a call's items: the events accepted and the items rejected."""
+
     accepted: list[Event] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
 

@@ -90,6 +90,8 @@ def stale_timestamp(timestamp: str | None, now: datetime, max_age_seconds: float
 
 @dataclass(frozen=True)
 class Skipped:
+    """One webhook item that maps to no event: where it was, why, and what it was."""
+
     index: int
     reason: str
     raw: Any

@@ -34,6 +34,7 @@ def expected_signature(auth_token: str, url: str, form: Iterable[tuple[str, str]
 
 
 def signature_valid(auth_token: str, signature: str | None, url: str, form: Iterable[tuple[str, str]]) -> bool:
+    """Whether `signature` is the one Twilio would put on this request."""
     if not signature:
         return False
     return hmac.compare_digest(expected_signature(auth_token, url, form), signature)

@@ -57,6 +57,7 @@ def unsubscribe_documents(
 
 
 def page(title: str, text: str, button: bool) -> str:
+    """The unsubscribe page: a short text and, when `button`, the one-click form that confirms."""
     form = (
         f'<form method="post"><input type="hidden" name="List-Unsubscribe" value="One-Click">'
         f'<button type="submit">{html.escape(title)}</button></form>'

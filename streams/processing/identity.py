@@ -30,6 +30,7 @@ def link(processor: Processor, anonymous_id: str, person_id: str) -> None:
 
 
 def handle(processor: Processor, message: Link | Merge | ContactLink | ForgetMerged, position: SourcePosition) -> None:
+    """Apply one identity message in the partition it was read from; nothing for someone erased."""
     if isinstance(message, ForgetMerged):
         forget_merged(processor, message, position.partition)
         return

@@ -48,6 +48,8 @@ CLOCK_STREAM = "clock"
 
 
 class Processor:
+    """The step of one runner: records and clock moments applied to people's states, the results handed on."""
+
     def __init__(
         self,
         settings: Settings,
@@ -376,4 +378,5 @@ class Processor:
 
 
 def microseconds(moment: datetime) -> int:
+    """A moment as microseconds since the epoch."""
     return int(moment.timestamp() * 1_000_000)

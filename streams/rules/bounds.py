@@ -23,6 +23,7 @@ def message_digest(message_id: str) -> str:
 
 
 def remembered_messages(recent: list[str], digest: str, limits: Limits) -> list[str]:
+    """The messageIds a state remembers: the latest ones, with `digest` last."""
     return [*recent, digest][-limits.message_ids :]
 
 

@@ -41,6 +41,7 @@ class CampaignPlan:
 
 
 def plan(campaign: Campaign, cancelled: bool = False) -> CampaignPlan:
+    """The plan of a campaign: with the trigger rule the gate and the variant split read."""
     # The gate and the variant split take a TriggerRule; this one is never in a rules file. Its name is the
     # campaign's `campaign:<id>`, which no file's rule may use (validated, then renamed).
     rule = TriggerRule(
@@ -72,11 +73,14 @@ NO_CAMPAIGNS = Campaigns()
 
 
 def is_campaign(rule_name: str) -> bool:
+    """Whether a rule name is a campaign's."""
     return rule_name.startswith(CAMPAIGN_RULE_PREFIX)
 
 
 @dataclass(frozen=True)
 class Occurrence:
+    """One occurrence of a campaign for one recipient."""
+
     label: str  # "once" for an instant, the local date otherwise: the same for every recipient
     due_at: datetime  # in UTC, for this recipient's timezone
     nominal: datetime  # the occurrence itself, the same for everyone: part of the trigger id
@@ -127,6 +131,7 @@ def next_occurrence(
 
 
 def in_audience(segments: Mapping[str, Any], audience: Audience) -> bool:
+    """Whether a person in `segments` is in the audience: in one of its segments and in none it excludes."""
     return any(name in segments for name in audience.segments) and not any(
         name in segments for name in audience.exclude
     )

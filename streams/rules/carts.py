@@ -15,6 +15,7 @@ Carts = Mapping[str, Mapping[str, CartItem]]
 
 
 def cart_id_of(properties: Mapping[str, object]) -> str:
+    """The cart an event is about: its cart_id, or the default cart."""
     value = properties.get("cart_id")
     return str(value) if value else DEFAULT_CART
 
@@ -61,6 +62,7 @@ def carts_after_event(carts: Carts, event: Event, limits: Limits = DEFAULT_LIMIT
 
 
 def cart_context(items: Mapping[str, CartItem]) -> dict[str, object]:
+    """A cart as a trigger's context and the profile view show it: its items and their total value."""
     value = round(sum((item.price or 0.0) * item.quantity for item in items.values()), 2)
     return {"items": [_item_fields(item) for item in items.values()], "value": value}
 

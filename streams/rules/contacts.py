@@ -12,6 +12,7 @@ CONTACT_TRAITS = frozenset(field for _, field in CONTACT_FIELDS)
 
 
 def contact_ids(profile: Profile, key: bytes) -> dict[ContactKind, str]:
+    """The contact id of each email address and phone number on the profile."""
     ids: dict[ContactKind, str] = {}
     for kind, field in CONTACT_FIELDS:
         value = getattr(profile, field)

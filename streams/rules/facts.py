@@ -40,6 +40,7 @@ DAYS_SINCE = {
 
 
 def days_between(earlier: datetime | None, later: datetime) -> float | None:
+    """The days from `earlier` to `later`; None without `earlier`."""
     return None if earlier is None else round((later - earlier) / ONE_DAY, 6)
 
 
@@ -66,12 +67,14 @@ def _score(value: float, thresholds: tuple[tuple[float, int], ...], higher_is_be
 
 
 def rfm(profile: Profile, now: datetime) -> tuple[int, int, int]:
+    """The person's recency, frequency and monetary scores as of `now`."""
     since_order = days_between(profile.last_order_at, now)
     recency = 1 if since_order is None else _score(since_order, RECENCY_DAYS, higher_is_better=False)
     return recency, _score(profile.order_count, FREQUENCY_ORDERS), _score(profile.revenue, MONETARY_REVENUE)
 
 
 def lifecycle_stage(profile: Profile, now: datetime, config: ProfileConfig) -> str:
+    """Where the person is in their lifecycle as of `now`: new, active, at_risk or churned."""
     if profile.last_seen is None or profile.first_seen is None:
         return "new"
     quiet_for = now - profile.last_seen

@@ -17,17 +17,23 @@ from streams.rules.state import PersonState
 
 @dataclass(frozen=True)
 class Send:
+    """The gate's decision to send the trigger now."""
+
     trigger: Trigger
 
 
 @dataclass(frozen=True)
 class Suppress:
+    """The gate's decision not to send, with the reason."""
+
     reason: SuppressionReason
     detail: str
 
 
 @dataclass(frozen=True)
 class Defer:
+    """The gate's decision to try again at `until`."""
+
     until: datetime
     detail: str
 
@@ -36,6 +42,7 @@ Verdict = Send | Suppress | Defer
 
 
 def person_zone(state: PersonState, policy: PolicyConfig) -> ZoneInfo:
+    """The zone the person's local time is read in."""
     return zone_of(state.profile.timezone, policy)
 
 

@@ -60,6 +60,7 @@ def compile_condition(condition: Condition) -> Test:
 
 
 def condition_holds(condition: Condition, facts: Mapping[str, Fact]) -> bool:
+    """Whether the condition holds of the facts."""
     return compile_condition(condition)(facts)
 
 
@@ -97,6 +98,8 @@ SCORE_MOMENTS = {"scores_age_days": ("scored_at", 1), "expected_next_order_days"
 
 @per_rules
 def segment_plan(rules: RulesConfig) -> SegmentPlan:
+    """The segment plan of the rules: each segment compiled, and the moments after which a days-since
+    condition may change membership with no new event."""
     crossings = []
     score_crossings = []
     for segment in rules.segments:

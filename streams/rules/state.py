@@ -49,6 +49,8 @@ class PendingTrigger(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class SentRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One nudge sent to a person, for caps and dedupe."""
+
     trigger_id: str
     channel: Channel
     at: Moment
@@ -78,6 +80,8 @@ class PersonScores(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 
 class PersonState(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the worker keeps for one person: profile, carts, pending triggers, sends and segments."""
+
     profile: Profile
     carts: dict[str, dict[str, CartItem]] = msgspec.field(default_factory=dict)
     pending: dict[str, PendingTrigger] = msgspec.field(default_factory=dict)  # slot -> pending trigger

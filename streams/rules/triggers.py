@@ -32,6 +32,7 @@ def split_point(person_id: str, rule: str) -> float:
 
 
 def choose_variant(person_id: str, rule: TriggerRule) -> str | None:
+    """The variant a person gets of a rule, the same every time: the holdout, one by weight, or None."""
     point = split_point(person_id, rule.name)
     if point < rule.holdout_percent:
         return HOLDOUT_VARIANT
@@ -208,6 +209,7 @@ def _matches(where: Mapping[str, Any], properties: Mapping[str, Any]) -> bool:
 def pending_after_segment_changes(
     state: PersonState, pending: Pending, changes: Iterable[SegmentChange], rules: RulesConfig, limits: Limits
 ) -> Pending:
+    """The pending triggers, with the entries of the enabled rules that enter on a segment just entered."""
     entered = [change for change in changes if change.change == "enter"]
     if not entered:
         return pending  # the usual case; callers never change a pending mapping in place
@@ -300,6 +302,7 @@ def build_trigger(state: PersonState, waiting: PendingTrigger, rule: TriggerRule
 
 
 def next_step(waiting: PendingTrigger, rule: TriggerRule, rules: RulesConfig) -> PendingTrigger | None:
+    """The next step of a series after `waiting`, or None after its last."""
     if waiting.step + 1 >= len(rule.schedule):
         return None
     return _schedule(

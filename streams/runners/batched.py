@@ -62,6 +62,8 @@ def tune_garbage_collector() -> None:
 
 
 class BatchedRunner:
+    """The batched runner: reads the source topics with aiokafka in batches and hosts the processor."""
+
     def __init__(self, settings: Settings, rules: RulesConfig, clock: PartitionClock | None = None) -> None:
         self.settings = settings
         self.rules = rules

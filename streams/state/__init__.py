@@ -1,0 +1,1 @@
+"""The worker's state: tables per partition, their stores, changelogs, checkpoints and recovery."""

@@ -26,6 +26,8 @@ OFFSETS_FILE = "changelog-offsets.json"
 
 
 class Table:
+    """One table: key-value state per partition, durable through its changelog topic."""
+
     def __init__(self, name: str, changelog_topic: str, directory: Path | None) -> None:
         """`directory` None keeps every partition in memory; otherwise one RocksDB store per partition."""
         self.name = name

@@ -43,6 +43,8 @@ class Unconfirmed(Exception):
 
 
 class EmailChannel(Protocol):
+    """A way of sending email; `send` calls `commit` just before the request is complete."""
+
     provider: str
 
     async def send(self, message: OutgoingEmail, commit: Commit) -> Accepted: ...
@@ -51,6 +53,8 @@ class EmailChannel(Protocol):
 
 
 class SmsChannel(Protocol):
+    """A way of sending SMS; `send` calls `commit` just before the request is complete."""
+
     provider: str
 
     async def send(self, message: OutgoingSms, commit: Commit) -> Accepted: ...

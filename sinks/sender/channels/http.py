@@ -12,6 +12,8 @@ from sinks.sender.channels import Commit, ProviderError, Unconfirmed
 
 @dataclass(frozen=True)
 class Answer:
+    """A provider's answer to an HTTP request."""
+
     status: int
     headers: Mapping[str, str]
     body: bytes

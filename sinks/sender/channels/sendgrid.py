@@ -21,6 +21,7 @@ MAIL_SEND_PATH = "/v3/mail/send"
 
 
 def mail_send_body(message: OutgoingEmail) -> dict[str, Any]:
+    """The body of a SendGrid mail send request for one email, with its one-click unsubscribe headers."""
     sender: dict[str, str] = {"email": message.from_email}
     if message.from_name:
         sender["name"] = message.from_name
@@ -48,6 +49,8 @@ def _errors(body: bytes) -> str:
 
 
 class SendGridChannel:
+    """Email through the SendGrid mail send API."""
+
     provider = "sendgrid"
 
     def __init__(self, settings: SenderSettings) -> None:

@@ -46,6 +46,8 @@ def _refused(step: str, code: int, text: bytes | str) -> ProviderError:
 
 
 class SmtpChannel:
+    """Email through an SMTP server, over a pool of connections kept open in threads."""
+
     provider = "smtp"
 
     def __init__(self, settings: SenderSettings) -> None:

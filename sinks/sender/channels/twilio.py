@@ -21,10 +21,12 @@ from sinks.sender.messages import OutgoingSms
 
 
 def messages_path(account_sid: str) -> str:
+    """The path of Twilio's Messages resource for an account."""
     return f"/2010-04-01/Accounts/{quote(account_sid, safe='')}/Messages.json"
 
 
 def message_form(message: OutgoingSms, from_number: str) -> dict[str, str]:
+    """The form Twilio is posted to send one SMS, with the callback for its status."""
     return {"To": message.to, "From": from_number, "Body": message.body, "StatusCallback": message.status_callback}
 
 
@@ -37,6 +39,8 @@ def _error(body: bytes) -> str:
 
 
 class TwilioChannel:
+    """SMS through the Twilio Messages API."""
+
     provider = "twilio"
 
     def __init__(self, settings: SenderSettings, auth_token: SecretStr | None) -> None:
