@@ -105,6 +105,12 @@ def build_web_app(client: Any, metrics: SinkMetrics, settings: Settings) -> web.
     async def churn(request: web.Request) -> web.Response:
         return _json(await asyncio.to_thread(queries.churn_risk, client))
 
+    async def scores(request: web.Request) -> web.Response:
+        return _json(await asyncio.to_thread(queries.score_distribution, client))
+
+    async def send_times(request: web.Request) -> web.Response:
+        return await answer(request, lambda p: queries.engagement_by_local_hour(client, p))
+
     async def person_export(request: web.Request) -> web.Response:
         person_id = request.match_info["person_id"]
         return _json(await asyncio.to_thread(queries.person_export, client, person_id, options))
@@ -128,6 +134,8 @@ def build_web_app(client: Any, metrics: SinkMetrics, settings: Settings) -> web.
     app.router.add_get("/api/attribution", attribution)
     app.router.add_get("/api/cohorts", cohorts)
     app.router.add_get("/api/churn", churn)
+    app.router.add_get("/api/scores", scores)
+    app.router.add_get("/api/send-times", send_times)
     app.router.add_get("/api/people/{person_id}/export", person_export)
     app.router.add_get("/metrics", prometheus)
     return app

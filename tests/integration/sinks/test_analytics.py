@@ -18,6 +18,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from schemas.settings import Settings
 from sinks import queries
 from sinks.attribution import Model
+from sinks.predictions.publish import store_scores
 from sinks.rows import EVENTS, SEGMENT_CHANGES, SUPPRESSIONS, TRIGGERS
 from sinks.web import build_web_app, start_web
 from sinks.writer import ClickHouseSink
@@ -25,6 +26,7 @@ from tests.integration.conftest import API_AUTH, TEST_API_TOKEN, free_port
 from tests.integration.sinks.browser import CHROMIUM, chromium
 from tests.integration.sinks.scenario import Scenario, shop, track
 from tests.integration.sinks.sink_runner import sink_while
+from tests.integration.sinks.test_score_distribution import score
 
 pytestmark = pytest.mark.integration
 
@@ -164,6 +166,7 @@ async def test_dashboard_renders_real_figures_in_headless_chromium(
     if not shutil.which(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium package")
     sink = await load(shop(datetime.now(UTC)), sink_settings, clickhouse, producer)
+    store_scores(clickhouse, [score("p1", "v1", 0.05, 30.0), score("p2", "v1", 0.9, 400.0)])
     port = free_port()
     runner = await start_web(build_web_app(clickhouse, sink.metrics, sink_settings), "127.0.0.1", port)
     url = f"http://127.0.0.1:{port}"
@@ -193,6 +196,10 @@ async def test_dashboard_renders_real_figures_in_headless_chromium(
     assert 'data-chart="variants" data-points="3"' in dom
     assert 'data-chart="suppressions" data-points="3"' in dom
     assert 'data-chart="rates" data-points=' in dom
+    # Five people opened and three clicked (shop()); two have scores.
+    assert 'data-chart="send-times" data-points="24"' in dom
+    assert 'data-chart="churn-risk" data-points="10"' in dom
+    assert 'data-chart="predicted-clv" data-points="9"' in dom
     assert 'data-kpi="sent">sent<b>9</b>' in dom
     assert 'data-kpi="revenue">revenue<b>150</b>' in dom
     assert "held: quiet_hours" in dom
