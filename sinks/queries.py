@@ -101,12 +101,16 @@ def _moment(text: str, name: str) -> datetime:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(f"{name} must be an ISO time, not {text[:40]!r}") from None
+    return _utc(moment)
+
+
+def _utc(moment: datetime) -> datetime:
+    """A moment read from ClickHouse (naive, in UTC) or given without a zone, as an aware UTC datetime."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _epoch_ms(moment: datetime) -> int:
-    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return int(aware.timestamp() * 1000)
+    return int(_utc(moment).timestamp() * 1000)
 
 
 SINCE = "fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')"
@@ -598,7 +602,7 @@ def engagement_by_local_hour(client: Any, period: Period, default_timezone: str 
     fallback = _zone(default_timezone) or UTC
     counts = {hour: [0, 0] for hour in range(24)}
     for timezone, utc_hour, event, count in rows:
-        local = utc_hour.replace(tzinfo=UTC).astimezone(_zone(timezone) or fallback)
+        local = _utc(utc_hour).astimezone(_zone(timezone) or fallback)
         counts[local.hour][0 if event == EventName.EMAIL_OPENED else 1] += int(count)
     totals = {hour: opens + clicks for hour, (opens, clicks) in counts.items()}
     most = max(totals.values())
@@ -810,6 +814,48 @@ def score_distribution(client: Any) -> ScoreDistribution:
     edges = [*CLV_BANDS[1:], None]
     value = [ScoreBin(low, high, people) for low, high, people in zip(CLV_BANDS, edges, bands, strict=True)]
     return ScoreDistribution(version, sum(tenths), churn, value)
+
+
+@dataclass(frozen=True)
+class BacktestFigure:
+    """One figure of the latest back-test (`nudgeflow models evaluate`) beside its naive baseline."""
+
+    evaluated_at: datetime
+    cutoff: datetime
+    horizon_days: int
+    people: int
+    figure: str
+    model: float
+    baseline: float
+    beats_baseline: bool
+
+
+LATEST_BACKTEST_SQL = """
+SELECT evaluated_at, cutoff, horizon_days, people, figure, model, baseline, beats_baseline
+FROM model_evaluations FINAL
+WHERE evaluated_at = (SELECT max(evaluated_at) FROM model_evaluations)
+ORDER BY figure
+"""
+
+
+def latest_backtest(client: Any) -> list[BacktestFigure]:
+    """The figures of the latest back-test run, each with whether the model beat its baseline; empty before
+    the first `nudgeflow models evaluate`."""
+    return [
+        BacktestFigure(
+            _utc(evaluated_at),
+            _utc(cutoff),
+            int(horizon),
+            int(people),
+            str(figure),
+            float(model),
+            float(baseline),
+            bool(beats),
+        )
+        for evaluated_at, cutoff, horizon, people, figure, model, baseline, beats in client.query(
+            LATEST_BACKTEST_SQL
+        ).result_rows
+    ]
 
 
 # --- privacy --------------------------------------------------------------------------------------

@@ -64,6 +64,7 @@ REPORTS: dict[str, Callable[[Any, datetime, datetime], list[Row]]] = {
     "active": lambda c, s, u: _rows(queries.active_people_hourly(c, _period(s, u))),
     "send-times": lambda c, s, u: _rows(queries.engagement_by_local_hour(c, _period(s, u))),
     "scores": _scores,
+    "backtest": lambda c, s, u: _rows(queries.latest_backtest(c)),
 }
 
 

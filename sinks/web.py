@@ -108,6 +108,9 @@ def build_web_app(client: Any, metrics: SinkMetrics, settings: Settings) -> web.
     async def scores(request: web.Request) -> web.Response:
         return _json(await asyncio.to_thread(queries.score_distribution, client))
 
+    async def backtest(request: web.Request) -> web.Response:
+        return _json(await asyncio.to_thread(queries.latest_backtest, client))
+
     async def send_times(request: web.Request) -> web.Response:
         return await answer(request, lambda p: queries.engagement_by_local_hour(client, p))
 
@@ -136,6 +139,7 @@ def build_web_app(client: Any, metrics: SinkMetrics, settings: Settings) -> web.
     app.router.add_get("/api/churn", churn)
     app.router.add_get("/api/scores", scores)
     app.router.add_get("/api/send-times", send_times)
+    app.router.add_get("/api/backtest", backtest)
     app.router.add_get("/api/people/{person_id}/export", person_export)
     app.router.add_get("/metrics", prometheus)
     return app

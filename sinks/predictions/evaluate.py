@@ -186,6 +186,25 @@ def evaluate(client: Any, cutoff: datetime, horizon_days: int = DEFAULT_HORIZON_
     )
 
 
+EVALUATION_COLUMNS = (
+    "evaluated_at", "cutoff", "horizon_days", "people", "figure", "model", "baseline", "lower_is_better",
+    "beats_baseline",
+)  # fmt: skip
+
+
+def store_evaluation(client: Any, evaluation: Evaluation, evaluated_at: datetime) -> int:
+    """Each figure of the back-test beside its baseline into `model_evaluations`, as one run at
+    `evaluated_at`; returns how many figures were stored."""
+    rows = [
+        [evaluated_at, evaluation.cutoff, evaluation.horizon_days, evaluation.people, comparison.name,
+         comparison.model, comparison.baseline, comparison.lower_is_better, comparison.beats_baseline]
+        for comparison in evaluation.comparisons
+    ]  # fmt: skip
+    if rows:
+        client.insert("model_evaluations", rows, column_names=list(EVALUATION_COLUMNS))
+    return len(rows)
+
+
 def table(evaluation: Evaluation) -> str:
     """The figures as a plain-text table, the reliability bins after it."""
     lines = [

@@ -58,7 +58,7 @@ def command_models_train(settings: Settings, arguments: argparse.Namespace) -> i
 def command_models_evaluate(settings: Settings, arguments: argparse.Namespace) -> int:
     """`nudgeflow models evaluate`: back-test the models from a cut-off and print how they did."""
     from sinks.client import connect
-    from sinks.predictions.evaluate import evaluate, table
+    from sinks.predictions.evaluate import evaluate, store_evaluation, table
     from sinks.schema import apply_migrations
 
     client = connect(settings)
@@ -69,9 +69,11 @@ def command_models_evaluate(settings: Settings, arguments: argparse.Namespace) -
         except ValueError as error:
             print(f"models evaluate: {error}", file=sys.stderr)
             return 1
+        stored = store_evaluation(client, evaluation, datetime.now(UTC))
     finally:
         client.close()
     print(table(evaluation), flush=True)
+    print(f"models evaluate: {stored} figures stored in ClickHouse (model_evaluations)", flush=True)
     return 0
 
 

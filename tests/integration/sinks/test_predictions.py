@@ -18,9 +18,10 @@ from schemas.privacy import ErasureRequest
 from schemas.scores import parse_score
 from schemas.settings import Settings
 from sinks.erasure import erasure_hashes
-from sinks.predictions.evaluate import evaluate
+from sinks.predictions.evaluate import evaluate, store_evaluation
 from sinks.predictions.publish import SCORE_COLUMNS, store_scores
 from sinks.predictions.training import model_version, train
+from sinks.queries import latest_backtest
 from sinks.rows import RowOptions
 from sinks.writer import ClickHouseSink
 from streams.cli.models import command_models_train
@@ -78,12 +79,23 @@ def test_models_trained_on_personas_tell_them_apart_and_beat_the_baselines(
     due = [row for row in by_persona["loyal"] if row["expected_next_order_at"] is not None]
     assert len(due) > len(by_persona["loyal"]) / 2  # most loyal customers are expected back within the horizon
 
-    figures = {comparison.name: comparison for comparison in evaluate(clickhouse, CUTOFF, 90).comparisons}
+    evaluation = evaluate(clickhouse, CUTOFF, 90)
+    figures = {comparison.name: comparison for comparison in evaluation.comparisons}
     for name in ("churn AUC", "propensity AUC", "propensity Brier", "orders MAE", "value MAE"):
         assert figures[name].beats_baseline, figures[name]
     # 1 - P(alive) is no probability of skipping the next quarter (alive people skip one too): against the
     # recency rule's calibrated share it loses on the Brier score, and the back-test says so.
     assert not figures["churn Brier"].beats_baseline
+
+    # Stored, the latest run is what the dashboard and `report backtest` show, verdicts and all.
+    assert latest_backtest(clickhouse) == []
+    store_evaluation(clickhouse, evaluation, END - timedelta(days=1))
+    store_evaluation(clickhouse, evaluation, END)
+    shown = latest_backtest(clickhouse)
+    assert {figure.evaluated_at for figure in shown} == {END}
+    assert {figure.figure: figure.beats_baseline for figure in shown} == {
+        name: comparison.beats_baseline for name, comparison in figures.items()
+    }
 
 
 async def test_train_publishes_one_score_per_person_and_erasure_removes_them(
