@@ -92,6 +92,7 @@ FACT_NAMES = frozenset(
             for what in ("last_seen", "first_seen", "last_visit", "last_login", "last_order",
                          "last_email_open", "last_email_click")
         ),
+        "last_reply_sentiment", "days_since_negative_reply",  # SMS replies (streams/collector/sentiment.py)
     }
 )  # fmt: skip
 
@@ -196,6 +197,9 @@ class TriggerRule(RuleModel):
     expires_after: Duration | None = None
     local_time: time | None = Field(default=None, description="with `birthday`: the local hour it goes out")
     context: Literal["cart", "product", "order", "none"] = "none"
+    paused_in_segments: list[str] = Field(
+        default_factory=list, description="segments whose members this rule sends nothing to (suppressed: paused)"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> TriggerRule:
@@ -267,6 +271,10 @@ class RulesConfig(RuleModel):
         for name in self.policy.email_paused_in_segments:
             if name not in known:
                 raise ValueError(f"policy.email_paused_in_segments names unknown segment {name}")
+        for rule in self.triggers:
+            for name in rule.paused_in_segments:
+                if name not in known:
+                    raise ValueError(f"trigger {rule.name}: paused_in_segments names unknown segment {name}")
         return self
 
 

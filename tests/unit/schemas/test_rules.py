@@ -16,7 +16,14 @@ def test_deploy_rules_file_is_the_shipped_default() -> None:
         "cart_abandonment", "browse_abandonment", "checkout_abandonment", "welcome_series",
         "win_back", "birthday", "cooling_sms", "post_purchase",
     ]  # fmt: skip
-    assert [segment.name for segment in rules.segments] == ["priority", "cooling", "inactive_7d", "active_30d", "loyal"]
+    assert [segment.name for segment in rules.segments] == [
+        "priority",
+        "cooling",
+        "inactive_7d",
+        "active_30d",
+        "loyal",
+        "replied_negatively_recently",
+    ]
 
 
 def test_demo_rules_shorten_the_cart_delay() -> None:
