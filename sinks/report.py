@@ -52,6 +52,7 @@ REPORTS: dict[str, Callable[[Any, datetime, datetime], list[Row]]] = {
     ],
     "deliveries": lambda c, s, u: _rows(queries.delivery_outcomes(c, _period(s, u))),
     "active": lambda c, s, u: _rows(queries.active_people_hourly(c, _period(s, u))),
+    "replies": lambda c, s, u: _rows(queries.reply_sentiments(c, _period(s, u))),
 }
 
 
