@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic.alias_generators import to_camel
 
 from schemas.limits import DEFAULT_LIMITS, LimitExceeded, Limits, check_document, check_timestamp, decode_object
-from schemas.profile import ConsentSource
+from schemas.profile import ConsentSource, ReplySentiment
 
 
 def _as_utc(moment: datetime) -> datetime:
@@ -127,6 +127,10 @@ class SmsReplyProperties(MessageProperties):
 
     body: str
     from_number: str | None = Field(default=None, alias="from")
+    # Set by the collector when it maps the inbound SMS, and only checked here: the label is decided once at
+    # the edge and carried by the event, so the profile, ClickHouse and a replay all read the same one.
+    sentiment: ReplySentiment | None = None
+    sentiment_score: float | None = Field(default=None, ge=-1.0, le=1.0, alias="sentimentScore")
 
 
 class SignupProperties(Properties):

@@ -46,6 +46,9 @@ class Limits(BaseModel):
         ge=0,
         description="how far past the receiving clock an event timestamp may be (it would move stream time)",
     )
+    reply_text_length: int = Field(
+        default=1600, ge=16, description="characters of an SMS reply the sentiment classifier reads (Twilio's longest)"
+    )
     dead_letter_bytes: int = Field(default=16 * 1024, ge=256, description="bytes of a rejected message kept")
     # What a person's state keeps: each way it grows has its own cap (docs/architecture.md, "Bounded input").
     stored_text_length: int = Field(

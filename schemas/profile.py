@@ -41,6 +41,22 @@ class ConsentSource(StrEnum):
     CONFIRMATION_LINK = "confirmation_link"  # the signed link of a double opt-in's confirmation message
 
 
+class ReplySentiment(StrEnum):
+    """What an SMS reply says of the messages it answers (streams/collector/sentiment.py decides it)."""
+
+    POSITIVE = "positive"
+    NEUTRAL = "neutral"
+    NEGATIVE = "negative"
+
+
+class Replies(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """The person's SMS replies as the classifier read them: the latest one, and the latest negative one."""
+
+    sentiment: ReplySentiment
+    at: Moment
+    negative_at: Moment | None = None
+
+
 class DayCounts(msgspec.Struct, frozen=True, gc=False):
     """One day's activity; the rolling 7/30/90-day windows are sums over at most 90 of these."""
 
@@ -93,3 +109,13 @@ class Profile(msgspec.Struct, frozen=True, kw_only=True):
     recently_viewed: Annotated[list[str], described("product ids, most recent first")] = msgspec.field(
         default_factory=list
     )
+    # UNSET until the first classified SMS reply, so the field is left out of the stored state then: a profile
+    # without one is stored exactly as before it existed (like PersonState.confirmations).
+    replies: Annotated[Replies | msgspec.UnsetType, described("the last SMS reply's sentiment and time")] = (
+        msgspec.UNSET
+    )
+
+    @property
+    def last_negative_reply_at(self) -> datetime | None:
+        """When the latest negative SMS reply came (the fact days_since_negative_reply counts from it)."""
+        return None if isinstance(self.replies, msgspec.UnsetType) else self.replies.negative_at

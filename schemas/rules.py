@@ -105,6 +105,7 @@ FACT_NAMES = frozenset(
                          "last_email_open", "last_email_click")
         ),
         *SCORE_FACTS,
+        "last_reply_sentiment", "days_since_negative_reply",  # SMS replies (streams/collector/sentiment.py)
     }
 )  # fmt: skip
 
@@ -254,6 +255,9 @@ class TriggerRule(RuleModel):
     send_window: Duration | None = Field(default=None, description="with `send_time: best`: how long it may wait")
     local_time: time | None = Field(default=None, description="with `birthday`: the local hour it goes out")
     context: Literal["cart", "product", "order", "none"] = "none"
+    paused_in_segments: list[str] = Field(
+        default_factory=list, description="segments whose members this rule sends nothing to (suppressed: paused)"
+    )
 
     _window_in_range = field_validator("send_window")(send_window_in_range)
 
@@ -339,6 +343,10 @@ class RulesConfig(RuleModel):
         for name in self.policy.email_paused_in_segments:
             if name not in known:
                 raise ValueError(f"policy.email_paused_in_segments names unknown segment {name}")
+        for rule in self.triggers:
+            for name in rule.paused_in_segments:
+                if name not in known:
+                    raise ValueError(f"trigger {rule.name}: paused_in_segments names unknown segment {name}")
         return self
 
 

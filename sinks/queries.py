@@ -457,6 +457,26 @@ def funnel(client: Any, period: Period) -> list[FunnelStep]:
     ]
 
 
+@dataclass(frozen=True)
+class ReplySentimentCount:
+    """SMS replies of one sentiment over a period, and how many people sent them."""
+
+    sentiment: str  # positive, neutral, negative; "" for a reply no classifier labelled
+    replies: int
+    people: int
+
+
+def reply_sentiments(client: Any, period: Period) -> list[ReplySentimentCount]:
+    """SMS replies by the sentiment the collector gave them (the event's `sentiment` property)."""
+    rows = client.query(
+        "SELECT JSONExtractString(properties, 'sentiment') AS sentiment, count(), uniqExact(person_id) "
+        f"FROM events FINAL WHERE event = 'SMS Replied' AND timestamp >= {SINCE} AND timestamp < {UNTIL} "
+        "GROUP BY sentiment ORDER BY sentiment",
+        parameters=period.parameters(),
+    ).result_rows
+    return [ReplySentimentCount(str(sentiment), int(replies), int(people)) for sentiment, replies, people in rows]
+
+
 def funnel_daily(client: Any, period: Period) -> list[dict[str, Any]]:
     """The events and people of each funnel step, day by day."""
     rows = client.query(

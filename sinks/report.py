@@ -65,6 +65,7 @@ REPORTS: dict[str, Callable[[Any, datetime, datetime], list[Row]]] = {
     "send-times": lambda c, s, u: _rows(queries.engagement_by_local_hour(c, _period(s, u))),
     "scores": _scores,
     "backtest": lambda c, s, u: _rows(queries.latest_backtest(c)),
+    "replies": lambda c, s, u: _rows(queries.reply_sentiments(c, _period(s, u))),
 }
 
 

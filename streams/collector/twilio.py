@@ -19,6 +19,7 @@ from schemas.consent import sms_keyword_consent
 from schemas.events import EventName
 from schemas.privacy import contact_person_id, is_contact_id
 from schemas.profile import ConsentSource
+from streams.collector.sentiment import classify_reply
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
 
@@ -82,7 +83,8 @@ def map_status(
 def map_inbound(
     form: dict[str, str], params: dict[str, str], received_at: datetime, hash_key: bytes
 ) -> list[dict[str, Any]]:
-    """An inbound SMS as an `SMS Replied` event, plus an identify changing sms_consent for STOP / START.
+    """An inbound SMS as an `SMS Replied` event with its sentiment, plus an identify changing sms_consent for
+    STOP / START.
 
     Without a person_id in the callback URL both are the contact's of the `From` number (`hash_key`); the
     number itself stays in the properties (and the traits), where the sink stores it hashed."""
@@ -94,6 +96,9 @@ def map_inbound(
     body = form.get("Body", "")
     properties: dict[str, Any] = {name: params[name] for name in CARRIED_PARAMS if params.get(name)}
     properties.update({"body": body, "from": sender, "message_sid": sid})
+    # Classified once, here: the event carries the label to the worker and to ClickHouse alike.
+    sentiment = classify_reply(body)
+    properties.update({"sentiment": sentiment.label.value, "sentimentScore": sentiment.score})
     consent = sms_keyword_consent(body)
     # A keyword reply is consent given or withdrawn by SMS: both events say so, for the proof of consent.
     context = {"channel": "sms"} if consent is None else {"channel": "sms", "consentSource": ConsentSource.SMS_KEYWORD}

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+import msgspec
+
 from schemas.profile import Profile
 from schemas.rules import ProfileConfig
 from streams.rules.profiles import decayed
@@ -36,6 +38,7 @@ DAYS_SINCE = {
     "days_since_last_order": "last_order_at",
     "days_since_last_email_open": "last_email_open_at",
     "days_since_last_email_click": "last_email_click_at",
+    "days_since_negative_reply": "last_negative_reply_at",  # a property of the profile: unset when none
 }
 
 
@@ -154,6 +157,11 @@ def _scores_age_days(facts: ProfileFacts) -> Fact:
     return None if facts.scores is None else days_between(facts.scores.scored_at, facts.now)
 
 
+def _last_reply_sentiment(profile: Profile) -> str | None:
+    replies = profile.replies
+    return None if isinstance(replies, msgspec.UnsetType) else replies.sentiment.value
+
+
 def _rfm_score(facts: ProfileFacts) -> str:
     recency, frequency, monetary = facts.rfm_scores()
     return f"{recency}{frequency}{monetary}"
@@ -170,6 +178,7 @@ _FACTS: dict[str, Callable[[ProfileFacts], Fact]] = {
     "has_phone": lambda facts: facts.profile.phone is not None,
     "email_consent": lambda facts: facts.profile.consent.get("email"),
     "sms_consent": lambda facts: facts.profile.consent.get("sms"),
+    "last_reply_sentiment": lambda facts: _last_reply_sentiment(facts.profile),
     "engagement": ProfileFacts.engagement,
     "lifecycle_stage": lambda facts: lifecycle_stage(facts.profile, facts.now, facts.config),
     **{f"{measure}_{window}d": _window_fact(measure, window) for window in WINDOWS for measure in MEASURES},

@@ -135,6 +135,9 @@ def gate(
         paused_by = [name for name in policy.email_paused_in_segments if name in state.segments]
         if paused_by:
             return Suppress(SuppressionReason.PAUSED, f"email paused while in segment {paused_by[0]}")
+    paused_by = [name for name in rule.paused_in_segments if name in state.segments]
+    if paused_by:
+        return Suppress(SuppressionReason.PAUSED, f"{rule.name} paused while in segment {paused_by[0]}")
     for cap in policy.caps.get(trigger.channel, []):
         if _sent_within(state, trigger.channel, decided_at - cap.per, decided_at) >= cap.count:
             return Suppress(SuppressionReason.FREQUENCY_CAP, cap.describe(trigger.channel.value))

@@ -12,7 +12,7 @@ from msgspec.structs import replace
 from schemas.consent import CONSENT_TRAITS, sms_keyword_consent
 from schemas.events import ENGAGEMENT_HOUR_EVENTS, Event, EventName, OrderProperties, ProductProperties
 from schemas.limits import DEFAULT_LIMITS, Limits
-from schemas.profile import ConsentState, DayCounts, Profile, SeenRange
+from schemas.profile import ConsentState, DayCounts, Profile, Replies, ReplySentiment, SeenRange
 from schemas.rules import ProfileConfig
 from streams.rules.bounds import bounded_traits
 
@@ -185,6 +185,9 @@ def _from_track(
         stated = sms_keyword_consent(str(event.properties.get("body", "")))
         if stated is not None:
             changes["consent"] = {**profile.consent, "sms": stated}
+        replies = replies_after(profile.replies, event.properties.get("sentiment"), moment)
+        if replies is not profile.replies:
+            changes["replies"] = replies
     return changes
 
 
@@ -224,3 +227,27 @@ def merged_open_hours(
     while max(counts) > OPEN_HOURS_CAP:
         counts = [count // 2 for count in counts]
     return counts
+
+
+_SENTIMENTS = frozenset(ReplySentiment)
+
+
+def replies_after(
+    replies: Replies | msgspec.UnsetType, sentiment: object, moment: datetime
+) -> Replies | msgspec.UnsetType:
+    """The replies record after a reply classified `sentiment` at `moment` (the event validated the label;
+    a reply without one, from a producer that does not classify, tells nothing). By event time: a late reply
+    is the last one only if it is the latest, and the latest negative one is kept either way."""
+    if not isinstance(sentiment, str) or sentiment not in _SENTIMENTS:
+        return replies
+    label = ReplySentiment(sentiment)
+    negative_at = moment if label is ReplySentiment.NEGATIVE else None
+    if isinstance(replies, msgspec.UnsetType):
+        return Replies(sentiment=label, at=moment, negative_at=negative_at)
+    if negative_at is not None and replies.negative_at is not None:
+        negative_at = max(negative_at, replies.negative_at)
+    elif negative_at is None:
+        negative_at = replies.negative_at
+    if moment >= replies.at:
+        return Replies(sentiment=label, at=moment, negative_at=negative_at)
+    return replace(replies, negative_at=negative_at)

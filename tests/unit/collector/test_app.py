@@ -310,6 +310,24 @@ async def test_twilio_inbound_stop_opts_out(client: TestClient[Any, Any], produc
     assert reply.properties["from"] == "+14155552671"
 
 
+@pytest.mark.parametrize(
+    ("body", "sentiment"),
+    [("stop texting me, this is spam", "negative"), ("太好了谢谢", "positive"), ("where is my order", "neutral")],
+)
+async def test_twilio_inbound_reply_carries_its_sentiment(
+    client: TestClient[Any, Any], producer: MemoryProducer, body: str, sentiment: str
+) -> None:
+    form = {"MessageSid": "SM9", "From": "+14155552671", "To": "+18005551212", "Body": body}
+    response = await twilio_post(client, "/webhooks/twilio/inbound?person_id=ann", form)
+    assert response.status == 200
+    (record,) = producer.records  # not a keyword: no consent change
+    reply = parse_event(record.value)
+    assert (record.key, reply.event, reply.properties["body"]) == (b"ann", "SMS Replied", body)
+    assert reply.properties["sentiment"] == sentiment
+    score = reply.properties["sentimentScore"]
+    assert {"negative": -1 <= score < 0, "neutral": score == 0, "positive": 0 < score <= 1}[sentiment]
+
+
 async def test_twilio_status_delivered(client: TestClient[Any, Any], producer: MemoryProducer) -> None:
     form = {"MessageSid": "SM2", "MessageStatus": "delivered", "To": "+14155552671"}
     response = await twilio_post(client, "/webhooks/twilio/status?trigger_id=t-5", form)

@@ -18,6 +18,7 @@ def test_deploy_rules_file_is_the_shipped_default() -> None:
     ]  # fmt: skip
     assert [segment.name for segment in rules.segments] == [
         "priority", "cooling", "inactive_7d", "active_30d", "loyal", "high_value_at_risk", "due_to_reorder",
+        "replied_negatively_recently",
     ]  # fmt: skip
 
 
