@@ -1223,7 +1223,7 @@ class Adversary:
         case("empty value (tombstone)", "empty message", 15, lambda h, p: None)
         case("not JSON", "not JSON", 15, lambda h, p: b"merge " + h.marker.encode())
         case("not JSON", "not JSON", 5, lambda h, p: b'{"kind":"merge","state":NaN}')
-        case("JSON array", invalid, 10, lambda h, p: dumps([{"kind": "link", "marker": h.marker}]))
+        case("JSON array", "not a JSON object but list", 10, lambda h, p: dumps([{"kind": "link", "marker": h.marker}]))
         case("missing fields", invalid, 15, lambda h, p: dumps({"kind": "link", "marker": h.marker}))
         case("missing fields", invalid, 15, lambda h, p: dumps({"kind": "merge", "person_id": p}), target_shoppers=True)
         case("missing fields", invalid, 10, lambda h, p: b"{}")
