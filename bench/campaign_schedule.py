@@ -34,7 +34,7 @@ from streams.outbox import Outbox
 from streams.processing.campaigns import SWEEP_BUDGET_SECONDS
 from streams.processing.processor import Processor
 from streams.rules.engine import apply_event
-from streams.rules.state import PersonState, SourcePosition
+from streams.rules.person import PersonState, SourcePosition
 from streams.runners.batched import MOST_UNSTORED_STATES, STORE_EVERY_SECONDS, tune_garbage_collector
 from streams.state.store import TableStore
 from streams.timers import PartitionClock

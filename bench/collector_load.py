@@ -67,7 +67,7 @@ def serve_bare(port: int) -> None:
 def tracking_documents(count: int, seed: int, label: str, track_only: bool) -> list[dict[str, Any]]:
     """Simulated shopper calls from the last minutes, each with a message id unique to `label`, so the
     collector's dedupe window never drops one and every event really goes to Kafka."""
-    from streams.simulator import interleaved_sessions
+    from streams.simulator.shoppers import interleaved_sessions
     from streams.timers import utc_now
 
     rng = random.Random(seed)

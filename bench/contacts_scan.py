@@ -27,11 +27,11 @@ import orjson
 from _harness import print_table
 
 from schemas.triggers import DeadLetter
-from sinks.contacts import hash_email, hash_emails_in_text
-from sinks.rows import RowOptions, dead_letter_row
+from sinks.clickhouse.digests import hash_email, hash_emails_in_text
+from sinks.clickhouse.rows import RowOptions, dead_letter_row
 
 KEY = b"bench-key"
-# The expression sinks/contacts.py used before the scan, kept here as the baseline.
+# The expression sinks/clickhouse/digests.py used before the scan, kept here as the baseline.
 OLD_EMAIL_IN_TEXT = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 
 

@@ -32,7 +32,7 @@ from schemas.encoding import to_plain
 from schemas.events import parse_event
 from schemas.rules import RulesConfig, load_rules
 from streams.rules.engine import apply_event
-from streams.rules.state import PersonState, SourcePosition
+from streams.rules.person import PersonState, SourcePosition
 
 
 def fastest(repeats: int, run: Callable[[], object]) -> float:

@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/predictions.py [--people 100000] [--horizon-days 90] [--keep]
 
-No Kafka. `--people` persona histories (streams.simulator.persona_population, a year each) are written into a
-fresh chDB's events table as the sink writes them (sinks.rows.event_row), then each step of
+No Kafka. `--people` persona histories (streams.simulator.shoppers.persona_population, a year each) are written into a
+fresh chDB's events table as the sink writes them (sinks.clickhouse.rows.event_row), then each step of
 `nudgeflow models train` is timed on its own: reading the features (two statements for the moment of training,
 two more and the outcomes one horizon earlier for the classifier's labels), fitting MBG/NBD and Gamma-Gamma,
 fitting the classifier, scoring (the predictions and the Score records), and storing the scores.
@@ -32,15 +32,15 @@ import orjson
 from _harness import print_table, scratch_directory
 
 from schemas.settings import Settings
-from sinks.client import connect
+from sinks.clickhouse.client import connect
+from sinks.clickhouse.rows import EVENTS, RowOptions, event_row
+from sinks.clickhouse.schema import apply_migrations
 from sinks.predictions.clv import fit_clv
 from sinks.predictions.features import ORDERS_SQL, epoch_ms, propensity_matrix, read_histories, read_outcomes, rfm
 from sinks.predictions.propensity import fit_propensity
 from sinks.predictions.publish import store_scores
 from sinks.predictions.training import model_version, score
-from sinks.rows import EVENTS, RowOptions, event_row
-from sinks.schema import apply_migrations
-from streams.simulator import persona_population
+from streams.simulator.shoppers import persona_population
 
 START = datetime(2025, 6, 1, tzinfo=UTC)
 END = datetime(2026, 6, 1, tzinfo=UTC)

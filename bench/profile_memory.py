@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/profile_memory.py [--people 100000] [--sessions 2]
 
-No Kafka. Each person gets `--sessions` simulated shopper sessions (streams.simulator.shopper_session, which
+No Kafka. Each person gets `--sessions` simulated shopper sessions (streams.simulator.shoppers.shopper_session, which
 opens with an identify carrying email and phone) at random moments of the last 30 days, applied through the
 pure core's `apply_event` with the default rules, then `advance_time` to now so their abandonment reminders
 fire and land in the state as they would have. Then, per person:
@@ -41,8 +41,8 @@ from schemas.encoding import encode
 from schemas.events import parse_event
 from schemas.rules import RulesConfig, load_rules
 from streams.rules.engine import advance_time, apply_event
-from streams.rules.state import PersonState, SourcePosition
-from streams.simulator import shopper_session, stamp
+from streams.rules.person import PersonState, SourcePosition
+from streams.simulator.shoppers import shopper_session, stamp
 from streams.timers import utc_now
 
 TARGET_BYTES = 2 * 1024

@@ -1,4 +1,4 @@
-"""Back-test of `send_time: best` on held-out simulated history (streams/simulator.py, persona_history): would
+"""Back-test of `send_time: best` on held-out simulated history (streams/simulator/shoppers.py, persona_history): would
 the chosen hour have caught more opens than sending at once?
 
 Each simulated person's opens before the cut-off build their `open_hours` with the core's own update
@@ -23,7 +23,7 @@ from schemas.events import Event, EventName
 from schemas.rules import PolicyConfig
 from streams.rules.policy import best_send_moment, hour_scores, zone_of
 from streams.rules.profiles import open_hours_after
-from streams.simulator import persona_population
+from streams.simulator.shoppers import persona_population
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 CUTOFF = datetime(2026, 1, 1, tzinfo=UTC)

@@ -19,12 +19,12 @@ import orjson
 from aiokafka import TopicPartition
 
 from schemas.settings import Settings
-from sinks import queries
-from sinks.attribution import Model
-from sinks.client import connect
-from sinks.rows import EVENTS, RowOptions, event_row
-from sinks.schema import apply_migrations
-from sinks.writer import ClickHouseSink
+from sinks.analytics import queries
+from sinks.analytics.attribution import Model
+from sinks.clickhouse.client import connect
+from sinks.clickhouse.rows import EVENTS, RowOptions, event_row
+from sinks.clickhouse.schema import apply_migrations
+from sinks.clickhouse.writer import ClickHouseSink
 
 
 def messages(count: int, now: datetime) -> list[Any]:

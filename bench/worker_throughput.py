@@ -39,7 +39,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
 from schemas.settings import Settings
-from streams.simulator import interleaved_sessions
+from streams.simulator.shoppers import interleaved_sessions
 from streams.timers import utc_now
 from streams.topics import ensure_topics
 

@@ -3,5 +3,5 @@ still being a customer, expected orders and value over a horizon (BG/NBD with Ga
 propensity to order within it (a classifier over the person's own history, `propensity`), fitted and scored
 by `training`, checked against naive baselines by `evaluate`, kept and published by `publish`.
 
-Everything here reads the sink's tables through the one ClickHouse client (`sinks.client.connect`); the
+Everything here reads the sink's tables through the one ClickHouse client (`sinks.clickhouse.client.connect`); the
 models see only aggregates per person (`features`)."""

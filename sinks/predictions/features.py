@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-# An order's value, as the orders table reads it (sinks/migrations/005_events_by_message.sql).
+# An order's value, as the orders table reads it (sinks/clickhouse/migrations/005_events_by_message.sql).
 ORDER_VALUE = (
     "coalesce(JSONExtract(properties, 'revenue', 'Nullable(Float64)'), "
     "JSONExtract(properties, 'total', 'Nullable(Float64)'), JSONExtract(properties, 'value', 'Nullable(Float64)'), 0)"

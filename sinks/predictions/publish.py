@@ -2,7 +2,7 @@
 one record per person keyed by the person (schemas.scores, the contract the worker joins from).
 
 A person erased while the models were training is left out of both: their events are gone by then, but the
-run read them before (the sink's erasures table names them by hash, sinks.erasure.erasure_hashes).
+run read them before (the sink's erasures table names them by hash, sinks.clickhouse.erasure.erasure_hashes).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from kafka import KafkaProducer
 from schemas.connections import kafka_python_options
 from schemas.scores import Score
 from schemas.settings import Settings
-from sinks.erasure import erasure_hashes
-from sinks.rows import RowOptions
+from sinks.clickhouse.erasure import erasure_hashes
+from sinks.clickhouse.rows import RowOptions
 
 SCORE_COLUMNS = (
     "person_id",

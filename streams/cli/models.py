@@ -23,11 +23,11 @@ def moment(text: str) -> datetime:
 def command_models_train(settings: Settings, arguments: argparse.Namespace) -> int:
     """`nudgeflow models train`: fit the models on ClickHouse's history, store the scores and, unless --no-publish,
     publish them."""
-    from sinks.client import connect
+    from sinks.clickhouse.client import connect
+    from sinks.clickhouse.rows import RowOptions
+    from sinks.clickhouse.schema import apply_migrations
     from sinks.predictions.publish import not_erased, publish_scores, store_scores
     from sinks.predictions.training import train
-    from sinks.rows import RowOptions
-    from sinks.schema import apply_migrations
     from streams.topics import ensure_topics
 
     at = arguments.at or datetime.now(UTC)
@@ -57,9 +57,9 @@ def command_models_train(settings: Settings, arguments: argparse.Namespace) -> i
 
 def command_models_evaluate(settings: Settings, arguments: argparse.Namespace) -> int:
     """`nudgeflow models evaluate`: back-test the models from a cut-off and print how they did."""
-    from sinks.client import connect
+    from sinks.clickhouse.client import connect
+    from sinks.clickhouse.schema import apply_migrations
     from sinks.predictions.evaluate import evaluate, store_evaluation, table
-    from sinks.schema import apply_migrations
 
     client = connect(settings)
     try:

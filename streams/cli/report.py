@@ -13,10 +13,10 @@ def command_report(settings: Settings, arguments: argparse.Namespace) -> int:
     """Answer one question from ClickHouse. In embedded mode the sink owns chDB: stop it, or ask its /api."""
     import orjson
 
-    from sinks.client import connect
-    from sinks.queries import Period
-    from sinks.report import REPORTS, render_table
-    from sinks.schema import apply_migrations
+    from sinks.analytics.queries import Period
+    from sinks.analytics.report import REPORTS, render_table
+    from sinks.clickhouse.client import connect
+    from sinks.clickhouse.schema import apply_migrations
 
     try:
         period = Period.parse(arguments.since, arguments.until, arguments.days)
@@ -38,7 +38,7 @@ def command_report(settings: Settings, arguments: argparse.Namespace) -> int:
 
 def register(commands: Commands) -> None:
     """Add `nudgeflow report` to the command line."""
-    from sinks.report import REPORTS
+    from sinks.analytics.report import REPORTS
 
     report = commands.add_parser("report", help="answer a question from ClickHouse (rules, attribution, ltv, ...)")
     report.add_argument("name", choices=sorted(REPORTS))

@@ -29,6 +29,7 @@ def _sender_template_problems(settings: Settings) -> list[str]:
 
 def command_send(settings: Settings, arguments: argparse.Namespace) -> int:
     """The sender: each nudge on the triggers topic rendered from its template and delivered once."""
+    from sinks.analytics.web import start_web
     from sinks.sender.channels import EmailChannel, SmsChannel
     from sinks.sender.channels.sendgrid import SendGridChannel
     from sinks.sender.channels.smtp import SmtpChannel
@@ -36,7 +37,6 @@ def command_send(settings: Settings, arguments: argparse.Namespace) -> int:
     from sinks.sender.loop import Sender
     from sinks.sender.metrics import SenderMetrics, web_app
     from sinks.sender.templates import Templates
-    from sinks.web import start_web
     from streams.topics import ensure_topics
 
     if refused(settings, "sender"):

@@ -10,7 +10,7 @@ from streams.cli.base import Commands
 
 def command_simulate(settings: Settings, arguments: argparse.Namespace) -> int:
     """`nudgeflow simulate`: play simulated shopper sessions onto the events topic."""
-    from streams.simulator import Simulator
+    from streams.simulator.shoppers import Simulator
     from streams.topics import ensure_topics
 
     ensure_topics(settings)

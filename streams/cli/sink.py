@@ -12,11 +12,11 @@ from streams.cli.base import REFUSED, Commands, log, refused
 
 def command_sink(settings: Settings, arguments: argparse.Namespace) -> int:
     """`nudgeflow sink`: apply the migrations, then write the topics to ClickHouse and serve the sink's web app."""
-    from sinks.client import connect
-    from sinks.queries import table_counts
-    from sinks.schema import apply_migrations
-    from sinks.web import build_web_app, start_web
-    from sinks.writer import ClickHouseSink
+    from sinks.analytics.queries import table_counts
+    from sinks.analytics.web import build_web_app, start_web
+    from sinks.clickhouse.client import connect
+    from sinks.clickhouse.schema import apply_migrations
+    from sinks.clickhouse.writer import ClickHouseSink
     from streams.topics import ensure_topics
 
     if refused(settings, "sink"):

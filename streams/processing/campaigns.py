@@ -22,7 +22,7 @@ from schemas.rules import RulesConfig
 from schemas.settings import Settings
 from streams.rules.campaigns import NO_CAMPAIGNS, CampaignPlan, Campaigns, plan, throttle_holds
 from streams.rules.engine import schedule_campaigns
-from streams.rules.state import PersonState
+from streams.rules.person import PersonState
 
 if TYPE_CHECKING:
     from streams.processing.processor import Processor

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from schemas.identity import ForgetMerged
 from schemas.privacy import AuditRecord, ErasureRequest, is_contact_id, person_hash
 from streams.rules.contacts import forgotten_contacts
-from streams.rules.state import SourcePosition
+from streams.rules.person import SourcePosition
 from streams.timers import utc_now
 
 if TYPE_CHECKING:

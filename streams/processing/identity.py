@@ -14,7 +14,7 @@ from schemas.identity import ContactLink, ForgetMerged, Link, Merge
 from schemas.privacy import ErasureRequest
 from streams.rules.contacts import with_contact
 from streams.rules.engine import absorb
-from streams.rules.state import PersonState, SourcePosition
+from streams.rules.person import PersonState, SourcePosition
 from streams.timers import utc_now
 
 if TYPE_CHECKING:

@@ -34,8 +34,8 @@ from streams.processing.types import Output, PersonStore, SourceRecord, Unreadab
 from streams.rules.campaigns import Campaigns
 from streams.rules.consent import DoubleOptIn
 from streams.rules.contacts import CONTACT_TRAITS, contact_changes
-from streams.rules.engine import Step, absorb_score, advance_time, apply_event
-from streams.rules.state import PersonState, SourcePosition
+from streams.rules.engine import Outcome, absorb_score, advance_time, apply_event
+from streams.rules.person import PersonState, SourcePosition
 from streams.timers import DeadlineIndex, PartitionClock, stored_deadline, utc_now
 
 log = logging.getLogger(__name__)
@@ -288,7 +288,7 @@ class Processor:
 
     # Output --------------------------------------------------------------------------------------------------
 
-    def publish(self, step: Step, partition: int, before: PersonState) -> None:
+    def publish(self, step: Outcome, partition: int, before: PersonState) -> None:
         if not step.applied:
             return
         settings = self.settings

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol
 
-from streams.rules.state import PersonState
+from streams.rules.person import PersonState
 
 
 class SourceRecord(Protocol):

@@ -17,8 +17,8 @@ from schemas.campaigns import CAMPAIGN_RULE_PREFIX, Audience, Campaign, When
 from schemas.limits import Limits
 from schemas.rules import Entry, PolicyConfig, TriggerRule
 from schemas.triggers import Channel, Trigger, make_trigger_id
+from streams.rules.person import PendingTrigger, PersonState
 from streams.rules.policy import person_zone
-from streams.rules.state import PendingTrigger, PersonState
 from streams.rules.triggers import choose_variant
 
 # What the pending entry remembers of the scheduling moment: whether the person was in the audience then, so

@@ -14,7 +14,7 @@ from schemas.consent import CONFIRMATION_TEMPLATE, ConsentChange
 from schemas.events import Event
 from schemas.profile import ConsentSource, ConsentState, Profile
 from schemas.triggers import Channel, Trigger, make_trigger_id
-from streams.rules.state import PendingConfirmation
+from streams.rules.person import PendingConfirmation
 
 CHANNELS = ("email", "sms")
 

@@ -1,11 +1,11 @@
 """The single entry point of the pure core: apply an event, or the passing of time, to a person's state.
 
-    apply_event(state, event, position, rules)        -> Step
-    advance_time(state, now, position, rules)         -> Step
-    absorb_score(state, score, now, position, rules)  -> Step
+    apply_event(state, event, position, rules)        -> Outcome
+    advance_time(state, now, position, rules)         -> Outcome
+    absorb_score(state, score, now, position, rules)  -> Outcome
 
-A Step holds the new state and what to publish: triggers that passed the policy gate, suppressions with
-their reasons, and segment changes. The same inputs always give the same Step.
+An Outcome holds the new state and what to publish: triggers that passed the policy gate, suppressions with
+their reasons, and segment changes. The same inputs always give the same Outcome.
 """
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ from streams.rules.carts import carts_after_event
 from streams.rules.consent import NO_DOUBLE_OPT_IN, DoubleOptIn, consent_changes, decide_opt_in
 from streams.rules.facts import ProfileFacts
 from streams.rules.identity import anonymous_ids_to_link, merge_states
+from streams.rules.person import PendingTrigger, PersonState, SentRecord, SourcePosition
 from streams.rules.policy import Defer, Send, gate, zone_of
 from streams.rules.profiles import open_hours_after, update_profile
 from streams.rules.scores import scores_after
 from streams.rules.segments import membership_changes, next_segment_check
-from streams.rules.state import PendingTrigger, PersonState, SentRecord, SourcePosition
 from streams.rules.triggers import (
     build_trigger,
     next_step,
@@ -58,7 +58,7 @@ MAX_ROUNDS = 512
 
 
 @dataclass(frozen=True)
-class Step:
+class Outcome:
     """The outcome of one message."""
 
     state: PersonState
@@ -72,7 +72,7 @@ class Step:
 
 
 @dataclass
-class _Outcome:
+class _Gathered:
     limits: Limits
     campaigns: Campaigns = NO_CAMPAIGNS
     triggers: list[Trigger] = field(default_factory=list)
@@ -88,17 +88,17 @@ def apply_event(
     limits: Limits = DEFAULT_LIMITS,
     campaigns: Campaigns = NO_CAMPAIGNS,
     opt_in: DoubleOptIn = NO_DOUBLE_OPT_IN,
-) -> Step:
+) -> Outcome:
     """Apply one event at its own time. What fell due before it fires first, so processing a person's
     events live or replaying them later gives the same triggers. An event whose messageId the state
     already applied changes nothing (a retry through another collector, a re-keyed copy). Under double
     opt-in an email opt-in waits for its confirmation (streams/rules/consent.py)."""
     if state.already_applied(position):
-        return Step(state, applied=False)
+        return Outcome(state, applied=False)
     digest = message_digest(event.message_id) if event.message_id else None
     if digest is not None and digest in state.recent_messages:
-        return Step(state, applied=False, repeated=True)
-    outcome = _Outcome(limits, campaigns)
+        return Outcome(state, applied=False, repeated=True)
+    outcome = _Gathered(limits, campaigns)
     moment = event.timestamp
     links = anonymous_ids_to_link(state, event)
     current = _run_due(state, moment, moment, rules, outcome)
@@ -123,7 +123,7 @@ def apply_event(
     )
     current = _reevaluate_segments(current, moment, rules, outcome)
     current = _run_due(current, moment, moment, rules, outcome)  # rules with no delay fire now
-    return Step(
+    return Outcome(
         current, outcome.triggers, outcome.suppressed, outcome.segment_changes, links=links, consent_changes=consents
     )
 
@@ -134,12 +134,12 @@ def absorb(
     position: SourcePosition,
     rules: RulesConfig,
     limits: Limits = DEFAULT_LIMITS,
-) -> Step:
+) -> Outcome:
     """Merge an anonymous visitor's state into this person's (once per identity message)."""
     if state.already_applied(position):
-        return Step(state, applied=False)
+        return Outcome(state, applied=False)
     merged = merge_states(state, anonymous, rules, limits)
-    return Step(replace(merged, applied_offsets=merged.record(position)))
+    return Outcome(replace(merged, applied_offsets=merged.record(position)))
 
 
 def advance_time(
@@ -149,14 +149,14 @@ def advance_time(
     rules: RulesConfig,
     limits: Limits = DEFAULT_LIMITS,
     campaigns: Campaigns = NO_CAMPAIGNS,
-) -> Step:
+) -> Outcome:
     """Let time pass to `now` (the partition's clock): fire what is due and re-check segments."""
     if state.already_applied(position):
-        return Step(state, applied=False)
-    outcome = _Outcome(limits, campaigns)
+        return Outcome(state, applied=False)
+    outcome = _Gathered(limits, campaigns)
     current = _run_due(state, now, now, rules, outcome)
     current = replace(current, applied_offsets=current.record(position))
-    return Step(current, outcome.triggers, outcome.suppressed, outcome.segment_changes)
+    return Outcome(current, outcome.triggers, outcome.suppressed, outcome.segment_changes)
 
 
 def absorb_score(
@@ -167,25 +167,25 @@ def absorb_score(
     rules: RulesConfig,
     limits: Limits = DEFAULT_LIMITS,
     campaigns: Campaigns = NO_CAMPAIGNS,
-) -> Step:
+) -> Outcome:
     """Join a record of the scores topic (None: a tombstone) at `now`, the partition's clock: what fell due
     before fires first, then segments are checked with the new scores as after an event, so entering one
     starts its rules. Scores older than the person's (streams/rules/scores.py) change nothing but the
     applied offset."""
     if state.already_applied(position):
-        return Step(state, applied=False)
+        return Outcome(state, applied=False)
     current_scores = state.current_scores
     scores = scores_after(current_scores, score)
     if scores is current_scores:
-        return Step(replace(state, applied_offsets=state.record(position)))
-    outcome = _Outcome(limits, campaigns)
+        return Outcome(replace(state, applied_offsets=state.record(position)))
+    outcome = _Gathered(limits, campaigns)
     current = _run_due(state, now, now, rules, outcome)
     current = replace(
         current, scores=msgspec.UNSET if scores is None else scores, applied_offsets=current.record(position)
     )
     current = _reevaluate_segments(current, now, rules, outcome)
     current = _run_due(current, now, now, rules, outcome)  # rules with no delay fire now
-    return Step(current, outcome.triggers, outcome.suppressed, outcome.segment_changes)
+    return Outcome(current, outcome.triggers, outcome.suppressed, outcome.segment_changes)
 
 
 def schedule_campaigns(
@@ -197,7 +197,7 @@ def schedule_campaigns(
     return state if pending is state.pending else replace(state, pending=pending)
 
 
-def _reevaluate_segments(state: PersonState, now: datetime, rules: RulesConfig, outcome: _Outcome) -> PersonState:
+def _reevaluate_segments(state: PersonState, now: datetime, rules: RulesConfig, outcome: _Gathered) -> PersonState:
     scores = state.current_scores
     facts = ProfileFacts(state.profile, now, rules.profile, scores)
     membership, changes = membership_changes(state.person_id, state.segments, facts, rules, now)
@@ -222,7 +222,7 @@ def _same_moment(first: datetime | None, second: datetime | None) -> bool:
     return first == second and first.tzinfo is second.tzinfo
 
 
-def _run_due(state: PersonState, up_to: datetime, now: datetime, rules: RulesConfig, outcome: _Outcome) -> PersonState:
+def _run_due(state: PersonState, up_to: datetime, now: datetime, rules: RulesConfig, outcome: _Gathered) -> PersonState:
     """Fire everything due at or before `up_to`, in time order, checking segments at their moments."""
     current = state
     for _ in range(MAX_ROUNDS):
@@ -247,7 +247,7 @@ def _priority(rules: RulesConfig, name: str) -> int:
 
 
 def _fire(
-    state: PersonState, waiting: PendingTrigger, now: datetime, rules: RulesConfig, outcome: _Outcome
+    state: PersonState, waiting: PendingTrigger, now: datetime, rules: RulesConfig, outcome: _Gathered
 ) -> PersonState:
     if is_campaign(waiting.rule):
         return _fire_campaign(state, waiting, now, rules, outcome)
@@ -271,7 +271,7 @@ def _fire(
 
 
 def _fire_campaign(
-    state: PersonState, waiting: PendingTrigger, now: datetime, rules: RulesConfig, outcome: _Outcome
+    state: PersonState, waiting: PendingTrigger, now: datetime, rules: RulesConfig, outcome: _Gathered
 ) -> PersonState:
     """One person's occurrence of a campaign: dropped once cancelled, held by the throttle, checked against
     the audience at this moment, then through the same gate as every rule's nudge."""
@@ -314,14 +314,14 @@ def _suppressed(
     reason: SuppressionReason,
     detail: str,
     now: datetime,
-    outcome: _Outcome,
+    outcome: _Gathered,
 ) -> PersonState:
     outcome.suppressed.append(Suppression(trigger=trigger, reason=reason, detail=detail, decided_at=now))
     return _settled(state, pending, waiting, outcome)
 
 
 def _settled(
-    state: PersonState, pending: dict[str, PendingTrigger], waiting: PendingTrigger, outcome: _Outcome
+    state: PersonState, pending: dict[str, PendingTrigger], waiting: PendingTrigger, outcome: _Gathered
 ) -> PersonState:
     """An occurrence decided without the gate: remembered, so no later event schedules it again."""
     fired = bounded_history({**state.fired, waiting.slot: waiting.due_at}, outcome.limits)
@@ -337,7 +337,7 @@ def _decide(
     follow_up: PendingTrigger | None,
     now: datetime,
     rules: RulesConfig,
-    outcome: _Outcome,
+    outcome: _Gathered,
 ) -> PersonState:
     """The policy gate's verdict on a due nudge, applied: sent, deferred or suppressed with the reason."""
     decided_at = waiting.fire_at if waiting.deferred else waiting.due_at

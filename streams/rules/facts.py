@@ -14,8 +14,8 @@ import msgspec
 
 from schemas.profile import Profile
 from schemas.rules import ProfileConfig
+from streams.rules.person import PersonScores
 from streams.rules.profiles import decayed
-from streams.rules.state import PersonScores
 
 Fact = float | int | str | bool | None
 

@@ -16,8 +16,8 @@ from schemas.limits import DEFAULT_LIMITS, Limits
 from schemas.profile import ConsentState, DayCounts, Profile, SeenRange
 from schemas.rules import RulesConfig
 from streams.rules.bounds import bounded_history, bounded_traits
+from streams.rules.person import PersonState
 from streams.rules.profiles import decayed, merged_open_hours
-from streams.rules.state import PersonState
 
 
 def anonymous_ids_to_link(state: PersonState, event: Event) -> list[str]:

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from schemas.profile import ConsentState
 from schemas.rules import PolicyConfig, QuietHours, QuietHoursAction, SendTime, TriggerRule
 from schemas.triggers import HOLDOUT_VARIANT, Channel, SuppressionReason, Trigger
-from streams.rules.state import PersonState
+from streams.rules.person import PersonState
 
 
 @dataclass(frozen=True)

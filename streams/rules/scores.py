@@ -9,7 +9,7 @@ clears them: the person was erased, or has no scores any more.
 from __future__ import annotations
 
 from schemas.scores import Score
-from streams.rules.state import PersonScores
+from streams.rules.person import PersonScores
 
 
 def person_scores(score: Score) -> PersonScores:

@@ -11,9 +11,9 @@ from typing import Any, Protocol
 from schemas.profile import Profile
 from schemas.rules import Condition, Operator, RulesConfig
 from schemas.segments import SegmentChange
+from streams.rules.compiled import per_rules
 from streams.rules.facts import DAYS_SINCE, WINDOWS, Fact
-from streams.rules.per_rules import per_rules
-from streams.rules.state import PersonScores
+from streams.rules.person import PersonScores
 
 
 class Facts(Protocol):

@@ -18,9 +18,9 @@ from schemas.segments import SegmentChange
 from schemas.triggers import HOLDOUT_VARIANT, Channel, Trigger, make_trigger_id
 from streams.rules.bounds import bounded_context, short_text
 from streams.rules.carts import DEFAULT_CART, cart_context
-from streams.rules.per_rules import per_rules
+from streams.rules.compiled import per_rules
+from streams.rules.person import PendingTrigger, PersonState
 from streams.rules.policy import person_zone
-from streams.rules.state import PendingTrigger, PersonState
 
 Pending = dict[str, PendingTrigger]
 

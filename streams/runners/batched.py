@@ -30,11 +30,11 @@ from streams.metrics import WorkerMetrics
 from streams.outbox import Outbox
 from streams.processing.campaigns import SWEEP_BUDGET_SECONDS, ControlReader
 from streams.processing.processor import Processor
-from streams.routing import CLIENT_PREFIX
-from streams.rules.state import PersonState
+from streams.rules.person import PersonState
 from streams.state import checkpoint, recovery
 from streams.state.store import TableStore
 from streams.timers import DeadlineIndex, PartitionClock, utc_now
+from streams.web.owners import CLIENT_PREFIX
 
 log = logging.getLogger(__name__)
 

@@ -69,10 +69,10 @@ from streams.metrics import WorkerMetrics
 from streams.outbox import partition_of
 from streams.processing.campaigns import SWEEP_BUDGET_SECONDS, ControlReader
 from streams.processing.processor import Processor
-from streams.rules.state import PersonState
+from streams.rules.person import PersonState
 from streams.state.store import decode_cached
 from streams.timers import DeadlineIndex, PartitionClock, utc_now
-from streams.views import profile_document, segment_page
+from streams.web.documents import profile_document, segment_page
 
 log = logging.getLogger(__name__)
 

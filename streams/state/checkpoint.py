@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from streams.outbox import Outbox
-from streams.rules.state import PersonState
+from streams.rules.person import PersonState
 from streams.state.store import TableStore
 from streams.state.tables import flush
 

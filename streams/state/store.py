@@ -14,7 +14,7 @@ import orjson
 
 from schemas.settings import Settings
 from streams.processing.types import UnreadableState
-from streams.rules.state import PersonState
+from streams.rules.person import PersonState
 from streams.state.tables import Table
 
 # Decoded states of the people this runner touched lately.

@@ -20,7 +20,7 @@ from kafka import KafkaProducer
 
 from schemas.settings import Settings
 from schemas.triggers import DeadLetter, Suppression, Trigger
-from streams.rules.state import PersonState
+from streams.rules.person import PersonState
 from streams.timers import utc_now
 from tests.integration.conftest import REPO, RUNNERS, WorkerProcess, read_topic, settings_environment
 from tests.integration.test_worker import send, wait_until_processed

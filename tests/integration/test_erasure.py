@@ -14,7 +14,7 @@ from kafka import KafkaProducer
 from schemas.encoding import to_plain
 from schemas.privacy import ErasureRequest, person_hash
 from schemas.settings import Settings
-from streams.rules.state import PersonState
+from streams.rules.person import PersonState
 from streams.timers import utc_now
 from tests.integration.conftest import RUNNERS, TEST_HASH_SECRET, WorkerProcess, read_topic
 from tests.integration.test_profiles import get, profile_when

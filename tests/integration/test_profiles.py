@@ -22,12 +22,12 @@ from msgspec.structs import replace
 
 from schemas.rules import load_rules
 from schemas.settings import Settings
-from streams.api import build_api
 from streams.outbox import partition_of
-from streams.rules.state import PersonState
+from streams.rules.person import PersonState
 from streams.runners.batched import BatchedRunner
 from streams.state import recovery
 from streams.timers import utc_now
+from streams.web.server import build_api
 from tests.integration.conftest import API_AUTH, RUNNERS, TEST_API_TOKEN, WorkerProcess, read_topic
 from tests.integration.test_worker import event, identify, send, wait_until_processed
 

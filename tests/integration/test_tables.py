@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaProducer
 
 from schemas.settings import Settings
 from streams.outbox import Outbox
-from streams.rules.state import PersonState
+from streams.rules.person import PersonState
 from streams.state import checkpoint, recovery
 from streams.state.store import TableStore
 from streams.state.tables import Table, flush

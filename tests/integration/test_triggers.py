@@ -15,7 +15,7 @@ from kafka import KafkaProducer
 
 from schemas.settings import Settings
 from schemas.triggers import Trigger
-from streams.simulator import interleaved_sessions
+from streams.simulator.shoppers import interleaved_sessions
 from streams.timers import utc_now
 from streams.topics import ensure_topics
 from tests.integration.conftest import RUNNERS, WorkerProcess, read_topic

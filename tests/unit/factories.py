@@ -12,8 +12,8 @@ from schemas.scores import Score
 from schemas.segments import SegmentChange
 from schemas.triggers import Suppression, Trigger
 from streams.rules.consent import NO_DOUBLE_OPT_IN, DoubleOptIn
-from streams.rules.engine import Step, absorb_score, advance_time, apply_event
-from streams.rules.state import PersonState, SourcePosition
+from streams.rules.engine import Outcome, absorb_score, advance_time, apply_event
+from streams.rules.person import PersonState, SourcePosition
 
 T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)  # a Monday, 10:00 UTC
 
@@ -112,7 +112,7 @@ class Feed:
         self.offset += 1
         return SourcePosition(topic=topic, partition=0, offset=self.offset)
 
-    def _collect(self, step: Step) -> Step:
+    def _collect(self, step: Outcome) -> Outcome:
         self.state = step.state
         self.triggers += step.triggers
         self.suppressed += step.suppressed
@@ -120,14 +120,14 @@ class Feed:
         self.consent_changes += step.consent_changes
         return step
 
-    def event(self, event: Event) -> Step:
+    def event(self, event: Event) -> Outcome:
         position = self._position("events")
         return self._collect(apply_event(self.state, event, position, self.rules, opt_in=self.opt_in))
 
-    def tick(self, minutes: float) -> Step:
+    def tick(self, minutes: float) -> Outcome:
         return self._collect(advance_time(self.state, at(minutes), self._position("checks"), self.rules))
 
-    def score(self, minutes: float, score: Score | None) -> Step:
+    def score(self, minutes: float, score: Score | None) -> Outcome:
         """A record of the scores topic (None: a tombstone) read when the partition's clock is at `minutes`."""
         return self._collect(absorb_score(self.state, score, at(minutes), self._position("scores"), self.rules))
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from schemas.settings import Settings
-from streams.api import HEALTH_PATH
+from streams.web.server import HEALTH_PATH
 from tests.integration.cluster.conftest import (
     CLUSTER_SCRIPT,
     MIN_INSYNC_REPLICAS,

@@ -26,7 +26,7 @@ import requests
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from schemas.settings import Settings
-from sinks.writer import ClickHouseSink
+from sinks.clickhouse.writer import ClickHouseSink
 from streams.timers import utc_now
 from tests.integration.cluster.conftest import NODES, SINKS, WORKERS, Cluster
 from tests.integration.conftest import RUNNERS, WorkerProcess, free_port, read_topic

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from schemas.settings import Settings
-from sinks.client import connect
+from sinks.clickhouse.client import connect
 from tests.integration.conftest import free_port
 from tests.integration.security.conftest import make_certificates
 

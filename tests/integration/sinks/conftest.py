@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from schemas.settings import Settings
-from sinks.client import connect
-from sinks.schema import apply_migrations
+from sinks.clickhouse.client import connect
+from sinks.clickhouse.schema import apply_migrations
 
 
 @pytest.fixture(scope="session")

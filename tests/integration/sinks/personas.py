@@ -1,4 +1,5 @@
-"""Simulated persona histories written into chDB's events table as the sink writes them (sinks.rows.event_row)."""
+"""Simulated persona histories written into chDB's events table as the sink writes them
+(sinks.clickhouse.rows.event_row)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from typing import Any
 
 import orjson
 
-from sinks.rows import EVENTS, RowOptions, event_row
-from streams.simulator import SimulatedPerson, persona_population
+from sinks.clickhouse.rows import EVENTS, RowOptions, event_row
+from streams.simulator.shoppers import SimulatedPerson, persona_population
 
 START = datetime(2025, 6, 1, tzinfo=UTC)
 END = datetime(2026, 6, 1, tzinfo=UTC)

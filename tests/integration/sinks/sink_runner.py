@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from sinks.writer import ClickHouseSink
+from sinks.clickhouse.writer import ClickHouseSink
 
 
 async def sink_while(sink: ClickHouseSink, done: Callable[[], bool], within: float = 60) -> None:

@@ -16,12 +16,12 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from schemas.settings import Settings
-from sinks import queries
-from sinks.attribution import Model
+from sinks.analytics import queries
+from sinks.analytics.attribution import Model
+from sinks.analytics.web import build_web_app, start_web
+from sinks.clickhouse.rows import EVENTS, SEGMENT_CHANGES, SUPPRESSIONS, TRIGGERS
+from sinks.clickhouse.writer import ClickHouseSink
 from sinks.predictions.publish import store_scores
-from sinks.rows import EVENTS, SEGMENT_CHANGES, SUPPRESSIONS, TRIGGERS
-from sinks.web import build_web_app, start_web
-from sinks.writer import ClickHouseSink
 from tests.integration.conftest import API_AUTH, TEST_API_TOKEN, free_port
 from tests.integration.sinks.browser import CHROMIUM, chromium
 from tests.integration.sinks.scenario import Scenario, shop, track

@@ -14,12 +14,12 @@ from kafka import KafkaProducer
 
 from schemas.settings import Settings
 from schemas.triggers import Channel, Suppression, SuppressionReason, Trigger, make_trigger_id
-from sinks import queries
-from sinks.metrics import SinkMetrics
-from sinks.report import REPORTS, render_table
-from sinks.significance import two_proportion_z_test
-from sinks.web import build_web_app, start_web
-from sinks.writer import ClickHouseSink
+from sinks.analytics import queries
+from sinks.analytics.report import REPORTS, render_table
+from sinks.analytics.significance import two_proportion_z_test
+from sinks.analytics.web import build_web_app, start_web
+from sinks.clickhouse.metrics import SinkMetrics
+from sinks.clickhouse.writer import ClickHouseSink
 from tests.integration.conftest import API_AUTH, TEST_API_TOKEN, free_port
 from tests.integration.sinks.browser import CHROMIUM, chromium
 from tests.integration.sinks.scenario import Scenario, nudge, track

@@ -11,8 +11,8 @@ import pytest
 from kafka import KafkaProducer
 
 from schemas.settings import Settings
-from sinks.queries import table_counts, triggers_by_rule
-from sinks.writer import ClickHouseSink
+from sinks.analytics.queries import table_counts, triggers_by_rule
+from sinks.clickhouse.writer import ClickHouseSink
 from streams.timers import utc_now
 from tests.integration.conftest import WorkerProcess
 from tests.integration.test_worker import event, known, send, with_rules

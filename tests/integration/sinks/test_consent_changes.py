@@ -12,7 +12,7 @@ from kafka import KafkaProducer
 from schemas.consent import ConsentChange
 from schemas.profile import ConsentSource, ConsentState
 from schemas.settings import Settings
-from sinks.writer import ClickHouseSink
+from sinks.clickhouse.writer import ClickHouseSink
 from tests.integration.sinks.sink_runner import sink_while
 from tests.integration.sinks.test_isolation import count, letters
 

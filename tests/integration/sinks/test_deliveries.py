@@ -13,9 +13,9 @@ from kafka import KafkaProducer
 from schemas.deliveries import DeliveryRecord, DeliveryState
 from schemas.settings import Settings
 from schemas.triggers import Channel
-from sinks.queries import DeliveryOutcome, Period, delivery_outcomes
-from sinks.report import REPORTS
-from sinks.writer import ClickHouseSink
+from sinks.analytics.queries import DeliveryOutcome, Period, delivery_outcomes
+from sinks.analytics.report import REPORTS
+from sinks.clickhouse.writer import ClickHouseSink
 from tests.integration.sinks.sink_runner import sink_while
 from tests.integration.sinks.test_isolation import count, letters
 

@@ -13,11 +13,11 @@ import orjson
 import pytest
 
 from schemas.settings import Settings
-from sinks import queries
-from sinks.attribution import Model
-from sinks.client import connect
-from sinks.rows import EVENTS, TRIGGERS, RowOptions, event_row, trigger_row
-from sinks.schema import apply_migrations, migration_files, statements
+from sinks.analytics import queries
+from sinks.analytics.attribution import Model
+from sinks.clickhouse.client import connect
+from sinks.clickhouse.rows import EVENTS, TRIGGERS, RowOptions, event_row, trigger_row
+from sinks.clickhouse.schema import apply_migrations, migration_files, statements
 from tests.integration.conftest import TEST_HASH_SECRET
 from tests.integration.sinks.scenario import nudge
 

@@ -19,7 +19,7 @@ from schemas.encoding import encode
 from schemas.profile import Profile
 from schemas.settings import Settings
 from schemas.triggers import DeadLetter
-from sinks.writer import ClickHouseSink
+from sinks.clickhouse.writer import ClickHouseSink
 from tests.integration.conftest import read_topic
 from tests.integration.sinks.scenario import nudge, track
 from tests.integration.sinks.sink_runner import sink_while

@@ -17,13 +17,13 @@ from kafka import KafkaProducer
 from schemas.privacy import ErasureRequest
 from schemas.scores import parse_score
 from schemas.settings import Settings
-from sinks.erasure import erasure_hashes
+from sinks.analytics.queries import latest_backtest
+from sinks.clickhouse.erasure import erasure_hashes
+from sinks.clickhouse.rows import RowOptions
+from sinks.clickhouse.writer import ClickHouseSink
 from sinks.predictions.evaluate import evaluate, store_evaluation
 from sinks.predictions.publish import SCORE_COLUMNS, store_scores
 from sinks.predictions.training import model_version, train
-from sinks.queries import latest_backtest
-from sinks.rows import RowOptions
-from sinks.writer import ClickHouseSink
 from streams.cli.models import command_models_train
 from tests.integration.conftest import read_topic
 from tests.integration.sinks.personas import END, store_personas

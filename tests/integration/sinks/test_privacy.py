@@ -19,11 +19,11 @@ from schemas.profile import Profile
 from schemas.segments import SegmentChange
 from schemas.settings import Settings
 from schemas.triggers import Channel, DeadLetter, Suppression, SuppressionReason, Trigger, make_trigger_id
-from sinks import queries
-from sinks.contacts import hash_email, hash_phone
-from sinks.rows import RowOptions
-from sinks.web import build_web_app, start_web
-from sinks.writer import ClickHouseSink
+from sinks.analytics import queries
+from sinks.analytics.web import build_web_app, start_web
+from sinks.clickhouse.digests import hash_email, hash_phone
+from sinks.clickhouse.rows import RowOptions
+from sinks.clickhouse.writer import ClickHouseSink
 from tests.integration.conftest import API_AUTH, TEST_HASH_SECRET, free_port, read_topic
 from tests.integration.sinks.sink_runner import sink_while
 

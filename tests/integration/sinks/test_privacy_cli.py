@@ -15,8 +15,8 @@ from kafka import KafkaProducer
 
 from schemas.privacy import ErasureRequest
 from schemas.settings import Settings
-from sinks.web import build_web_app, start_web
-from sinks.writer import ClickHouseSink
+from sinks.analytics.web import build_web_app, start_web
+from sinks.clickhouse.writer import ClickHouseSink
 from tests.integration.conftest import REPO, free_port, read_topic, settings_environment
 from tests.integration.sinks.test_privacy import ANA, BEN, produce_person, rows_of, sink_while
 

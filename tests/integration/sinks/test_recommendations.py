@@ -12,8 +12,8 @@ import pytest
 
 from schemas.recommendations import MIN_SUPPORT
 from schemas.settings import Settings
+from sinks.clickhouse.rows import EVENTS, RowOptions, event_row
 from sinks.predictions.recommendations import compute_recommendations
-from sinks.rows import EVENTS, RowOptions, event_row
 
 pytestmark = pytest.mark.integration
 START = datetime(2026, 1, 1, tzinfo=UTC)

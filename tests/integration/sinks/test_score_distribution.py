@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from schemas.scores import Score
+from sinks.analytics.queries import score_distribution
+from sinks.analytics.report import REPORTS
 from sinks.predictions.publish import store_scores
-from sinks.queries import score_distribution
-from sinks.report import REPORTS
 
 pytestmark = pytest.mark.integration
 SCORED = datetime(2026, 11, 1, tzinfo=UTC)

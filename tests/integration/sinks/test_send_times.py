@@ -10,9 +10,9 @@ import orjson
 import pytest
 
 from schemas.settings import Settings
-from sinks.queries import Period, engagement_by_local_hour
-from sinks.report import REPORTS
-from sinks.rows import EVENTS, PROFILE_SNAPSHOTS, RowOptions, event_row, profile_snapshot_row
+from sinks.analytics.queries import Period, engagement_by_local_hour
+from sinks.analytics.report import REPORTS
+from sinks.clickhouse.rows import EVENTS, PROFILE_SNAPSHOTS, RowOptions, event_row, profile_snapshot_row
 
 pytestmark = pytest.mark.integration
 DAY = datetime(2026, 11, 10, tzinfo=UTC)

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from schemas.settings import Settings
-from sinks import queries
-from sinks.attribution import Model
-from sinks.client import connect
-from sinks.erasure import erase_person
-from sinks.rows import (
+from sinks.analytics import queries
+from sinks.analytics.attribution import Model
+from sinks.clickhouse.client import connect
+from sinks.clickhouse.erasure import erase_person
+from sinks.clickhouse.rows import (
     EVENTS,
     SEGMENT_CHANGES,
     SUPPRESSIONS,
@@ -26,7 +26,7 @@ from sinks.rows import (
     suppression_row,
     trigger_row,
 )
-from sinks.schema import apply_migrations
+from sinks.clickhouse.schema import apply_migrations
 from tests.integration.sinks.scenario import shop
 
 pytestmark = pytest.mark.integration

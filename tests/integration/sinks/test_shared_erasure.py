@@ -18,8 +18,8 @@ from kafka import KafkaProducer
 from schemas.privacy import ErasureRequest, person_hash
 from schemas.settings import Settings
 from schemas.triggers import DeadLetter
-from sinks.rows import EVENTS, RowOptions, event_row
-from sinks.writer import ClickHouseSink, routes_for
+from sinks.clickhouse.rows import EVENTS, RowOptions, event_row
+from sinks.clickhouse.writer import ClickHouseSink, routes_for
 from tests.integration.sinks.scenario import track
 from tests.integration.sinks.test_privacy import found_anywhere
 

@@ -12,8 +12,8 @@ import pytest
 from aiohttp import web
 
 from schemas.settings import Settings
-from sinks.metrics import SinkMetrics
-from sinks.web import build_web_app, start_web
+from sinks.analytics.web import build_web_app, start_web
+from sinks.clickhouse.metrics import SinkMetrics
 from tests.integration.conftest import API_AUTH, TEST_API_TOKEN, TEST_HASH_SECRET, free_port
 
 pytestmark = pytest.mark.integration

@@ -27,8 +27,8 @@ import orjson
 
 from schemas.events import parse_event
 from schemas.rules import load_rules
-from streams.rules.engine import Step, absorb, advance_time, apply_event
-from streams.rules.state import PersonState, SourcePosition
+from streams.rules.engine import Outcome, absorb, advance_time, apply_event
+from streams.rules.person import PersonState, SourcePosition
 
 T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 TIMEZONES = ["UTC", "Asia/Shanghai", "America/New_York", "Europe/Berlin", "Mars/Olympus", "Asia/Kolkata"]
@@ -152,7 +152,7 @@ def replay(
     states: dict[str, PersonState] = {}
     outputs: list[list[Any]] = []
 
-    def record(index: int, person: str, step: Step) -> None:
+    def record(index: int, person: str, step: Outcome) -> None:
         states[person] = step.state
         outputs.append(
             [

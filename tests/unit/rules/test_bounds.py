@@ -13,7 +13,7 @@ from schemas.limits import DEFAULT_LIMITS, Limits
 from schemas.profile import ConsentState, DayCounts, Profile, SeenRange
 from schemas.triggers import CartItem, Channel
 from streams.rules.bounds import bounded_context, bounded_history
-from streams.rules.state import PendingTrigger, PersonState, SentRecord
+from streams.rules.person import PendingTrigger, PersonState, SentRecord
 from tests.unit.factories import Feed, added, at, identify, shipped_rules, track
 
 RULES = shipped_rules()
@@ -36,7 +36,7 @@ def test_a_repeated_trait_counts_as_recently_set() -> None:
     feed = Feed(RULES)
     state = feed.state
     from streams.rules.engine import apply_event
-    from streams.rules.state import SourcePosition
+    from streams.rules.person import SourcePosition
 
     events = [identify(0, **{f"t{n}": n for n in range(8)}), identify(1, t0="again"), identify(2, fresh=1)]
     for offset, event in enumerate(events):

@@ -20,8 +20,8 @@ from streams.rules.campaigns import (
     plan,
     throttle_holds,
 )
-from streams.rules.engine import Step, advance_time, apply_event, schedule_campaigns
-from streams.rules.state import PersonState, SourcePosition
+from streams.rules.engine import Outcome, advance_time, apply_event, schedule_campaigns
+from streams.rules.person import PersonState, SourcePosition
 from tests.unit.factories import identify, track
 
 RULES = parse_rules(
@@ -61,12 +61,12 @@ def person(name: str, zone: str, minutes: float = 0) -> PersonState:
     return apply_event(PersonState.new(name), event, SourcePosition(topic="events", partition=0, offset=0), RULES).state
 
 
-def tick(state: PersonState, now: datetime, campaigns: Campaigns) -> Step:
+def tick(state: PersonState, now: datetime, campaigns: Campaigns) -> Outcome:
     position = SourcePosition(topic="clock", partition=0, offset=int(now.timestamp() * 1e6))
     return advance_time(state, now, position, RULES, campaigns=campaigns)
 
 
-def run_until(state: PersonState, until: datetime, campaigns: Campaigns) -> tuple[PersonState, list[Step]]:
+def run_until(state: PersonState, until: datetime, campaigns: Campaigns) -> tuple[PersonState, list[Outcome]]:
     steps = []
     now = SCHEDULED_AT
     while now <= until:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from schemas.events import EventName, InvalidEvent, parse_event
 from schemas.limits import DEFAULT_LIMITS
 from streams.rules.engine import advance_time, apply_event
-from streams.rules.state import PersonState, SourcePosition
+from streams.rules.person import PersonState, SourcePosition
 from tests.unit.factories import T0, shipped_rules
 
 RULES = shipped_rules()

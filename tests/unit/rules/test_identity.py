@@ -5,7 +5,7 @@ from __future__ import annotations
 from schemas.events import Event
 from streams.rules.engine import absorb
 from streams.rules.identity import anonymous_ids_to_link
-from streams.rules.state import SourcePosition
+from streams.rules.person import SourcePosition
 from tests.unit.factories import Feed, added, at, shipped_rules, track
 
 RULES = shipped_rules()

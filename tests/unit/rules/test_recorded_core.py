@@ -13,7 +13,7 @@ import pytest
 from msgspec.structs import replace
 
 from schemas.encoding import encode
-from streams.rules.state import PersonState
+from streams.rules.person import PersonState
 from tests.unit.rules.recorded_core import replay, traffic
 
 RECORDING = Path(__file__).parent / "data" / "core_before_plain_data.json.gz"

@@ -16,7 +16,7 @@ from schemas.events import Event
 from schemas.rules import RulesConfig
 from schemas.triggers import Channel
 from streams.rules.engine import advance_time, apply_event
-from streams.rules.state import PersonState, SourcePosition
+from streams.rules.person import PersonState, SourcePosition
 from tests.unit.factories import added, at, identify, ordered, shipped_rules, track
 
 RULES = shipped_rules()

@@ -12,8 +12,8 @@ from schemas.events import InvalidEvent, parse_event
 from schemas.profile import Profile, ReplySentiment
 from schemas.rules import InvalidRules, ProfileConfig
 from streams.rules.facts import profile_facts
+from streams.rules.person import PersonState
 from streams.rules.profiles import update_profile
-from streams.rules.state import PersonState
 from tests.unit.factories import Feed, at, days, identify, rules_from, shipped_rules, track
 
 CONFIG = ProfileConfig()

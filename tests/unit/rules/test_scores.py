@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from schemas.scores import Score
 from streams.rules.engine import absorb_score, advance_time, apply_event
 from streams.rules.facts import profile_facts
-from streams.rules.state import PersonState, SourcePosition
+from streams.rules.person import PersonState, SourcePosition
 from tests.unit.factories import T0, at, days, identify, rules_from
 
 RULES = rules_from(

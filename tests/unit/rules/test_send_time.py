@@ -13,9 +13,9 @@ from msgspec.structs import replace
 from schemas.profile import Profile
 from schemas.rules import QuietHours, RulesConfig
 from schemas.triggers import Channel, Trigger
+from streams.rules.person import PersonState
 from streams.rules.policy import MIN_OWN_OPENS, Defer, best_send_moment, gate, hour_scores, quiet_until
 from streams.rules.profiles import OPEN_HOURS_CAP, open_hours_after
-from streams.rules.state import PersonState
 from tests.unit.factories import Feed, at, days, identify, rules_from, track
 
 # T0 is 10:00 UTC, 18:00 in Shanghai (no daylight saving time, so the hours below stay put).

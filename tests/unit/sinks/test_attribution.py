@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sinks.attribution import Model, Touch, attribute, converted_triggers
+from sinks.analytics.attribution import Model, Touch, attribute, converted_triggers
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 

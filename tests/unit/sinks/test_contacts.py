@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from schemas.privacy import contact_person_id
 from schemas.triggers import Channel, DeadLetter, Trigger
-from sinks.contacts import hash_contacts, hash_email, hash_emails_in_text, hash_phone, stored_id
-from sinks.rows import (
+from sinks.clickhouse.digests import hash_contacts, hash_email, hash_emails_in_text, hash_phone, stored_id
+from sinks.clickhouse.rows import (
     DEAD_LETTERS,
     EVENTS,
     PROFILE_SNAPSHOTS,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from sinks.erasure import PERSON_TABLES, ROLLUPS, person_parameters
-from sinks.schema import migration_files
+from sinks.clickhouse.erasure import PERSON_TABLES, ROLLUPS, person_parameters
+from sinks.clickhouse.schema import migration_files
 
 TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+)\s*\((.*?)\)\s*ENGINE\s*=\s*(\w+)", re.S)
 RENAME = re.compile(r"RENAME TABLE (.*?);", re.S)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sinks.queries import MAX_PERIOD_DAYS, Period
+from sinks.analytics.queries import MAX_PERIOD_DAYS, Period
 
 NOW = datetime(2026, 12, 24, 10, tzinfo=UTC)
 

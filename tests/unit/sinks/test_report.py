@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from sinks.report import render_table
+from sinks.analytics.report import render_table
 
 
 def test_render_table_aligns_numbers_right_and_text_left() -> None:

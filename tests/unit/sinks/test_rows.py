@@ -8,7 +8,7 @@ import pytest
 from schemas.limits import Limits
 from schemas.segments import SegmentChange
 from schemas.triggers import Channel, DeadLetter, Suppression, SuppressionReason, Trigger
-from sinks.rows import (
+from sinks.clickhouse.rows import (
     DEAD_LETTERS,
     EVENTS,
     PROFILE_SNAPSHOTS,

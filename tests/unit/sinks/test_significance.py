@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from sinks.significance import Arm, compare_variants, normal_cdf, two_proportion_z_test
+from sinks.analytics.significance import Arm, compare_variants, normal_cdf, two_proportion_z_test
 
 
 def test_normal_cdf_known_values() -> None:

@@ -14,8 +14,8 @@ from clickhouse_connect.driver.exceptions import DatabaseError, DataError, Opera
 
 from schemas.privacy import person_hash
 from schemas.settings import Settings
-from sinks.rows import EVENTS, Unusable
-from sinks.writer import ClickHouseSink, Route, build_rows, is_data_error
+from sinks.clickhouse.rows import EVENTS, Unusable
+from sinks.clickhouse.writer import ClickHouseSink, Route, build_rows, is_data_error
 
 KEY = b"unit-test-key"
 

@@ -13,7 +13,7 @@ from schemas.triggers import DeadLetter, Suppression, SuppressionReason, Trigger
 from streams.processing.campaigns import SWEEP_CLOCK_EVERY, CampaignRegistry
 from streams.processing.processor import Processor
 from streams.rules.engine import apply_event
-from streams.rules.state import PersonState, SourcePosition
+from streams.rules.person import PersonState, SourcePosition
 from streams.timers import PartitionClock
 from tests.unit.factories import at, identify, ordered, rules_from
 from tests.unit.streams.test_processor import MemoryOutput, MemoryStore, Record

@@ -14,7 +14,7 @@ from schemas.triggers import DeadLetter, QuarantinedState
 from streams.processing.processor import Processor
 from streams.processing.types import UnreadableState
 from streams.rules import engine
-from streams.rules.state import PersonState
+from streams.rules.person import PersonState
 from streams.timers import PartitionClock
 from tests.unit.factories import T0, at, rules_from
 
@@ -109,7 +109,7 @@ def test_a_record_that_fails_to_apply_is_dead_lettered_and_the_next_one_applies(
     made, store, output = processor()
     original = engine.apply_event
 
-    def failing_for_eve(state: PersonState, *args: object, **kwargs: object) -> engine.Step:
+    def failing_for_eve(state: PersonState, *args: object, **kwargs: object) -> engine.Outcome:
         if state.person_id == "eve":
             raise RuntimeError("boom")
         return original(state, *args, **kwargs)  # type: ignore[arg-type]
@@ -130,7 +130,7 @@ def test_a_deadline_that_fails_to_fire_is_quarantined_and_the_others_still_fire(
         made.handle(added(person, offset), caught_up=True, received_at=at(0))
     original = engine.advance_time
 
-    def failing_for_eve(state: PersonState, *args: object, **kwargs: object) -> engine.Step:
+    def failing_for_eve(state: PersonState, *args: object, **kwargs: object) -> engine.Outcome:
         if state.person_id == "eve":
             raise RecursionError("too deep")
         return original(state, *args, **kwargs)  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ from statistics import mean
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from streams.simulator import PERSONAS, persona_history, persona_population
+from streams.simulator.shoppers import PERSONAS, persona_history, persona_population
 
 START = datetime(2025, 6, 1, tzinfo=UTC)
 END = datetime(2026, 6, 1, tzinfo=UTC)

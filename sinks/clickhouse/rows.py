@@ -22,7 +22,7 @@ from schemas.limits import DEFAULT_LIMITS, Limits, decode_object, truncated, wit
 from schemas.segments import SegmentChange
 from schemas.settings import Settings
 from schemas.triggers import DeadLetter, Suppression, Trigger
-from sinks.contacts import hash_contacts, hash_emails_in_text, stored_id
+from sinks.clickhouse.digests import hash_contacts, hash_emails_in_text, stored_id
 
 
 class Unusable(ValueError):
@@ -42,7 +42,7 @@ class RowOptions:
         return cls(settings.hash_key, settings.clickhouse_plain_contacts, settings.limits)
 
     def person(self, person_id: str) -> str:
-        """A person id as stored (see sinks.contacts.stored_id)."""
+        """A person id as stored (see sinks.clickhouse.digests.stored_id)."""
         return person_id if self.plain_contacts else stored_id(person_id, self.hash_key)
 
 

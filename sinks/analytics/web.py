@@ -24,10 +24,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from schemas.access import token_guard
 from schemas.settings import Settings
-from sinks import queries
-from sinks.attribution import Model
-from sinks.metrics import SinkMetrics
-from sinks.rows import RowOptions
+from sinks.analytics import queries
+from sinks.analytics.attribution import Model
+from sinks.clickhouse.metrics import SinkMetrics
+from sinks.clickhouse.rows import RowOptions
 
 # Paths anyone may load: the redirect and the dashboard's shell, neither of which carries data.
 PUBLIC_PATHS = ("/", "/dashboard")
@@ -64,7 +64,7 @@ def build_web_app(client: Any, metrics: SinkMetrics, settings: Settings) -> web.
         return _json(await asyncio.to_thread(question, period))
 
     async def dashboard(request: web.Request) -> web.Response:
-        page = resources.files("sinks").joinpath("dashboard.html").read_text()
+        page = resources.files("sinks.analytics").joinpath("dashboard.html").read_text()
         return web.Response(text=page, content_type="text/html")
 
     async def rates(request: web.Request) -> web.Response:

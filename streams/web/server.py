@@ -20,10 +20,10 @@ from kafka.errors import KafkaError
 
 from schemas.access import token_guard
 from streams.outbox import partition_of
-from streams.routing import owner_url
 from streams.runners.batched import BatchedRunner
 from streams.timers import utc_now
-from streams.views import profile_document, segment_page
+from streams.web.documents import profile_document, segment_page
+from streams.web.owners import owner_url
 
 log = logging.getLogger(__name__)
 

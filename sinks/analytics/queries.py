@@ -18,10 +18,10 @@ import orjson
 from schemas.campaigns import CAMPAIGN_RULE_PREFIX
 from schemas.events import ENGAGEMENT_HOUR_EVENTS, EventName
 from schemas.triggers import HOLDOUT_VARIANT, SuppressionReason
-from sinks.attribution import Credit, Model, Touch, attribute, converted_triggers
-from sinks.erasure import PERSON_TABLES, people_of, person_parameters
-from sinks.rows import RowOptions
-from sinks.significance import BASELINE_NAMES, Arm, VariantTest, compare_variants
+from sinks.analytics.attribution import Credit, Model, Touch, attribute, converted_triggers
+from sinks.analytics.significance import BASELINE_NAMES, Arm, VariantTest, compare_variants
+from sinks.clickhouse.erasure import PERSON_TABLES, people_of, person_parameters
+from sinks.clickhouse.rows import RowOptions
 
 COUNTED_TABLES = ("events", "triggers", "dead_letters")
 DEFAULT_ATTRIBUTION_WINDOW = timedelta(days=7)

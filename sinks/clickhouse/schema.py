@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
-MIGRATIONS_PACKAGE = "sinks.migrations"
+MIGRATIONS_PACKAGE = "sinks.clickhouse.migrations"
 
 
 def migration_files() -> list[tuple[str, str]]:

@@ -10,7 +10,7 @@ from schemas.encoding import to_plain
 from schemas.rules import RulesConfig
 from streams.rules.carts import cart_context
 from streams.rules.facts import profile_facts
-from streams.rules.state import PersonState
+from streams.rules.person import PersonState
 
 
 def profile_document(state: PersonState, now: datetime, rules: RulesConfig) -> dict[str, Any]:

@@ -17,7 +17,7 @@ safe without locks:
 
 The person's anonymous ids (from their profile snapshot, kept when identity merged them) are erased too:
 events sent before they logged in are theirs as much as the later ones. Each id is looked for as written
-and as stored (an id that was an email address is stored as its contact id, sinks/contacts.py).
+and as stored (an id that was an email address is stored as its contact id, sinks/clickhouse/digests.py).
 
 Dead letters are text nobody validated: one is the person's when its key is one of their ids or when its
 value contains one anywhere (the digest of an address included). A short id may take a stranger's dead
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from schemas.privacy import CONTACT_PREFIX, person_hash
 
 if TYPE_CHECKING:
-    from sinks.rows import RowOptions
+    from sinks.clickhouse.rows import RowOptions
 
 PEOPLE = "{people:Array(String)}"
 NEEDLES = "{needles:Array(String)}"

@@ -7,8 +7,8 @@ from dataclasses import asdict, is_dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sinks import queries
-from sinks.attribution import Model
+from sinks.analytics import queries
+from sinks.analytics.attribution import Model
 
 Row = dict[str, Any]
 

@@ -10,7 +10,7 @@ topic with the reason; the rest of the batch lands. A dead letter that cannot be
 and counted, never dead-lettered again (the sink reads that topic too).
 
 The privacy topic is read in the same loop: an erasure request deletes instead of inserting (see
-sinks/erasure.py), is retried the same way, and is acknowledged with an audit record before its offset
+sinks/clickhouse/erasure.py), is retried the same way, and is acknowledged with an audit record before its offset
 is committed. The erasures table is read before every batch, and again after it, so no sink - this one or
 another sharing the partitions - writes back the rows of someone erased, even one erased mid-batch.
 """
@@ -37,9 +37,9 @@ from schemas.limits import truncated
 from schemas.privacy import AuditRecord, ErasureRequest, parse_erasure, person_hash
 from schemas.settings import Settings
 from schemas.triggers import DeadLetter
-from sinks.erasure import erase_person, erasure_hashes, identities
-from sinks.metrics import SinkMetrics
-from sinks.rows import (
+from sinks.clickhouse.erasure import erase_person, erasure_hashes, identities
+from sinks.clickhouse.metrics import SinkMetrics
+from sinks.clickhouse.rows import (
     CONSENT_CHANGES,
     DEAD_LETTERS,
     DELIVERIES,
