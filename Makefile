@@ -50,7 +50,7 @@ browser:
 # The README's picture of the dashboard, taken by the dashboard's browser test.
 screenshot: setup browser
 	NUDGEFLOW_KEEP_SCREENSHOT=docs/dashboard.png $(BIN)/pytest -q -p no:cacheprovider \
-		tests/integration/sinks/test_analytics.py -k dashboard
+		tests/integration/sinks/analytics/test_analytics.py -k dashboard
 
 test: setup lint typecheck browser
 	$(BIN)/pytest -q -p no:cacheprovider -m "not cluster"

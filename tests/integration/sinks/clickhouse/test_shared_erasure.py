@@ -20,8 +20,8 @@ from schemas.settings import Settings
 from schemas.triggers import DeadLetter
 from sinks.clickhouse.rows import EVENTS, RowOptions, event_row
 from sinks.clickhouse.writer import ClickHouseSink, routes_for
+from tests.integration.sinks.clickhouse.test_privacy import found_anywhere
 from tests.integration.sinks.scenario import track
-from tests.integration.sinks.test_privacy import found_anywhere
 
 pytestmark = pytest.mark.integration
 

@@ -23,10 +23,10 @@ from sinks.clickhouse.rows import EVENTS, SEGMENT_CHANGES, SUPPRESSIONS, TRIGGER
 from sinks.clickhouse.writer import ClickHouseSink
 from sinks.predictions.publish import store_scores
 from tests.integration.conftest import API_AUTH, TEST_API_TOKEN, free_port
+from tests.integration.sinks.analytics.test_score_distribution import score
 from tests.integration.sinks.browser import CHROMIUM, chromium
 from tests.integration.sinks.scenario import Scenario, shop, track
 from tests.integration.sinks.sink_runner import sink_while
-from tests.integration.sinks.test_score_distribution import score
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from schemas.settings import Settings
 from sinks.analytics.web import build_web_app, start_web
 from sinks.clickhouse.writer import ClickHouseSink
 from tests.integration.conftest import REPO, free_port, read_topic, settings_environment
-from tests.integration.sinks.test_privacy import ANA, BEN, produce_person, rows_of, sink_while
+from tests.integration.sinks.clickhouse.test_privacy import ANA, BEN, produce_person, rows_of, sink_while
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[4]
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "nudgeflow.json"
 
 

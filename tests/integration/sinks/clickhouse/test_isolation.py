@@ -21,9 +21,9 @@ from schemas.settings import Settings
 from schemas.triggers import DeadLetter
 from sinks.clickhouse.writer import ClickHouseSink
 from tests.integration.conftest import read_topic
+from tests.integration.sinks.clickhouse.test_privacy import found_anywhere
 from tests.integration.sinks.scenario import nudge, track
 from tests.integration.sinks.sink_runner import sink_while
-from tests.integration.sinks.test_privacy import found_anywhere
 
 pytestmark = pytest.mark.integration
 

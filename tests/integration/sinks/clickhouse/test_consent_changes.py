@@ -13,8 +13,8 @@ from schemas.consent import ConsentChange
 from schemas.profile import ConsentSource, ConsentState
 from schemas.settings import Settings
 from sinks.clickhouse.writer import ClickHouseSink
+from tests.integration.sinks.clickhouse.test_isolation import count, letters
 from tests.integration.sinks.sink_runner import sink_while
-from tests.integration.sinks.test_isolation import count, letters
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ from schemas.triggers import Channel
 from sinks.analytics.queries import DeliveryOutcome, Period, delivery_outcomes
 from sinks.analytics.report import REPORTS
 from sinks.clickhouse.writer import ClickHouseSink
+from tests.integration.sinks.clickhouse.test_isolation import count, letters
 from tests.integration.sinks.sink_runner import sink_while
-from tests.integration.sinks.test_isolation import count, letters
 
 pytestmark = pytest.mark.integration
 
