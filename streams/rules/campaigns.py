@@ -19,7 +19,7 @@ from schemas.rules import Entry, PolicyConfig, TriggerRule
 from schemas.triggers import Channel, Trigger, make_trigger_id
 from streams.rules.person import PendingTrigger, PersonState
 from streams.rules.policy import person_zone
-from streams.rules.triggers import choose_variant
+from streams.rules.variants import choose_variant
 
 # What the pending entry remembers of the scheduling moment: whether the person was in the audience then, so
 # someone who left meanwhile is suppressed with the reason, and someone who never was is dropped quietly.

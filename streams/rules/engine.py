@@ -23,6 +23,7 @@ from schemas.rules import RulesConfig, TriggerRule
 from schemas.scores import Score
 from schemas.segments import SegmentChange
 from schemas.triggers import Suppression, SuppressionReason, Trigger
+from streams.rules.birthdays import pending_with_birthdays
 from streams.rules.bounds import bounded_history, message_digest, remembered_messages
 from streams.rules.campaigns import (
     MEMBER_AT_SCHEDULE,
@@ -48,7 +49,6 @@ from streams.rules.triggers import (
     next_step,
     pending_after_event,
     pending_after_segment_changes,
-    pending_with_birthdays,
     reentry_allows_firing,
     trigger_rules_by_name,
 )

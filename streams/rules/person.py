@@ -30,6 +30,12 @@ class SourcePosition(msgspec.Struct, frozen=True, gc=False):
         return f"{self.topic}/{self.partition}"
 
 
+def slot_key(rule: str, key: str) -> str:
+    """The one name of a rule's slot for a key (`cart_abandoned|c1`): pending entries and the fired history
+    are keyed by it, and a bare rule name (no "|") records the rule's last firing."""
+    return f"{rule}|{key}"
+
+
 class PendingTrigger(msgspec.Struct, frozen=True, kw_only=True):
     """A nudge waiting for its moment: one step of one rule for one key (cart, product, order...)."""
 
@@ -45,7 +51,7 @@ class PendingTrigger(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def slot(self) -> str:
-        return f"{self.rule}|{self.key}"
+        return slot_key(self.rule, self.key)
 
 
 class SentRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):

@@ -1,12 +1,12 @@
 """Trigger rules: when a nudge is scheduled (entry), cancelled (exit), allowed again (re-entry), and what
-it carries when it comes due (variant, address, context)."""
+it carries when it comes due (address, context). The arm a person gets is `variants`; birthday reminders are
+scheduled by `birthdays`."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 from msgspec.structs import replace
@@ -15,36 +15,14 @@ from schemas.events import Event
 from schemas.limits import Limits
 from schemas.rules import Exit, Reentry, RulesConfig, TriggerRule
 from schemas.segments import SegmentChange
-from schemas.triggers import HOLDOUT_VARIANT, Channel, Trigger, make_trigger_id
+from schemas.triggers import Channel, Trigger, make_trigger_id
 from streams.rules.bounds import bounded_context, short_text
 from streams.rules.carts import DEFAULT_CART, cart_context
 from streams.rules.compiled import per_rules
-from streams.rules.person import PendingTrigger, PersonState
-from streams.rules.policy import person_zone
+from streams.rules.person import PendingTrigger, PersonState, slot_key
+from streams.rules.variants import choose_variant
 
 Pending = dict[str, PendingTrigger]
-
-
-def split_point(person_id: str, rule: str) -> float:
-    """A stable number in [0, 100) per person and rule: the same person always lands in the same arm."""
-    digest = hashlib.sha256(f"{rule}\x1f{person_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 * 100
-
-
-def choose_variant(person_id: str, rule: TriggerRule) -> str | None:
-    """The variant a person gets of a rule, the same every time: the holdout, one by weight, or None."""
-    point = split_point(person_id, rule.name)
-    if point < rule.holdout_percent:
-        return HOLDOUT_VARIANT
-    if not rule.variants:
-        return None
-    # Spread the rest of [holdout, 100) over the variants by weight.
-    position = (point - rule.holdout_percent) / (100 - rule.holdout_percent) * sum(v.weight for v in rule.variants)
-    for variant in rule.variants:
-        if position < variant.weight:
-            return variant.name
-        position -= variant.weight
-    return rule.variants[-1].name
 
 
 def _key_of(rule: TriggerRule, properties: Mapping[str, Any]) -> str:
@@ -55,7 +33,7 @@ def _key_of(rule: TriggerRule, properties: Mapping[str, Any]) -> str:
 
 
 def _may_enter(state: PersonState, pending: Pending, rule: TriggerRule, key: str, moment: datetime) -> bool:
-    slot = f"{rule.name}|{key}"
+    slot = slot_key(rule.name, key)
     if rule.reentry is Reentry.EVERY_TIME:
         return True
     if rule.reentry is Reentry.ONCE:
@@ -108,7 +86,7 @@ def _enter(
     context: dict[str, Any],
     limits: Limits,
 ) -> None:
-    slot = f"{rule.name}|{key}"
+    slot = slot_key(rule.name, key)
     current = pending.get(slot)
     if current is not None:
         if rule.restart_on_repeat and not current.deferred:
@@ -220,49 +198,6 @@ def pending_after_segment_changes(
                 context = {"segment": change.segment}
                 _enter(state, updated, rule, change.segment, change.at, rules, None, context, limits)
     return updated
-
-
-def next_birthday(
-    birthday: str, after: datetime, rule: TriggerRule, state: PersonState, rules: RulesConfig
-) -> datetime | None:
-    """The next local `rule.local_time` on the person's birthday after `after`, in UTC."""
-    try:
-        month, day = (int(part) for part in birthday.removeprefix("--").split("-")[-2:])
-    except ValueError:
-        return None
-    zone = person_zone(state, rules.policy)
-    local_after = after.astimezone(zone)
-    for year in (local_after.year, local_after.year + 1, local_after.year + 2):
-        try:
-            candidate = datetime.combine(date(year, month, day), rule.local_time or datetime.min.time(), tzinfo=zone)
-        except ValueError:
-            continue  # 29 February in a common year
-        if candidate > local_after:
-            return candidate.astimezone(after.tzinfo)
-    return None
-
-
-def pending_with_birthdays(state: PersonState, pending: Pending, now: datetime, rules: RulesConfig) -> Pending:
-    """Keep one birthday reminder scheduled for people whose birthday is known."""
-    birthday = state.profile.birthday
-    if not birthday:
-        return pending
-    updated = dict(pending)
-    for rule in rules.triggers:
-        if not (rule.enabled and rule.entry.birthday) or any(p.rule == rule.name for p in updated.values()):
-            continue
-        moment = next_birthday(birthday, now, rule, state, rules)
-        if moment is None:
-            continue
-        key = str(moment.year)
-        if f"{rule.name}|{key}" in state.fired:
-            continue
-        fire_at = moment + rules.timers.grace
-        updated[f"{rule.name}|{key}"] = PendingTrigger(
-            rule=rule.name, key=key, entered_at=now, due_at=moment, fire_at=fire_at
-        )
-    # Only ever added to: the same size means nothing new, and the caller can tell by identity.
-    return updated if len(updated) > len(pending) else pending
 
 
 def build_trigger(state: PersonState, waiting: PendingTrigger, rule: TriggerRule, now: datetime) -> Trigger | None:
