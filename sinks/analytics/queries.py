@@ -477,16 +477,6 @@ def reply_sentiments(client: Any, period: Period) -> list[ReplySentimentCount]:
     return [ReplySentimentCount(str(sentiment), int(replies), int(people)) for sentiment, replies, people in rows]
 
 
-def funnel_daily(client: Any, period: Period) -> list[dict[str, Any]]:
-    """The events and people of each funnel step, day by day."""
-    rows = client.query(
-        f"SELECT day, event, uniqExactMerge(events), uniqExactMerge(people) FROM funnel_daily WHERE {DAYS} "
-        "GROUP BY day, event ORDER BY day, event",
-        parameters=period.parameters(),
-    ).result_rows
-    return [{"day": day, "step": str(event), "events": int(e), "people": int(p)} for day, event, e, p in rows]
-
-
 @dataclass(frozen=True)
 class DeliveryOutcome:
     """What became of the nudges of one rule and channel the sender took up in the period, by each one's
