@@ -7,10 +7,13 @@ equi-joins with the time conditions in WHERE, which every server version plans t
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
@@ -113,6 +116,33 @@ def _epoch_ms(moment: datetime) -> int:
     return int(_utc(moment).timestamp() * 1000)
 
 
+Answer = TypeVar("Answer")
+
+
+def _typed(kind: type[Answer], rows: Iterable[Sequence[Any]]) -> list[Answer]:
+    """Rows whose columns are the dataclass `kind`'s fields in order, each value made its field's type:
+    ClickHouse answers counts as UInt64, sums as Decimal, moments naive in UTC, a missing string as NULL."""
+    casts = _casts(kind)
+    return [kind(*(cast(value) for cast, value in zip(casts, row, strict=True))) for row in rows]
+
+
+def _casts(kind: type) -> tuple[Callable[[Any], Any], ...]:
+    if kind not in _CASTS_OF:
+        hints = typing.get_type_hints(kind)
+        _CASTS_OF[kind] = tuple(_CAST_TO[hints[field.name]] for field in dataclasses.fields(kind))
+    return _CASTS_OF[kind]
+
+
+_CASTS_OF: dict[type, tuple[Callable[[Any], Any], ...]] = {}
+_CAST_TO: dict[Any, Callable[[Any], Any]] = {
+    str: lambda value: "" if value is None else str(value),
+    int: int,
+    float: float,
+    bool: bool,
+    datetime: _utc,
+}
+
+
 SINCE = "fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')"
 UNTIL = "fromUnixTimestamp64Milli({until_ms:Int64}, 'UTC')"
 DAYS = "day >= {since_day:Date} AND day <= {until_day:Date}"
@@ -203,19 +233,7 @@ def touches(
         trigger_filter = f"{trigger_filter} AND {only}"
     sql = TOUCHES_SQL.format(nudges=nudges, trigger_filter=trigger_filter, order_filter=order_filter)
     parameters = {**period.parameters(), "window_s": int(window.total_seconds())}
-    return [
-        Touch(
-            order_id=str(order_id),
-            revenue=float(revenue),
-            trigger_id=str(trigger_id),
-            rule=str(rule),
-            variant=str(variant),
-            fired_at=fired_at,
-        )
-        for order_id, revenue, trigger_id, rule, variant, fired_at in client.query(
-            sql, parameters=parameters
-        ).result_rows
-    ]
+    return _typed(Touch, client.query(sql, parameters=parameters).result_rows)
 
 
 def rule_report(client: Any, period: Period, window: timedelta = DEFAULT_ATTRIBUTION_WINDOW) -> list[RuleVariantStats]:
@@ -474,7 +492,7 @@ def reply_sentiments(client: Any, period: Period) -> list[ReplySentimentCount]:
         "GROUP BY sentiment ORDER BY sentiment",
         parameters=period.parameters(),
     ).result_rows
-    return [ReplySentimentCount(str(sentiment), int(replies), int(people)) for sentiment, replies, people in rows]
+    return _typed(ReplySentimentCount, rows)
 
 
 @dataclass(frozen=True)
@@ -514,21 +532,7 @@ ORDER BY rule, channel
 def delivery_outcomes(client: Any, period: Period) -> list[DeliveryOutcome]:
     """How the deliveries of each rule and channel ended over the period, with the most common failure."""
     rows = client.query(DELIVERIES_SQL, parameters=period.parameters()).result_rows
-    return [
-        DeliveryOutcome(
-            rule=str(rule),
-            channel=str(channel),
-            nudges=int(nudges),
-            sent=int(sent),
-            unconfirmed=int(unconfirmed),
-            failed=int(failed),
-            expired=int(expired),
-            in_flight=int(in_flight),
-            retried=int(retried),
-            top_failure=str(top or ""),
-        )
-        for rule, channel, nudges, sent, unconfirmed, failed, expired, in_flight, retried, top in rows
-    ]
+    return _typed(DeliveryOutcome, rows)
 
 
 @dataclass(frozen=True)
@@ -851,21 +855,7 @@ ORDER BY figure
 def latest_backtest(client: Any) -> list[BacktestFigure]:
     """The figures of the latest back-test run, each with whether the model beat its baseline; empty before
     the first `nudgeflow models evaluate`."""
-    return [
-        BacktestFigure(
-            _utc(evaluated_at),
-            _utc(cutoff),
-            int(horizon),
-            int(people),
-            str(figure),
-            float(model),
-            float(baseline),
-            bool(beats),
-        )
-        for evaluated_at, cutoff, horizon, people, figure, model, baseline, beats in client.query(
-            LATEST_BACKTEST_SQL
-        ).result_rows
-    ]
+    return _typed(BacktestFigure, client.query(LATEST_BACKTEST_SQL).result_rows)
 
 
 # --- privacy --------------------------------------------------------------------------------------
