@@ -20,9 +20,9 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from schemas.access import token_guard
+from schemas.metrics import metrics_response
 from schemas.settings import Settings
 from sinks.analytics import queries
 from sinks.analytics.attribution import Model
@@ -119,9 +119,7 @@ def build_web_app(client: Any, metrics: SinkMetrics, settings: Settings) -> web.
         return _json(await asyncio.to_thread(queries.person_export, client, person_id, options))
 
     async def prometheus(request: web.Request) -> web.Response:
-        response = web.Response(body=generate_latest(metrics.registry))
-        response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
-        return response
+        return metrics_response(metrics)
 
     app = web.Application(
         middlewares=[token_guard(settings.api_tokens, public=PUBLIC_PATHS, listen_host=settings.sink_web_host)]

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from schemas.access import METRICS_PATH, token_guard
 from schemas.events import Event
+from schemas.metrics import metrics_response
 from schemas.settings import Settings
 from schemas.signed_links import ExpiredToken, ForgedToken, InvalidToken
 from streams.collector import sendgrid, twilio
@@ -446,7 +447,7 @@ class Collector:
         return json_response(200, openapi_document(self.settings.limits))
 
     async def metrics_page(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.metrics.exposition(), content_type="text/plain", charset="utf-8")
+        return metrics_response(self.metrics)
 
 
 # orjson's message for NaN or Infinity says only "unexpected character"; say what it was.

@@ -63,6 +63,7 @@ from faust.web import Request, View
 
 from schemas.access import token_guard
 from schemas.connections import faust_broker_options
+from schemas.metrics import metrics_response
 from schemas.rules import RulesConfig
 from schemas.settings import Settings
 from streams.metrics import WorkerMetrics
@@ -641,7 +642,7 @@ class FaustRunner:
         async def metrics_view(view: View, request: Request, *args: Any, **kwargs: Any) -> Any:
             runner.metrics.pending_timers.set(len(runner.schedule))
             runner.metrics.profiles.set(runner.store.held_states())
-            return web.Response(body=runner.metrics.exposition(), content_type="text/plain", charset="utf-8")
+            return metrics_response(runner.metrics)
 
         @app.page(HEALTH_PATH)
         async def health_view(view: View, request: Request, *args: Any, **kwargs: Any) -> Any:

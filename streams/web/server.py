@@ -19,6 +19,7 @@ from aiohttp import web
 from kafka.errors import KafkaError
 
 from schemas.access import token_guard
+from schemas.metrics import metrics_response
 from streams.outbox import partition_of
 from streams.runners.batched import BatchedRunner
 from streams.timers import utc_now
@@ -82,7 +83,7 @@ def build_api(worker: BatchedRunner) -> web.Application:
     async def metrics_view(request: web.Request) -> web.StreamResponse:
         worker.metrics.pending_timers.set(len(worker.schedule))
         worker.metrics.profiles.set(worker.held_states())
-        return web.Response(body=worker.metrics.exposition(), content_type="text/plain", charset="utf-8")
+        return metrics_response(worker.metrics)
 
     @routes.get(HEALTH_PATH)
     async def health_view(request: web.Request) -> web.StreamResponse:
