@@ -104,21 +104,15 @@ def prepare_event(
     if not isinstance(raw, dict):
         raise InvalidCall(f"an event must be a JSON object, not {_json_type(raw)}")
     own = {name: value for name, value in raw.items() if name != "writeKey"}
-    # Bounds first, iteratively: orjson.dumps and pydantic recurse, and fail past a few hundred levels.
-    _within(own, limits)
-    size = len(orjson.dumps(own))
-    if size > limits.event_bytes:
-        raise PayloadTooLarge(f"event is {size} bytes; at most {limits.event_bytes} bytes are accepted per event")
     if not contact_ids:
         for name in PERSON_FIELDS:
             value = own.get(name)
             if isinstance(value, str) and value.startswith(CONTACT_PREFIX):
                 raise InvalidCall(f"{name}: ids starting with {CONTACT_PREFIX!r} are reserved for the collector")
+    # Until the bounds are checked below, only the top level of the call and its context is read.
     document = dict(own)
     if call_type is not None:
         document["type"] = call_type
-    elif "type" not in document:
-        raise InvalidCall(f"type: missing; one of {', '.join(CALL_TYPES)}")
     if batch_context:
         own_context = document.get("context")
         if own_context is None or isinstance(own_context, dict):
@@ -127,15 +121,21 @@ def prepare_event(
         document["context"] = {**document.get("context", {}), "source": source}
     context = document.get("context")
     context_traits = context.get("traits") if isinstance(context, dict) else None
-    if document["type"] == "identify" and not document.get("traits") and isinstance(context_traits, dict):
+    if document.get("type") == "identify" and not document.get("traits") and isinstance(context_traits, dict):
         document["traits"] = context_traits  # RudderStack's SDKs send identify traits in context.traits only
     if request_context and states_consent(document) and isinstance(document.get("context", {}), dict):
         # Only a consent's proof needs who sent it; other calls keep no address they did not send.
         document["context"] = {**request_context, **document.get("context", {})}
     if document.get("sentAt") is None and batch_sent_at is not None:
         document["sentAt"] = batch_sent_at
-    if batch_context or batch_sent_at is not None:
-        _within(document, limits)  # the batch's part, merged in, within the limits as well
+    # Bounds before anything recursive (orjson.dumps and pydantic fail past a few hundred levels), once: the
+    # call as merged with its batch's part holds all of the call's own values.
+    _within(document, limits)
+    size = len(orjson.dumps(own))
+    if size > limits.event_bytes:
+        raise PayloadTooLarge(f"event is {size} bytes; at most {limits.event_bytes} bytes are accepted per event")
+    if "type" not in document:
+        raise InvalidCall(f"type: missing; one of {', '.join(CALL_TYPES)}")
     client_timestamp = document.get("timestamp") is not None
     if not client_timestamp:
         document["timestamp"] = received_at  # Segment's rule: no timestamp means "now"
