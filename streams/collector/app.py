@@ -13,7 +13,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -40,6 +40,7 @@ from streams.collector.segment_api import (
     CALL_TYPES,
     InvalidCall,
     PayloadTooLarge,
+    Reception,
     Rejection,
     prepare_batch,
     prepare_event,
@@ -170,6 +171,24 @@ class Collector:
         longest = self.settings.limits.string_length
         return {name: value[:longest] for name, value in found.items() if value}
 
+    def reception(
+        self,
+        received_at: datetime,
+        source: str,
+        request_context: Mapping[str, str] | None = None,
+        contact_ids: bool = False,
+    ) -> Reception:
+        """What every call of a request is prepared with."""
+        return Reception(
+            limits=self.settings.limits,
+            received_at=received_at,
+            default_region=self.settings.default_phone_region,
+            new_message_id=self.new_message_id,
+            source=source,
+            request_context=request_context,
+            contact_ids=contact_ids,
+        )
+
     async def deliver(self, delivery: Delivery, source: str, received_at: datetime) -> None:
         """Drop duplicates, then produce events and dead letters and wait for the broker's acknowledgement."""
         fresh: list[Event] = []
@@ -215,14 +234,7 @@ class Collector:
             try:
                 delivery.events.append(
                     prepare_event(
-                        document,
-                        limits=self.settings.limits,
-                        call_type=call_type,
-                        received_at=received_at,
-                        default_region=self.settings.default_phone_region,
-                        new_message_id=self.new_message_id,
-                        source=source,
-                        request_context=self.evidence(request),
+                        document, self.reception(received_at, source, self.evidence(request)), call_type=call_type
                     )
                 )
             except PayloadTooLarge as error:
@@ -245,15 +257,7 @@ class Collector:
         document = self.decode_json(body)
         source = self.authenticate(request, document)
         try:
-            outcome = prepare_batch(
-                document,
-                limits=self.settings.limits,
-                received_at=received_at,
-                default_region=self.settings.default_phone_region,
-                new_message_id=self.new_message_id,
-                source=source,
-                request_context=self.evidence(request),
-            )
+            outcome = prepare_batch(document, self.reception(received_at, source, self.evidence(request)))
         except InvalidCall as error:
             raise RequestFailed(400, str(error)) from None
         delivery = Delivery(events=outcome.accepted, rejected=outcome.rejected)
@@ -282,15 +286,8 @@ class Collector:
         for index, document in documents:
             try:
                 delivery.events.append(
-                    prepare_event(
-                        document,
-                        limits=self.settings.limits,
-                        received_at=received_at,
-                        default_region=self.settings.default_phone_region,
-                        new_message_id=self.new_message_id,
-                        source=source,
-                        contact_ids=True,  # the collector's own: contact ids come from the mappings
-                    )
+                    # The collector's own events: their contact ids come from the mappings.
+                    prepare_event(document, self.reception(received_at, source, contact_ids=True))
                 )
             except InvalidCall as error:
                 delivery.rejected.append(Rejection(index, str(error), document))

@@ -44,6 +44,22 @@ class Rejection:
     raw: Any
 
 
+@dataclass(frozen=True)
+class Reception:
+    """What the collector knows of a request, the same for every call in it: the limits, when it came, the
+    phone region of numbers without a country code, how to make a missing messageId, the source of its write
+    key, and who sent it (`request_context`, the `ip` and `userAgent` a consent's proof keeps). `contact_ids`
+    is for the collector's own webhook events only: they may carry person ids of the contact form."""
+
+    limits: Limits
+    received_at: datetime
+    default_region: str
+    new_message_id: Callable[[], str]
+    source: str | None = None
+    request_context: Mapping[str, str] | None = None
+    contact_ids: bool = False
+
+
 @dataclass
 class BatchOutcome:
     """What became of a call's items: the events accepted and the items rejected."""
@@ -79,17 +95,11 @@ def source_for(write_key: str | None, write_keys: Mapping[str, str]) -> str:
 
 def prepare_event(
     raw: Any,
+    reception: Reception,
     *,
-    limits: Limits,
-    received_at: datetime,
-    default_region: str,
-    new_message_id: Callable[[], str],
     call_type: str | None = None,
     batch_sent_at: Any = None,
     batch_context: Mapping[str, Any] | None = None,
-    source: str | None = None,
-    contact_ids: bool = False,
-    request_context: Mapping[str, str] | None = None,
 ) -> Event:
     """One call as it goes onto the events topic, or InvalidCall with the reason.
 
@@ -101,6 +111,8 @@ def prepare_event(
     consent source other than the client's own (`CLIENT_SOURCES`). `request_context` (the request's `ip`
     and `userAgent`) fills what the context of a call stating a consent does not say.
     """
+    limits, received_at, contact_ids = reception.limits, reception.received_at, reception.contact_ids
+    source, request_context = reception.source, reception.request_context
     if not isinstance(raw, dict):
         raise InvalidCall(f"an event must be a JSON object, not {_json_type(raw)}")
     own = {name: value for name, value in raw.items() if name != "writeKey"}
@@ -141,7 +153,7 @@ def prepare_event(
         document["timestamp"] = received_at  # Segment's rule: no timestamp means "now"
         document.pop("sentAt", None)  # nothing to correct
     if not document.get("messageId"):
-        document["messageId"] = new_message_id()
+        document["messageId"] = reception.new_message_id()
     document["receivedAt"] = received_at
     try:
         event = Event.model_validate(document)
@@ -165,7 +177,7 @@ def prepare_event(
     except LimitExceeded as error:
         raise InvalidCall(str(error)) from None
     if event.type == "identify" and event.traits:
-        updates["traits"] = clean_traits(event.traits, default_region)
+        updates["traits"] = clean_traits(event.traits, reception.default_region)
     return event.model_copy(update=updates) if updates else event
 
 
@@ -176,16 +188,7 @@ def _within(document: dict[str, Any], limits: Limits) -> None:
         raise InvalidCall(str(error)) from None
 
 
-def prepare_batch(
-    document: Any,
-    *,
-    limits: Limits,
-    received_at: datetime,
-    default_region: str,
-    new_message_id: Callable[[], str],
-    source: str | None = None,
-    request_context: Mapping[str, str] | None = None,
-) -> BatchOutcome:
+def prepare_batch(document: Any, reception: Reception) -> BatchOutcome:
     """The calls of a /v1/batch (or /v1/import) envelope: each accepted or rejected on its own."""
     if not isinstance(document, dict):
         raise InvalidCall(f"a batch must be a JSON object with a batch array, not {_json_type(document)}")
@@ -196,21 +199,16 @@ def prepare_batch(
         raise InvalidCall("batch: empty; send at least one event")
     context = document.get("context")
     # What the envelope gives every call is checked once: refusing it refuses the whole batch.
-    _within({"context": context, "sentAt": document.get("sentAt")}, limits)
+    _within({"context": context, "sentAt": document.get("sentAt")}, reception.limits)
     outcome = BatchOutcome()
     for index, raw in enumerate(calls):
         try:
             outcome.accepted.append(
                 prepare_event(
                     raw,
-                    limits=limits,
-                    received_at=received_at,
-                    default_region=default_region,
-                    new_message_id=new_message_id,
+                    reception,
                     batch_sent_at=document.get("sentAt"),
                     batch_context=context if isinstance(context, dict) else None,
-                    source=source,
-                    request_context=request_context,
                 )
             )
         except InvalidCall as error:

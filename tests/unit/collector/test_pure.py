@@ -16,6 +16,7 @@ from streams.collector.dedupe import DedupeWindow
 from streams.collector.segment_api import (
     InvalidCall,
     PayloadTooLarge,
+    Reception,
     prepare_batch,
     prepare_event,
     source_for,
@@ -37,6 +38,13 @@ class FakeClock:
 def ids() -> Any:
     counter = itertools.count()
     return lambda: f"generated-{next(counter)}"
+
+
+def reception(**changes: Any) -> Reception:
+    """How the collector receives a request at NOW, with `changes`."""
+    return Reception(
+        **{"limits": LIMITS, "received_at": NOW, "default_region": "US", "new_message_id": ids(), **changes}
+    )
 
 
 def test_skew_is_removed_using_the_device_gap() -> None:
@@ -149,12 +157,8 @@ def test_prepare_event_sets_type_received_at_message_id_and_corrects_skew() -> N
             "properties": {"product_id": "p1"},
             "writeKey": "secret",
         },
+        reception(source="web"),
         call_type="track",
-        limits=LIMITS,
-        received_at=NOW,
-        default_region="US",
-        new_message_id=ids(),
-        source="web",
     )
     assert event.type == "track"
     assert event.received_at == NOW
@@ -168,12 +172,7 @@ def test_prepare_event_sets_type_received_at_message_id_and_corrects_skew() -> N
 
 def test_the_route_overrides_the_type_in_the_body() -> None:
     event = prepare_event(
-        {"type": "track", "userId": "u1", "traits": {"email": "A@B.co"}},
-        call_type="identify",
-        limits=LIMITS,
-        received_at=NOW,
-        default_region="US",
-        new_message_id=ids(),
+        {"type": "track", "userId": "u1", "traits": {"email": "A@B.co"}}, reception(), call_type="identify"
     )
     assert event.type == "identify"
     assert event.timestamp == NOW  # no timestamp: Segment takes "now"
@@ -182,19 +181,14 @@ def test_the_route_overrides_the_type_in_the_body() -> None:
 
 def test_prepare_event_explains_invalid_events() -> None:
     with pytest.raises(InvalidCall, match="userId or anonymousId"):
-        prepare_event(
-            {"event": "x"}, call_type="track", limits=LIMITS, received_at=NOW, default_region="US", new_message_id=ids()
-        )
+        prepare_event({"event": "x"}, reception(), call_type="track")
     with pytest.raises(InvalidCall, match="not an array"):
-        prepare_event([], call_type="track", limits=LIMITS, received_at=NOW, default_region="US", new_message_id=ids())
+        prepare_event([], reception(), call_type="track")
     with pytest.raises(PayloadTooLarge, match=f"at most {LIMITS.event_bytes} bytes"):
         prepare_event(
             {"userId": "u", "event": "x", "properties": {f"b{n}": "x" * 2000 for n in range(20)}},
+            reception(),
             call_type="track",
-            limits=LIMITS,
-            received_at=NOW,
-            default_region="US",
-            new_message_id=ids(),
         )
 
 
@@ -210,10 +204,7 @@ def test_batch_keeps_valid_calls_and_uses_the_batch_sent_at() -> None:
                 "junk",
             ],
         },
-        limits=LIMITS,
-        received_at=NOW,
-        default_region="US",
-        new_message_id=ids(),
+        reception(),
     )
     assert [event.type for event in outcome.accepted] == ["page"]
     assert outcome.accepted[0].timestamp == NOW - timedelta(seconds=30)
@@ -231,7 +222,7 @@ def test_batch_keeps_valid_calls_and_uses_the_batch_sent_at() -> None:
 )
 def test_batch_envelope_errors(document: Any, reason: str) -> None:
     with pytest.raises(InvalidCall, match=reason):
-        prepare_batch(document, limits=LIMITS, received_at=NOW, default_region="US", new_message_id=ids())
+        prepare_batch(document, reception())
 
 
 def test_dead_letter_keys_are_stable_and_distinct() -> None:
@@ -245,12 +236,7 @@ def test_dead_letter_keys_are_stable_and_distinct() -> None:
 
 def test_identify_traits_from_context_as_rudderstack_sends_them() -> None:
     event = prepare_event(
-        {"userId": "u", "context": {"traits": {"phone": "+1 415 555 2671"}}},
-        call_type="identify",
-        limits=LIMITS,
-        received_at=NOW,
-        default_region="US",
-        new_message_id=ids(),
+        {"userId": "u", "context": {"traits": {"phone": "+1 415 555 2671"}}}, reception(), call_type="identify"
     )
     assert event.traits == {"phone": "+14155552671", "phone_status": "valid"}
 
@@ -265,19 +251,10 @@ def test_the_batch_envelope_is_within_the_limits() -> None:
         ({"sentAt": [deep]}, r"sentAt\[0\].a"),
     ):
         with pytest.raises(InvalidCall, match=reason):
-            prepare_batch(
-                {**envelope, "batch": [call]},
-                limits=LIMITS,
-                received_at=NOW,
-                default_region="US",
-                new_message_id=ids(),
-            )
+            prepare_batch({**envelope, "batch": [call]}, reception())
     # Each part within the limits, the call's context merged with the batch's is not.
     outcome = prepare_batch(
         {"context": {f"b{n}": n for n in range(200)}, "batch": [{**call, "context": {f"c{n}": n for n in range(100)}}]},
-        limits=LIMITS,
-        received_at=NOW,
-        default_region="US",
-        new_message_id=ids(),
+        reception(),
     )
     assert [rejection.reason for rejection in outcome.rejected] == ["context: 300 keys; at most 256"]
