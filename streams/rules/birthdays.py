@@ -8,7 +8,7 @@ from datetime import date, datetime
 from schemas.rules import RulesConfig, TriggerRule
 from streams.rules.person import PendingTrigger, PersonState, slot_key
 from streams.rules.policy import person_zone
-from streams.rules.triggers import Pending
+from streams.rules.triggers import Pending, fire_moment
 
 
 def next_birthday(
@@ -47,7 +47,7 @@ def pending_with_birthdays(state: PersonState, pending: Pending, now: datetime, 
         slot = slot_key(rule.name, key)
         if slot in state.fired:
             continue
-        fire_at = moment + rules.timers.grace
+        fire_at = fire_moment(moment, now, rules)
         updated[slot] = PendingTrigger(rule=rule.name, key=key, entered_at=now, due_at=moment, fire_at=fire_at)
     # Only ever added to: the same size means nothing new, and the caller can tell by identity.
     return updated if len(updated) > len(pending) else pending

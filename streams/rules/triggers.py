@@ -59,11 +59,16 @@ def reentry_allows_firing(state: PersonState, rule: TriggerRule, waiting: Pendin
     return last is None or waiting.due_at - last >= rule.reentry_period
 
 
+def fire_moment(due: datetime, entered_at: datetime, rules: RulesConfig) -> datetime:
+    """When a nudge due at `due` fires: after the grace for late events, which could still cancel it; at once
+    when it was due the moment it was entered (nothing can cancel a zero delay)."""
+    return due + rules.timers.grace if due > entered_at else due
+
+
 def _deadlines(rule: TriggerRule, step: int, entered_at: datetime, rules: RulesConfig) -> tuple[datetime, datetime]:
-    """When a step entered at `entered_at` is due, and when it fires (after the grace for late events)."""
+    """When a step entered at `entered_at` is due, and when it fires."""
     due = entered_at + rule.schedule[step].delay
-    fire_at = due + rules.timers.grace if due > entered_at else due  # nothing can cancel a zero delay
-    return due, fire_at
+    return due, fire_moment(due, entered_at, rules)
 
 
 def _schedule(
