@@ -60,6 +60,9 @@ class Limits(BaseModel):
     context_bytes: int = Field(
         default=2048, ge=512, description="bytes of what a waiting nudge carries (products past it are left out)"
     )
+    bought_products: int = Field(
+        default=32, ge=1, description="products a person bought kept, the most recent, left out of recommendations"
+    )
     rule_history: int = Field(default=128, ge=16, description="per-key rule history entries kept per person")
     sent_records: int = Field(default=128, ge=8, description="recent sends kept per person for caps and dedupe")
     message_ids: int = Field(default=64, ge=1, description="recent messageIds kept per person to drop repeats")

@@ -215,6 +215,11 @@ class Settings(BaseSettings):
     worker_batch_size: int = Field(
         default=2000, ge=1, description="messages the worker applies before storing states and committing, at most"
     )
+    recommendation_products: int = Field(
+        default=50_000,
+        ge=1,
+        description="products whose recommendations a worker holds in memory; a record for one more is dead-lettered",
+    )
     worker_web_host: str = Field(default="127.0.0.1", description="interface of the worker's HTTP API")
     worker_web_port: int = Field(default=6066, description="HTTP port of the worker (profiles, segments, metrics)")
     timer_interval_seconds: float = Field(default=0.5, gt=0, description="how often due deadlines are scanned")

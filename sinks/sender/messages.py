@@ -147,6 +147,12 @@ def _products(value: Any) -> list[dict[str, Any]]:
     return [product for product in (_product(entry) for entry in value[:MAX_ITEMS]) if product is not None]
 
 
+def _texts(value: Any) -> list[str]:
+    if not isinstance(value, list):
+        return []
+    return [text for text in map(_text, value[:MAX_ITEMS]) if text]
+
+
 def template_context(
     trigger: Trigger, locale: str, unsubscribe_url: str | None, confirm_url: str | None = None
 ) -> dict[str, Any]:
@@ -166,15 +172,16 @@ def template_context(
             "products": _products(raw.get("products")),
         }
     cross_sell = context.get("cross_sell")
+    recommended = context.get("recommended")
     return {
         "person": {"id": trigger.person_id, "name": name, "first_name": name.split()[0] if name else None},
         "items": items,
         "cart": {"id": cart_id, "value": _number(context.get("value")), "items": items} if cart_id else None,
         "product": _product(context.get("product")),
         "order": order,
-        "cross_sell": [text for text in map(_text, cross_sell[:MAX_ITEMS]) if text]
-        if isinstance(cross_sell, list)
-        else [],
+        "cross_sell": _texts(cross_sell),
+        # Product ids often bought with or after what the nudge is about (the worker's recommendations).
+        "recommended": _texts(recommended),
         "segment": _text(context.get("segment")),
         "trigger": {
             "id": trigger.trigger_id,

@@ -40,6 +40,7 @@ KNOWN_VARIABLES = frozenset(
         "product",
         "order",
         "cross_sell",
+        "recommended",
         "segment",
         "trigger",
         "locale",
@@ -232,6 +233,7 @@ def sample_contexts() -> Iterator[dict[str, Any]]:
         "product": {**items[0], "category": "shoes"},
         "order": {"order_id": "order-1", "revenue": 119.0, "total": 119.0, "currency": "USD", "products": items},
         "cross_sell": ["sku-0002"],
+        "recommended": ["sku-0003", "sku-0004"],
         "segment": "inactive_7d",
         "trigger": {
             "id": "0" * 32,

@@ -70,13 +70,13 @@ def read_controls(settings: Settings) -> dict[str, CampaignControl]:
     """The campaigns topic read to its end, as a runner reads it when it starts."""
     import asyncio
 
-    from streams.processing.campaigns import ControlReader
+    from streams.processing.whole_topic import WholeTopicReader
     from streams.topics import ensure_topics
 
     ensure_topics(settings, [settings.campaigns_topic])
 
     async def read() -> list[Any]:
-        reader = ControlReader(settings)
+        reader = WholeTopicReader(settings, settings.campaigns_topic)
         try:
             await reader.start()
             return await reader.catch_up()

@@ -1,4 +1,5 @@
-"""`nudgeflow models train | evaluate`: predicted scores from ClickHouse's history, and their back-test."""
+"""`nudgeflow models train | evaluate`: predicted scores and product recommendations from ClickHouse's history,
+and the scores' back-test."""
 
 from __future__ import annotations
 
@@ -21,16 +22,27 @@ def moment(text: str) -> datetime:
 
 
 def command_models_train(settings: Settings, arguments: argparse.Namespace) -> int:
-    """`nudgeflow models train`: fit the models on ClickHouse's history, store the scores and, unless --no-publish,
-    publish them."""
+    """`nudgeflow models train`: fit the models on ClickHouse's history and compute the products bought together
+    or after one another, store both there and, unless --no-publish, publish them (the recommendations with a
+    tombstone for each product that lost its own)."""
     from sinks.clickhouse.client import connect
     from sinks.clickhouse.rows import RowOptions
     from sinks.clickhouse.schema import apply_migrations
-    from sinks.predictions.publish import not_erased, publish_scores, store_scores
+    from sinks.predictions.publish import (
+        dropped_products,
+        not_erased,
+        publish_recommendations,
+        publish_scores,
+        store_recommendations,
+        store_scores,
+    )
+    from sinks.predictions.recommendations import compute_recommendations, recommendations_version
     from sinks.predictions.training import train
     from streams.topics import ensure_topics
 
     at = arguments.at or datetime.now(UTC)
+    publish = not arguments.no_publish
+    published = recommendations_published = 0
     client = connect(settings)
     try:
         apply_migrations(client)
@@ -41,15 +53,27 @@ def command_models_train(settings: Settings, arguments: argparse.Namespace) -> i
             return 1
         scores = not_erased(client, trained.scores, RowOptions.of(settings))
         store_scores(client, scores)
+        version = recommendations_version(at)
+        recommendations = compute_recommendations(client, at)
+        # Read before this run's rows are stored; unpublished, the topic keeps what it has, so nothing is dropped.
+        dropped = dropped_products(client, recommendations) if publish else []
+        store_recommendations(client, recommendations, [], version, at)
+        if publish:
+            ensure_topics(settings, [settings.scores_topic, settings.recommendations_topic])
+            published = publish_scores(settings, scores)
+            recommendations_published = publish_recommendations(settings, recommendations, dropped)
+            # Recorded once the broker holds the tombstones: one that failed is sent again by the next run.
+            store_recommendations(client, [], dropped, version, at)
     finally:
         client.close()
-    published = 0
-    if not arguments.no_publish:
-        ensure_topics(settings, [settings.scores_topic])
-        published = publish_scores(settings, scores)
     print(
         f"models train: {trained.model_version}: scored {len(scores)} customers, stored in ClickHouse, "
         f"published {published} to {settings.scores_topic}",
+        flush=True,
+    )
+    print(
+        f"models train: {version}: recommendations for {len(recommendations)} products, {len(dropped)} dropped, "
+        f"stored in ClickHouse, published {recommendations_published} to {settings.recommendations_topic}",
         flush=True,
     )
     return 0
@@ -82,10 +106,14 @@ def register(commands: Commands) -> None:
     models = commands.add_parser("models", help="predicted churn, lifetime value and propensity from ClickHouse")
     models_commands = models.add_subparsers(dest="models_command", required=True)
     train = models_commands.add_parser(
-        "train", help="fit on the history in ClickHouse, store the scores there and publish them on the scores topic"
+        "train",
+        help="fit on the history in ClickHouse, store the scores and recommendations there and publish them on "
+        "the scores and recommendations topics",
     )
     train.add_argument("--at", type=moment, default=None, help="score as of this moment (default: now)")
-    train.add_argument("--no-publish", action="store_true", help="store the scores in ClickHouse only")
+    train.add_argument(
+        "--no-publish", action="store_true", help="store the scores and recommendations in ClickHouse only"
+    )
     evaluate = models_commands.add_parser(
         "evaluate", help="back-test: train before a cut-off, score the window after it, beside naive baselines"
     )

@@ -1,25 +1,20 @@
-"""Campaigns in a runner: the control topic read whole (ControlReader), the campaigns it names kept within a
-bound (CampaignRegistry), and the sweep that gives the people of the runner's partitions their deadlines a
-chunk at a time (Sweep), so scheduling for a million people never stalls event processing.
+"""Campaigns in a runner: the control topic read whole (streams/processing/whole_topic.py), the campaigns it
+names kept within a bound (CampaignRegistry), and the sweep that gives the people of the runner's partitions
+their deadlines a chunk at a time (Sweep), so scheduling for a million people never stalls event processing.
 
 The core decides everything about a person (streams/rules/campaigns.py); this only moves campaigns to it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
-
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from typing import TYPE_CHECKING
 
 from schemas.campaigns import CampaignControl, CampaignOp, InvalidCampaign
-from schemas.connections import aiokafka_options
 from schemas.rules import RulesConfig
-from schemas.settings import Settings
 from streams.rules.campaigns import NO_CAMPAIGNS, CampaignPlan, Campaigns, plan, throttle_holds
 from streams.rules.engine import schedule_campaigns
 from streams.rules.person import PersonState
@@ -227,64 +222,3 @@ class Sweep:
         updated = schedule_campaigns(state, now, campaigns, processor.rules, processor.settings.limits)
         if updated is not state:
             processor.save(updated, partition)
-
-
-class ControlReader:
-    """The campaigns topic, every partition from its beginning, with no consumer group: each runner needs every
-    campaign, whatever partitions of the source topics it holds."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._consumer: AIOKafkaConsumer | None = None
-        self._partitions: list[TopicPartition] = []
-
-    async def start(self, stopping: asyncio.Event | None = None) -> None:
-        settings = self.settings
-        self._consumer = consumer = AIOKafkaConsumer(
-            **aiokafka_options(settings),
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
-        await consumer.start()
-        topic = settings.campaigns_topic
-        while True:
-            # What consumer.topics() reads, with the partitions: a consumer with no subscription keeps no metadata.
-            cluster = await consumer._client.fetch_all_metadata()
-            partitions = cluster.partitions_for_topic(topic)
-            if partitions:
-                break
-            if stopping is not None and stopping.is_set():
-                return
-            log.info("waiting for topic %s to exist", topic)
-            await asyncio.sleep(0.5)
-        self._partitions = [TopicPartition(topic, partition) for partition in sorted(partitions)]
-        consumer.assign(self._partitions)
-        await consumer.seek_to_beginning(*self._partitions)
-
-    async def catch_up(self) -> list[Any]:
-        """Every record up to the end the topic had when called: what a runner knows before it fires anything."""
-        consumer = self._consumer
-        if consumer is None or not self._partitions:
-            return []
-        ends: dict[TopicPartition, int] = await consumer.end_offsets(self._partitions)
-        records: list[Any] = []
-        behind = [tp for tp, end in ends.items() if end > 0]
-        while behind:
-            batch = await consumer.getmany(*behind, timeout_ms=500)
-            for messages in batch.values():
-                records.extend(messages)
-            behind = [tp for tp in behind if await consumer.position(tp) < ends[tp]]
-        return records
-
-    async def poll(self, timeout_ms: int = 0) -> list[Any]:
-        """What arrived since the last call (waiting at most `timeout_ms` for something)."""
-        if self._consumer is None or not self._partitions:
-            return []
-        batch = await self._consumer.getmany(timeout_ms=timeout_ms)
-        return [message for messages in batch.values() for message in messages]
-
-    async def stop(self) -> None:
-        if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None

@@ -22,6 +22,7 @@ from schemas.events import InvalidEvent, parse_event
 from schemas.identity import InvalidIdentityMessage, parse_identity
 from schemas.limits import truncated
 from schemas.privacy import InvalidPrivacyRequest, is_contact_id, parse_erasure, person_hash
+from schemas.recommendations import InvalidRecommendation, parse_recommendation
 from schemas.rules import RulesConfig
 from schemas.scores import InvalidScore, parse_score
 from schemas.settings import Settings
@@ -30,6 +31,7 @@ from streams.metrics import WorkerMetrics
 from streams.outbox import partition_of
 from streams.processing import erasure, identity
 from streams.processing.campaigns import CampaignRegistry, Sweep, Throttle
+from streams.processing.recommendations import RecommendationMap
 from streams.processing.types import Output, PersonStore, SourceRecord, UnreadableState
 from streams.rules.campaigns import Campaigns
 from streams.rules.consent import DoubleOptIn
@@ -70,6 +72,7 @@ class Processor:
         self.applied_events: Counter[tuple[str, str]] = Counter()  # (type, event name) -> count, since taken
         self._changed_profiles: dict[bytes, PersonState] = {}  # for the next profile snapshots
         self.campaigns = CampaignRegistry(rules)
+        self.recommendations = RecommendationMap(settings.recommendation_products)
         self.sweep = Sweep()
         self._throttle = Throttle()
         self.opt_in = DoubleOptIn(
@@ -139,7 +142,8 @@ class Processor:
                 self._forward(record.value or b"", forward_to, contact=bool(state.contact_of))
             return
         campaigns = self.campaigns_for(record.partition, state, event.timestamp)
-        step = apply_event(state, event, position, self.rules, settings.limits, campaigns, self.opt_in)
+        step = apply_event(state, event, position, self.rules, settings.limits, campaigns, self.opt_in,
+                           self.recommendations.view)  # fmt: skip
         if step.repeated:
             self.metrics.repeated.inc()
         if step.applied:
@@ -177,7 +181,7 @@ class Processor:
             return
         now = self.clock.now(record.partition) or received_at
         step = absorb_score(state, score, now, position, self.rules, self.settings.limits,
-                            self.campaigns_for(record.partition, state, now))  # fmt: skip
+                            self.campaigns_for(record.partition, state, now), self.recommendations.view)  # fmt: skip
         self.publish(step, record.partition, before=state)
 
     def _forward(self, raw: bytes, people: list[str], contact: bool) -> None:
@@ -212,7 +216,9 @@ class Processor:
             try:
                 state = self.load(key, partition)
                 campaigns = self.campaigns_for(partition, state, now)
-                step = advance_time(state, now, moment, self.rules, self.settings.limits, campaigns)
+                step = advance_time(
+                    state, now, moment, self.rules, self.settings.limits, campaigns, self.recommendations.view
+                )
                 self.publish(step, partition, before=state)
             except Exception as error:  # this person's deadline only
                 self.quarantine(key, "timer", error, None)
@@ -236,7 +242,7 @@ class Processor:
                     continue
                 self.schedule.set(key, deadline, partition)
 
-    # Campaigns -----------------------------------------------------------------------------------------------
+    # Campaigns and recommendations ---------------------------------------------------------------------------
 
     def control(self, record: SourceRecord) -> None:
         """One record of the campaigns topic: the registry updated, or a dead letter with the reason."""
@@ -248,6 +254,16 @@ class Processor:
             else:
                 log.info("campaign %s: %s", message.campaign_id, message.op)
         except InvalidCampaign as error:
+            self.dead_letter(record, str(error))
+
+    def recommendation(self, record: SourceRecord) -> None:
+        """One record of the recommendations topic: the product's recommendations replaced or forgotten, or a
+        dead letter with the reason (what the product had before stays)."""
+        try:
+            recommendation = parse_recommendation(record.key, record.value, self.settings.limits)
+            assert record.key is not None  # parse_recommendation refuses a record without one
+            self.recommendations.apply(record.key.decode(errors="replace"), recommendation)
+        except InvalidRecommendation as error:
             self.dead_letter(record, str(error))
 
     def campaigns_for(self, partition: int, state: PersonState, now: datetime) -> Campaigns:

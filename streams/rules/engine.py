@@ -5,7 +5,9 @@
     absorb_score(state, score, now, position, rules)  -> Outcome
 
 An Outcome holds the new state and what to publish: triggers that passed the policy gate, suppressions with
-their reasons, and segment changes. The same inputs always give the same Outcome.
+their reasons, and segment changes. The same inputs always give the same Outcome. Among the inputs, the runner's
+campaigns and its map of the recommendations topic (`recommendations`, product -> recommended ids) are handed
+in as values: the core reads them and never fetches anything.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from streams.rules.identity import anonymous_ids_to_link, merge_states
 from streams.rules.person import PendingTrigger, PersonState, SentRecord, SourcePosition
 from streams.rules.policy import Defer, Send, gate, zone_of
 from streams.rules.profiles import open_hours_after, update_profile
+from streams.rules.recommendations import NO_RECOMMENDATIONS, Recommendations, bought_after
 from streams.rules.scores import scores_after
 from streams.rules.segments import membership_changes, next_segment_check
 from streams.rules.triggers import (
@@ -75,6 +78,7 @@ class Outcome:
 class _Gathered:
     limits: Limits
     campaigns: Campaigns = NO_CAMPAIGNS
+    recommendations: Recommendations = field(default_factory=lambda: NO_RECOMMENDATIONS)  # a read-only view
     triggers: list[Trigger] = field(default_factory=list)
     suppressed: list[Suppression] = field(default_factory=list)
     segment_changes: list[SegmentChange] = field(default_factory=list)
@@ -88,6 +92,7 @@ def apply_event(
     limits: Limits = DEFAULT_LIMITS,
     campaigns: Campaigns = NO_CAMPAIGNS,
     opt_in: DoubleOptIn = NO_DOUBLE_OPT_IN,
+    recommendations: Recommendations = NO_RECOMMENDATIONS,
 ) -> Outcome:
     """Apply one event at its own time. What fell due before it fires first, so processing a person's
     events live or replaying them later gives the same triggers. An event whose messageId the state
@@ -98,7 +103,7 @@ def apply_event(
     digest = message_digest(event.message_id) if event.message_id else None
     if digest is not None and digest in state.recent_messages:
         return Outcome(state, applied=False, repeated=True)
-    outcome = _Gathered(limits, campaigns)
+    outcome = _Gathered(limits, campaigns, recommendations)
     moment = event.timestamp
     links = anonymous_ids_to_link(state, event)
     current = _run_due(state, moment, moment, rules, outcome)
@@ -115,6 +120,7 @@ def apply_event(
         confirmations=decided.confirmations or msgspec.UNSET,
         open_hours=open_hours_after(current.open_hours, event, zone_of(profile.timezone, rules.policy)),
         carts=carts_after_event(current.carts, event, limits),
+        bought=bought_after(current.bought, event, limits),
         pending=pending_after_event(current, event, rules, limits),
         applied_offsets=current.record(position),
         recent_messages=(
@@ -149,11 +155,12 @@ def advance_time(
     rules: RulesConfig,
     limits: Limits = DEFAULT_LIMITS,
     campaigns: Campaigns = NO_CAMPAIGNS,
+    recommendations: Recommendations = NO_RECOMMENDATIONS,
 ) -> Outcome:
     """Let time pass to `now` (the partition's clock): fire what is due and re-check segments."""
     if state.already_applied(position):
         return Outcome(state, applied=False)
-    outcome = _Gathered(limits, campaigns)
+    outcome = _Gathered(limits, campaigns, recommendations)
     current = _run_due(state, now, now, rules, outcome)
     current = replace(current, applied_offsets=current.record(position))
     return Outcome(current, outcome.triggers, outcome.suppressed, outcome.segment_changes)
@@ -167,6 +174,7 @@ def absorb_score(
     rules: RulesConfig,
     limits: Limits = DEFAULT_LIMITS,
     campaigns: Campaigns = NO_CAMPAIGNS,
+    recommendations: Recommendations = NO_RECOMMENDATIONS,
 ) -> Outcome:
     """Join a record of the scores topic (None: a tombstone) at `now`, the partition's clock: what fell due
     before fires first, then segments are checked with the new scores as after an event, so entering one
@@ -178,7 +186,7 @@ def absorb_score(
     scores = scores_after(current_scores, score)
     if scores is current_scores:
         return Outcome(replace(state, applied_offsets=state.record(position)))
-    outcome = _Gathered(limits, campaigns)
+    outcome = _Gathered(limits, campaigns, recommendations)
     current = _run_due(state, now, now, rules, outcome)
     current = replace(
         current, scores=msgspec.UNSET if scores is None else scores, applied_offsets=current.record(position)
@@ -258,7 +266,7 @@ def _fire(
     follow_up = next_step(waiting, rule, rules)
     if follow_up is not None:
         pending[follow_up.slot] = follow_up
-    trigger = build_trigger(state, waiting, rule, now)
+    trigger = build_trigger(state, waiting, rule, now, outcome.recommendations)
     if trigger is None:
         return replace(state, pending=pending)
     if not reentry_allows_firing(state, rule, waiting):

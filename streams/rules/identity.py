@@ -18,6 +18,7 @@ from schemas.rules import RulesConfig
 from streams.rules.bounds import bounded_history, bounded_traits
 from streams.rules.person import PersonState
 from streams.rules.profiles import decayed, merged_open_hours
+from streams.rules.recommendations import latest_first
 
 
 def anonymous_ids_to_link(state: PersonState, event: Event) -> list[str]:
@@ -142,6 +143,8 @@ def merge_states(
             "fired": fired,
             "sent": sent,
             "open_hours": merged_open_hours(person.open_hours, anonymous.open_hours),
+            # What the visitor bought before logging in is the person's too: kept out of their recommendations.
+            "bought": latest_first(person.bought_products, anonymous.bought_products, limits) or person.bought,
             # Membership is re-evaluated on the merged profile at the next event or check.
             "segment_check_at": _min(person.segment_check_at, anonymous.profile.last_seen or person.segment_check_at),
         },

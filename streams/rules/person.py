@@ -109,6 +109,10 @@ class PersonState(msgspec.Struct, frozen=True, kw_only=True):
     open_hours: list[int] | msgspec.UnsetType = msgspec.UNSET
     # The predicted scores (the scores topic); UNSET when none, stored exactly as before likewise.
     scores: PersonScores | msgspec.UnsetType = msgspec.UNSET
+    # The products of the person's latest orders, most recent first, at most limits.bought_products
+    # (streams/rules/recommendations.py, `bought_after`): left out of what their nudges recommend. UNSET until
+    # the first order, so a state without one is stored exactly as before the field existed.
+    bought: list[str] | msgspec.UnsetType = msgspec.UNSET
 
     @classmethod
     def new(cls, person_id: str) -> PersonState:
@@ -135,6 +139,11 @@ class PersonState(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def current_scores(self) -> PersonScores | None:
         return None if isinstance(self.scores, msgspec.UnsetType) else self.scores
+
+    @property
+    def bought_products(self) -> list[str]:
+        """The products of the latest orders, most recent first; empty before the first order."""
+        return [] if isinstance(self.bought, msgspec.UnsetType) else self.bought
 
     @property
     def person_id(self) -> str:

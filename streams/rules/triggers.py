@@ -20,6 +20,7 @@ from streams.rules.bounds import bounded_context, short_text
 from streams.rules.carts import DEFAULT_CART, cart_context
 from streams.rules.compiled import per_rules
 from streams.rules.person import PendingTrigger, PersonState, slot_key
+from streams.rules.recommendations import NO_RECOMMENDATIONS, Recommendations, recommended_for
 from streams.rules.variants import choose_variant
 
 Pending = dict[str, PendingTrigger]
@@ -205,16 +206,32 @@ def pending_after_segment_changes(
     return updated
 
 
-def build_trigger(state: PersonState, waiting: PendingTrigger, rule: TriggerRule, now: datetime) -> Trigger | None:
-    """The trigger a due pending entry becomes, or None when there is nothing left to nudge about."""
+def build_trigger(
+    state: PersonState,
+    waiting: PendingTrigger,
+    rule: TriggerRule,
+    now: datetime,
+    recommendations: Recommendations = NO_RECOMMENDATIONS,
+) -> Trigger | None:
+    """The trigger a due pending entry becomes, or None when there is nothing left to nudge about.
+
+    A nudge about a cart, a product or an order carries `recommended`: the products often bought with or
+    after the cart's items, the product or the order's products (`recommendations`, the runner's map of the
+    recommendations topic), leaving out what the person bought; no key when there are none."""
     context: dict[str, Any] = {**waiting.context, "key": waiting.key}
+    seeds: list[str] = []
     if rule.context == "cart":
         items = state.carts.get(waiting.key, {})
         if not items:
             return None  # the cart was emptied meanwhile
         context.update(cart_id=waiting.key, **cart_context(items))
+        seeds = list(items)
+    if rule.context == "product":
+        product_id = waiting.context.get("product", {}).get("product_id")
+        seeds = [str(product_id)] if product_id else []
     if rule.context == "order":
-        ordered = {str(p.get("product_id")) for p in waiting.context.get("order", {}).get("products", [])}
+        seeds = [str(p.get("product_id")) for p in waiting.context.get("order", {}).get("products", [])]
+        ordered = set(seeds)
         context["cross_sell"] = [pid for pid in state.profile.recently_viewed if pid not in ordered][:3]
     step = rule.schedule[waiting.step]
     variant = choose_variant(state.person_id, rule)
@@ -224,8 +241,14 @@ def build_trigger(state: PersonState, waiting: PendingTrigger, rule: TriggerRule
         context["name"] = profile.name  # for the greeting of the sender's templates
     address = profile.email if rule.channel is Channel.EMAIL else profile.phone
     occurrence_key = f"{waiting.key}#{waiting.step}" if len(rule.schedule) > 1 else waiting.key
+    trigger_id = make_trigger_id(rule.name, state.person_id, occurrence_key, waiting.entered_at)
+    # Added once the id is made: a nudge keeps its id (and its dedupe) whatever the latest recommendations say.
+    if seeds and recommendations:
+        recommended = recommended_for(seeds, recommendations, excluded=state.bought_products)
+        if recommended:
+            context["recommended"] = recommended
     return Trigger(
-        trigger_id=make_trigger_id(rule.name, state.person_id, occurrence_key, waiting.entered_at),
+        trigger_id=trigger_id,
         rule=rule.name,
         person_id=state.person_id,
         channel=rule.channel,

@@ -28,8 +28,9 @@ from schemas.rules import RulesConfig
 from schemas.settings import Settings
 from streams.metrics import WorkerMetrics
 from streams.outbox import Outbox
-from streams.processing.campaigns import SWEEP_BUDGET_SECONDS, ControlReader
+from streams.processing.campaigns import SWEEP_BUDGET_SECONDS
 from streams.processing.processor import Processor
+from streams.processing.whole_topic import WholeTopicReader
 from streams.rules.person import PersonState
 from streams.state import checkpoint, recovery
 from streams.state.store import TableStore
@@ -81,7 +82,8 @@ class BatchedRunner:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._rejoin = False  # set when an assignment lacked a source topic
-        self._control = ControlReader(settings)
+        self._control = WholeTopicReader(settings, settings.campaigns_topic)
+        self._recommendations = WholeTopicReader(settings, settings.recommendations_topic)
 
     # What the HTTP API reads -----------------------------------------------------------------------------------
 
@@ -138,6 +140,10 @@ class BatchedRunner:
             await self._control.start(self._stopping)
             for record in await self._control.catch_up():
                 self.processor.control(record)
+            # The recommendations too, so the first nudges after a start carry them like the later ones.
+            await self._recommendations.start(self._stopping)
+            for record in await self._recommendations.catch_up():
+                self.processor.recommendation(record)
             await self._wait_for_source_topics()
             self._consumer.subscribe(self.processor.source_topics, listener=_Rebalance(self))
             while not self._stopping.is_set():
@@ -155,6 +161,7 @@ class BatchedRunner:
                 for table in self.store.tables:
                     table.close()
             await self._control.stop()
+            await self._recommendations.stop()
             await self._consumer.stop()
             await self._producer.stop()
 
@@ -228,6 +235,8 @@ class BatchedRunner:
                 self.metrics.lag.labels(topic=tp.topic, partition=str(tp.partition)).set(highwater - offsets[tp])
         for record in await self._control.poll():
             processor.control(record)
+        for record in await self._recommendations.poll():
+            processor.recommendation(record)
         processor.sweep_campaigns(SWEEP_BUDGET_SECONDS)
         processor.fire_due()
         # One snapshot per changed person per interval, not one per event: ClickHouse keeps the latest.

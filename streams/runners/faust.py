@@ -50,7 +50,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -68,8 +68,10 @@ from schemas.rules import RulesConfig
 from schemas.settings import Settings
 from streams.metrics import WorkerMetrics
 from streams.outbox import partition_of
-from streams.processing.campaigns import SWEEP_BUDGET_SECONDS, ControlReader
+from streams.processing.campaigns import SWEEP_BUDGET_SECONDS
 from streams.processing.processor import Processor
+from streams.processing.types import SourceRecord
+from streams.processing.whole_topic import WholeTopicReader
 from streams.rules.person import PersonState
 from streams.state.store import decode_cached
 from streams.timers import DeadlineIndex, PartitionClock, utc_now
@@ -297,9 +299,12 @@ class FaustRunner:
         self.source = app.topic(*topics, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
         app.agent(self.source, name=AGENT_NAME, concurrency=1)(self._process)
         app.timer(settings.timer_interval_seconds, name="nudgeflow.clock")(self._tick)
-        self._control = ControlReader(settings)
+        self._control = WholeTopicReader(settings, settings.campaigns_topic)
         self._campaigns_known = asyncio.Event()  # the campaigns topic read to its end once
         app.task(self._read_campaigns)
+        self._recommendations = WholeTopicReader(settings, settings.recommendations_topic)
+        self._recommendations_known = asyncio.Event()  # likewise the recommendations topic
+        app.task(self._read_recommendations)
         app.timer(SWEEP_TICK_SECONDS, name="nudgeflow.campaigns")(self._sweep_tick)
         self.persons.on_recover(self._on_recovered)
         app.on_partitions_revoked.connect(self._on_revoked)
@@ -350,8 +355,10 @@ class FaustRunner:
         settings = self.settings
         within = max(settings.worker_linger_ms / 1000, 0.001)
         async for events in stream.noack_take(settings.worker_batch_size, within=within):
-            # A deadline of a campaign not yet read would be dropped as nobody's.
+            # A deadline of a campaign not yet read would be dropped as nobody's; and the first nudges after a
+            # start carry recommendations like the later ones.
             await self._campaigns_known.wait()
+            await self._recommendations_known.wait()
             async with self._lock:
                 received_at = utc_now()
                 taken = [event for event in events if self._in_order(event.message.tp, event.message.offset)]
@@ -494,28 +501,37 @@ class FaustRunner:
     # Campaigns -------------------------------------------------------------------------------------------------
 
     async def _read_campaigns(self) -> None:
-        """The campaigns topic from its beginning, then what arrives, for as long as the app runs."""
+        await self._read_whole(self._control, self.processor.control, self._campaigns_known)
+
+    async def _read_recommendations(self) -> None:
+        await self._read_whole(self._recommendations, self.processor.recommendation, self._recommendations_known)
+
+    async def _read_whole(
+        self, reader: WholeTopicReader, apply: Callable[[SourceRecord], None], known: asyncio.Event
+    ) -> None:
+        """A topic every runner reads whole, from its beginning, then what arrives, for as long as the app runs."""
         while not self.app.should_stop:
             try:
-                await self._control.start()
-                records = await self._control.catch_up()
+                await reader.start()
+                records = await reader.catch_up()
                 async with self._lock:
                     for record in records:
-                        self.processor.control(record)
-                self._campaigns_known.set()
+                        apply(record)
+                known.set()
                 while not self.app.should_stop:
-                    records = await self._control.poll(timeout_ms=500)
+                    records = await reader.poll(timeout_ms=500)
                     if records:
                         async with self._lock:  # between two batches: a dead letter leaves with the next one
                             for record in records:
-                                self.processor.control(record)
+                                apply(record)
             except asyncio.CancelledError:
                 raise
-            except Exception as error:  # the broker away: read the whole topic again (the registry skips repeats)
-                log.warning("campaigns topic not read (%s: %s); reading it again", type(error).__name__, error)
+            except Exception as error:  # the broker away: read the whole topic again (a repeat changes nothing)
+                kind = type(error).__name__
+                log.warning("topic %s not read (%s: %s); reading it again", reader.topic, kind, error)
                 await asyncio.sleep(RETRY_SECONDS)
             finally:
-                await self._control.stop()
+                await reader.stop()
 
     # Ownership -------------------------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from schemas.triggers import Suppression, Trigger
 from streams.rules.consent import NO_DOUBLE_OPT_IN, DoubleOptIn
 from streams.rules.engine import Outcome, absorb_score, advance_time, apply_event
 from streams.rules.person import PersonState, SourcePosition
+from streams.rules.recommendations import NO_RECOMMENDATIONS, Recommendations
 
 T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)  # a Monday, 10:00 UTC
 
@@ -98,9 +99,16 @@ def shipped_rules() -> RulesConfig:
 class Feed:
     """Applies events and clock ticks to one person in order, as the worker does, collecting the output."""
 
-    def __init__(self, rules: RulesConfig, person: str = "p1", opt_in: DoubleOptIn = NO_DOUBLE_OPT_IN) -> None:
+    def __init__(
+        self,
+        rules: RulesConfig,
+        person: str = "p1",
+        opt_in: DoubleOptIn = NO_DOUBLE_OPT_IN,
+        recommendations: Recommendations = NO_RECOMMENDATIONS,
+    ) -> None:
         self.rules = rules
         self.opt_in = opt_in
+        self.recommendations = recommendations  # the runner's map of the recommendations topic
         self.state = PersonState.new(person)
         self.offset = 0
         self.triggers: list[Trigger] = []
@@ -122,10 +130,17 @@ class Feed:
 
     def event(self, event: Event) -> Outcome:
         position = self._position("events")
-        return self._collect(apply_event(self.state, event, position, self.rules, opt_in=self.opt_in))
+        return self._collect(
+            apply_event(
+                self.state, event, position, self.rules, opt_in=self.opt_in, recommendations=self.recommendations
+            )
+        )
 
     def tick(self, minutes: float) -> Outcome:
-        return self._collect(advance_time(self.state, at(minutes), self._position("checks"), self.rules))
+        position = self._position("checks")
+        return self._collect(
+            advance_time(self.state, at(minutes), position, self.rules, recommendations=self.recommendations)
+        )
 
     def score(self, minutes: float, score: Score | None) -> Outcome:
         """A record of the scores topic (None: a tombstone) read when the partition's clock is at `minutes`."""

@@ -201,6 +201,7 @@ def largest_state(limits: Limits) -> PersonState:
         merged_into=None,
         contact_of=[f"{n:03d}{ident[3:]}" for n in range(limits.persons_per_contact)],
         recent_messages=["d" * 24 for _ in range(limits.message_ids)],
+        bought=[f"{n:03d}{ident[3:]}" for n in range(limits.bought_products)],
         applied_offsets={
             f"a-namespace-of-sixty-characters-for-every-topic.{t}/{p}": 2**62 for t in topics for p in range(64)
         },

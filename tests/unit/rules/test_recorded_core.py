@@ -19,9 +19,16 @@ from tests.unit.rules.recorded_core import replay, traffic
 RECORDING = Path(__file__).parent / "data" / "core_before_plain_data.json.gz"
 
 
-def before_open_hours(state: PersonState) -> PersonState:
-    """The state as the core before `open_hours` (send_time: best) kept it: everything else is unchanged."""
-    return replace(state, open_hours=msgspec.UNSET)
+def before_new_fields(state: PersonState) -> PersonState:
+    """The state as the core before `open_hours` (send_time: best) and `bought` (recommendations) kept it:
+    everything else is unchanged."""
+    return replace(state, open_hours=msgspec.UNSET, bought=msgspec.UNSET)
+
+
+def buyers(messages: list[dict[str, Any]]) -> set[str]:
+    """Who completed an order with products in it, keyed like `openers`."""
+    orders = (m for m in messages if m.get("type") == "track" and m.get("event") == "Order Completed")
+    return {str(m.get("userId") or m.get("anonymousId")) for m in orders if m.get("properties", {}).get("products")}
 
 
 def openers(messages: list[dict[str, Any]]) -> set[str]:
@@ -46,14 +53,14 @@ def test_every_output_is_byte_for_byte_the_old_cores(recording: dict[str, Any]) 
     assert len(outputs) == len(recording["outputs"])
     for ours, theirs in zip(outputs, recording["outputs"], strict=True):
         assert ours == theirs  # triggers, suppressions, segment changes as published; the profile's digest
-    assert {person: encode(before_open_hours(state)).decode() for person, state in states.items()} == (
+    assert {person: encode(before_new_fields(state)).decode() for person, state in states.items()} == (
         recording["states_json"]
     )
-    # Only the people who opened or clicked an email (themselves, or as the anonymous visitor they absorbed)
-    # store anything new; everybody else's bytes are the same.
+    # Only the people who opened or clicked an email, or bought something (themselves, or as the anonymous
+    # visitor they absorbed), store anything new; everybody else's bytes are the same.
     changed = {person for person, state in states.items() if encode(state).decode() != recording["states_json"][person]}
-    assert openers(recording["messages"]) <= changed
-    assert changed == {person for person, state in states.items() if state.engagement_hours}
+    assert openers(recording["messages"]) | buyers(recording["messages"]) <= changed
+    assert changed == {person for person, state in states.items() if state.engagement_hours or state.bought_products}
 
 
 def test_states_stored_by_the_old_codec_decode_to_the_same_states(recording: dict[str, Any]) -> None:
@@ -62,5 +69,5 @@ def test_states_stored_by_the_old_codec_decode_to_the_same_states(recording: dic
     assert "+00:00" in next(iter(stored.values()))  # the old codec's way of writing UTC
     for person, text in stored.items():
         decoded = PersonState.from_json(text.encode())
-        assert decoded == before_open_hours(states[person])
+        assert decoded == before_new_fields(states[person])
         assert PersonState.from_json(decoded.to_json()) == decoded

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from schemas.settings import Settings
-from schemas.triggers import DeadLetter, QuarantinedState
+from schemas.triggers import DeadLetter, QuarantinedState, Trigger
 from streams.processing.processor import Processor
 from streams.processing.types import UnreadableState
 from streams.rules import engine
@@ -191,3 +191,52 @@ def test_a_tombstone_for_nobody_creates_no_one_and_a_score_for_the_erased_is_ref
     made.handle(score_record("zoe", 4, a_score("zoe")), caught_up=True, received_at=at(0))
     assert b"zoe" not in store.states
     assert output.records == [(SETTINGS.scores_topic, b"zoe", None)]  # compaction keeps no copy of it
+
+
+def recommendation(product: str, offset: int, value: bytes | None, key: bytes | None = None) -> Record:
+    return Record(SETTINGS.recommendations_topic, 0, offset, product.encode() if key is None else key, value)
+
+
+def recommended(product: str, *others: str) -> bytes:
+    document = {"productId": product, "modelVersion": "v1", "computedAt": T0.isoformat(), "recommended": others}
+    return orjson.dumps(document)
+
+
+def test_recommendations_are_held_replaced_and_forgotten_and_a_bad_record_is_dead_lettered_leaving_the_old() -> None:
+    made, store, output = processor()
+    made.recommendation(recommendation("p", 1, recommended("p", "q", "r")))
+    assert made.recommendations.view == {"p": ("q", "r")}
+    made.recommendation(recommendation("p", 2, b"{not json"))
+    made.recommendation(recommendation("p", 3, recommended("p", *[f"x{n}" for n in range(11)])))  # over TOP_K
+    made.recommendation(recommendation("p", 4, recommended("p", "p")))
+    made.recommendation(recommendation("p", 5, recommended("other", "q")))  # keyed by another product
+    reasons = [DeadLetter.model_validate_json(value).reason for value in output.on(SETTINGS.dead_letter_topic)]
+    assert reasons[0].startswith("not JSON") and reasons[1].startswith("invalid recommendation")
+    assert "names the product itself" in reasons[2] and reasons[3] == "the record's key is not its productId"
+    assert len(reasons) == 4 and made.recommendations.view == {"p": ("q", "r")}  # what it had before stays
+    made.recommendation(recommendation("p", 6, recommended("p", "s")))
+    assert made.recommendations.view == {"p": ("s",)}
+    made.recommendation(recommendation("p", 7, None))  # a tombstone
+    assert made.recommendations.view == {} and store.states == {}
+
+
+def test_past_the_bound_one_more_product_is_dead_lettered_while_those_held_still_change() -> None:
+    store, output = MemoryStore(), MemoryOutput()
+    made = Processor(SETTINGS.model_copy(update={"recommendation_products": 2}), RULES, store, output)
+    for offset, product in enumerate(("a", "b", "c")):
+        made.recommendation(recommendation(product, offset, recommended(product, "z")))
+    [letter] = [DeadLetter.model_validate_json(value) for value in output.on(SETTINGS.dead_letter_topic)]
+    assert letter.reason.startswith("over a limit: 2 products") and letter.key == "c"
+    made.recommendation(recommendation("b", 3, recommended("b", "y")))
+    made.recommendation(recommendation("a", 4, None))
+    made.recommendation(recommendation("c", 5, recommended("c", "z")))  # room again
+    assert made.recommendations.view == {"b": ("y",), "c": ("z",)}
+
+
+def test_the_processor_hands_its_recommendations_to_the_core() -> None:
+    made, _, output = processor()
+    made.recommendation(recommendation("p", 1, recommended("p", "q")))
+    made.handle(added("kim", 1), caught_up=True, received_at=at(0))
+    made.fire_partition(0, at(61))
+    [trigger] = [Trigger.model_validate_json(value) for value in output.on(SETTINGS.triggers_topic)]
+    assert trigger.context["recommended"] == ["q"]

@@ -134,6 +134,35 @@ def test_a_hostile_context_is_escaped_bounded_and_stripped_of_other_links() -> N
 
 
 @pytest.mark.parametrize(
+    ("rule", "template_id", "context"),
+    [
+        ("cart_abandonment", "cart_abandonment", {"cart_id": "c", "items": [{"product_id": "sku-6"}]}),
+        ("cart_abandonment", "cart_abandonment_discount", {"cart_id": "c", "items": [{"product_id": "sku-6"}]}),
+        (
+            "post_purchase",
+            "post_purchase_thanks",
+            {"order": {"order_id": "o-1", "products": [{"product_id": "sku-6"}]}},
+        ),
+    ],
+)
+def test_recommended_products_show_as_you_may_also_like_escaped_and_only_when_there_are_some(
+    rule: str, template_id: str, context: dict[str, object]
+) -> None:
+    recommended = {**context, "recommended": ["sku-7", "<script>x</script>"]}
+    email = compose(SETTINGS, Templates(), trigger(rule=rule, template_id=template_id, context=recommended), NOW)
+    assert isinstance(email, OutgoingEmail)
+    assert "You may also like" in email.html and "<li>sku-7</li>" in email.html
+    assert "&lt;script&gt;" in email.html and "<script>" not in email.html
+    assert "You may also like:\n- sku-7\n- <script>x</script>" in email.text  # the text part is not HTML
+    chinese = compose(SETTINGS, Templates(), trigger(rule=rule, template_id=template_id, context=recommended,
+                                                     locale="zh"), NOW)  # fmt: skip
+    assert isinstance(chinese, OutgoingEmail) and "您可能还喜欢" in chinese.html and "您可能还喜欢" in chinese.text
+    plain = compose(SETTINGS, Templates(), trigger(rule=rule, template_id=template_id, context=context), NOW)
+    assert isinstance(plain, OutgoingEmail)
+    assert "You may also like" not in plain.html and "You may also like" not in plain.text
+
+
+@pytest.mark.parametrize(
     ("address", "channel"), [("no-at-sign", "email"), ("a@b.c\r\nRCPT TO:<x@y.z>", "email"), ("555-1234", "sms")]
 )
 def test_an_invalid_address_is_undeliverable(address: str, channel: str) -> None:
