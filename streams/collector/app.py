@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -374,7 +375,8 @@ class Collector:
         return json_response(200, {"success": True, "accepted": len(delivery.events)})
 
     async def twilio_inbound(self, request: web.Request) -> web.Response:
-        await self.twilio_documents(request, twilio.map_inbound)
+        reply_text_length = self.settings.limits.reply_text_length
+        await self.twilio_documents(request, partial(twilio.map_inbound, reply_text_length=reply_text_length))
         # An empty TwiML answer: acknowledge without sending an automatic reply.
         return web.Response(status=200, text=EMPTY_TWIML, content_type="text/xml")
 

@@ -81,11 +81,12 @@ def map_status(
 
 
 def map_inbound(
-    form: dict[str, str], params: dict[str, str], received_at: datetime, hash_key: bytes
+    form: dict[str, str], params: dict[str, str], received_at: datetime, hash_key: bytes, *, reply_text_length: int
 ) -> list[dict[str, Any]]:
     """An inbound SMS as an `SMS Replied` event with its sentiment, plus an identify changing sms_consent for
     STOP / START.
 
+    The sentiment is read from the body's first `reply_text_length` characters (the configured limit).
     Without a person_id in the callback URL both are the contact's of the `From` number (`hash_key`); the
     number itself stays in the properties (and the traits), where the sink stores it hashed."""
     sid = form.get("MessageSid") or form.get("SmsSid")
@@ -97,7 +98,7 @@ def map_inbound(
     properties: dict[str, Any] = {name: params[name] for name in CARRIED_PARAMS if params.get(name)}
     properties.update({"body": body, "from": sender, "message_sid": sid})
     # Classified once, here: the event carries the label to the worker and to ClickHouse alike.
-    sentiment = classify_reply(body)
+    sentiment = classify_reply(body, reply_text_length)
     properties.update({"sentiment": sentiment.label.value, "sentimentScore": sentiment.score})
     consent = sms_keyword_consent(body)
     # A keyword reply is consent given or withdrawn by SMS: both events say so, for the proof of consent.

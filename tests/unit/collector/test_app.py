@@ -16,13 +16,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from schemas.events import parse_event
-from schemas.limits import DEFAULT_LIMITS
+from schemas.limits import DEFAULT_LIMITS, Limits
 from schemas.privacy import contact_person_id
 from schemas.settings import Settings
 from schemas.triggers import DeadLetter
 from streams.collector import twilio
 from streams.collector.app import Collector, build_app
 from streams.collector.producer import BrokerUnavailable, Record
+from streams.collector.sentiment import classify_reply
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 WRITE_KEY = "unit-write-key"
@@ -326,6 +327,23 @@ async def test_twilio_inbound_reply_carries_its_sentiment(
     assert reply.properties["sentiment"] == sentiment
     score = reply.properties["sentimentScore"]
     assert {"negative": -1 <= score < 0, "neutral": score == 0, "positive": 0 < score <= 1}[sentiment]
+
+
+async def test_twilio_inbound_reply_is_classified_from_the_configured_reply_text_length(
+    settings: Settings, producer: MemoryProducer
+) -> None:
+    # Read in full the reply objects; its first 16 characters alone are thanks.
+    body = "Thanks, love it! But stop texting me, not interested"
+    limited = settings.model_copy(update={"limits": Limits(reply_text_length=16)})
+    app = build_app(Collector(limited, producer, clock=lambda: NOW))
+    async with TestClient(TestServer(app)) as client:
+        form = {"MessageSid": "SM10", "From": "+14155552671", "To": "+18005551212", "Body": body}
+        response = await twilio_post(client, "/webhooks/twilio/inbound?person_id=ann", form)
+    assert response.status == 200
+    (record,) = producer.records
+    reply = parse_event(record.value)
+    assert (reply.properties["body"], reply.properties["sentiment"]) == (body, "positive")
+    assert classify_reply(body).label == "negative"  # what the default limit would have read
 
 
 async def test_twilio_status_delivered(client: TestClient[Any, Any], producer: MemoryProducer) -> None:

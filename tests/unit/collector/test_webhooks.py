@@ -11,11 +11,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from schemas.consent import sms_keyword_consent
 from schemas.events import Event
+from schemas.limits import DEFAULT_LIMITS
 from schemas.privacy import contact_person_id
 from streams.collector import sendgrid, twilio
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 KEY = b"webhook-test-key"
+LENGTH = DEFAULT_LIMITS.reply_text_length
 
 
 def sign_sendgrid(private_key: ec.EllipticCurvePrivateKey, timestamp: str, body: bytes) -> str:
@@ -122,7 +124,9 @@ def test_consent_keywords(body: str, consent: str | None) -> None:
 
 
 def test_twilio_inbound_stop_gives_reply_and_opt_out() -> None:
-    documents = twilio.map_inbound({"MessageSid": "SM1", "From": "+14155552671", "Body": "STOP"}, {}, NOW, KEY)
+    documents = twilio.map_inbound(
+        {"MessageSid": "SM1", "From": "+14155552671", "Body": "STOP"}, {}, NOW, KEY, reply_text_length=LENGTH
+    )
     reply, identify = (Event.model_validate(document) for document in documents)
     contact = contact_person_id("phone", "+14155552671", KEY)
     assert (reply.type, reply.event, reply.user_id) == ("track", "SMS Replied", contact)
@@ -134,10 +138,12 @@ def test_twilio_inbound_stop_gives_reply_and_opt_out() -> None:
 
 
 def test_twilio_inbound_plain_reply_has_no_identify() -> None:
-    documents = twilio.map_inbound({"MessageSid": "SM2", "From": "+14155552671", "Body": "when?"}, {}, NOW, KEY)
+    documents = twilio.map_inbound(
+        {"MessageSid": "SM2", "From": "+14155552671", "Body": "when?"}, {}, NOW, KEY, reply_text_length=LENGTH
+    )
     assert [document["type"] for document in documents] == ["track"]
     with pytest.raises(ValueError, match="MessageSid"):
-        twilio.map_inbound({"From": "+1"}, {}, NOW, KEY)
+        twilio.map_inbound({"From": "+1"}, {}, NOW, KEY, reply_text_length=LENGTH)
 
 
 def test_twilio_status_only_delivered_counts() -> None:
@@ -153,18 +159,24 @@ def test_twilio_status_only_delivered_counts() -> None:
 @pytest.mark.parametrize("body", ["STOP", "退订", "thanks, but no"])
 def test_twilio_inbound_without_person_is_the_numbers_contact(body: str) -> None:
     form = {"MessageSid": "SM4", "From": "+1 (415) 555-2671", "Body": body}
-    documents = twilio.map_inbound(form, {}, NOW, KEY)
+    documents = twilio.map_inbound(form, {}, NOW, KEY, reply_text_length=LENGTH)
     assert {document["userId"] for document in documents} == {contact_person_id("phone", "+14155552671", KEY)}
     # A person named by the sender's callback URL is kept; the key makes the digest.
-    named = twilio.map_inbound(form, {"person_id": "u-9"}, NOW, KEY)
+    named = twilio.map_inbound(form, {"person_id": "u-9"}, NOW, KEY, reply_text_length=LENGTH)
     assert {document["userId"] for document in named} == {"u-9"}
-    assert twilio.map_inbound(form, {}, NOW, b"other")[0]["userId"] != documents[0]["userId"]
+    assert twilio.map_inbound(form, {}, NOW, b"other", reply_text_length=LENGTH)[0]["userId"] != documents[0]["userId"]
 
 
 def test_contact_ids_cannot_come_in_from_outside() -> None:
     forged = contact_person_id("phone", "+14155552671", KEY)
     with pytest.raises(ValueError, match="contact ids"):
-        twilio.map_inbound({"MessageSid": "SM5", "From": "+14155552671", "Body": "hi"}, {"person_id": forged}, NOW, KEY)
+        twilio.map_inbound(
+            {"MessageSid": "SM5", "From": "+14155552671", "Body": "hi"},
+            {"person_id": forged},
+            NOW,
+            KEY,
+            reply_text_length=LENGTH,
+        )
     _, skipped = sendgrid.map_events(
         [{"event": "unsubscribe", "email": "a@x.com", "timestamp": 1700000000, "person_id": forged}], KEY
     )

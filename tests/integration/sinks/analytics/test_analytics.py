@@ -21,6 +21,7 @@ from sinks.analytics.attribution import Model
 from sinks.analytics.web import build_web_app, start_web
 from sinks.clickhouse.rows import EVENTS, SEGMENT_CHANGES, SUPPRESSIONS, TRIGGERS
 from sinks.clickhouse.writer import ClickHouseSink
+from sinks.predictions.evaluate import Comparison, Evaluation, store_evaluation
 from sinks.predictions.publish import store_scores
 from tests.integration.conftest import API_AUTH, TEST_API_TOKEN, free_port
 from tests.integration.sinks.analytics.test_score_distribution import score
@@ -167,6 +168,10 @@ async def test_dashboard_renders_real_figures_in_headless_chromium(
         pytest.skip(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium package")
     sink = await load(shop(datetime.now(UTC)), sink_settings, clickhouse, producer)
     store_scores(clickhouse, [score("p1", "v1", 0.05, 30.0), score("p2", "v1", 0.9, 400.0)])
+    # A back-test where the churn model beats the recency rule and the value model loses to the average.
+    comparisons = [Comparison("churn AUC", 0.8125, 0.7, False), Comparison("value MAE", 52.5, 48.25, True)]
+    evaluation = Evaluation(datetime(2026, 9, 1, tzinfo=UTC), 90, 1200, 0.4, comparisons, {})
+    store_evaluation(clickhouse, evaluation, datetime.now(UTC))
     port = free_port()
     runner = await start_web(build_web_app(clickhouse, sink.metrics, sink_settings), "127.0.0.1", port)
     url = f"http://127.0.0.1:{port}"
@@ -200,6 +205,10 @@ async def test_dashboard_renders_real_figures_in_headless_chromium(
     assert 'data-chart="send-times" data-points="24"' in dom
     assert 'data-chart="churn-risk" data-points="10"' in dom
     assert 'data-chart="predicted-clv" data-points="9"' in dom
+    assert 'data-chart="backtest" data-points="2"' in dom
+    assert "trained before 2026-09-01, scored the 90 days after; 1,200 customers" in dom
+    assert '<td>churn AUC</td><td>0.813</td><td>0.7</td><td data-beats="true">yes</td>' in dom
+    assert '<td>value MAE</td><td>52.5</td><td>48.25</td><td data-beats="false">no</td>' in dom
     assert 'data-kpi="sent">sent<b>9</b>' in dom
     assert 'data-kpi="revenue">revenue<b>150</b>' in dom
     assert "held: quiet_hours" in dom
