@@ -240,6 +240,7 @@ def run_benchmark(arguments: argparse.Namespace) -> int:
             "NUDGEFLOW_PARTITIONS": str(settings.partitions),
             "NUDGEFLOW_DATA_DIR": str(scratch),
             "NUDGEFLOW_LOG_LEVEL": "warning",
+            "NUDGEFLOW_DEMO": "true",  # the development write key and hash secret, as in the settings above
         }
         me = [sys.executable, str(Path(__file__).resolve())]
         collector = children.start(
