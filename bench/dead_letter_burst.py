@@ -190,8 +190,11 @@ def main() -> None:
                     len(trickle),
                     await longest_block(lambda: through_sink(sink, trickle, arguments.trickle)),
                 ),
-                ("rejects (triggers no row is made of)", len(rejects), await longest_block(
-                    lambda: through_sink(sink, rejects, batch))),
+                (
+                    "rejects (triggers no row is made of)",
+                    len(rejects),
+                    await longest_block(lambda: through_sink(sink, rejects, batch)),
+                ),
             ]
 
         results = asyncio.run(measure())
