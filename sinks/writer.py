@@ -75,8 +75,8 @@ ERASURES_OVERLAP_MS = 60_000
 # addresses in a few hostile dead letters (up to 30 ms for one of 16 KB).
 ROWS_IN_THREAD_FROM = 64
 BYTES_IN_THREAD_FROM = 16 * 1024
-# Work done on the event loop for many messages (dead letters set aside: a model, a log line, a send each)
-# gives the loop back after this many, so a burst of 10k of them never holds it for long.
+# Dead letters sent in a burst give the event loop back after this many sends (a send that finds room in
+# the producer's buffer never yields), so 10k of them never hold it for long.
 MESSAGES_PER_TURN = 200
 # ClickHouse error codes that mean the rows themselves were refused (anything else is taken for the
 # store being unavailable, and retried): parse and conversion failures, values out of range, constraints.
@@ -368,16 +368,31 @@ class ClickHouseSink:
 
     async def _reject(self, failed: list[tuple[Any, str]], table: str) -> None:
         """Set messages aside on the dead-letter topic with their reasons; a dead letter is only logged."""
+        if in_thread([message for message, _ in failed]):
+            letters, unstorable = await asyncio.to_thread(self._letters, failed)
+        else:
+            letters, unstorable = self._letters(failed)
+        self.stats.unstorable_letters += unstorable
+        self.metrics.unstorable_letters.inc(unstorable)
+        if not letters:
+            return
+        # Sent again whole if any fails: copies collapse on (topic, partition, offset) in dead_letters.
+        await self._until_done("dead letters", lambda: self._send_letters(letters))
+        self.stats.dead_lettered += len(letters)
+        self.metrics.dead_lettered.labels(table).inc(len(letters))
+
+    def _letters(self, failed: list[tuple[Any, str]]) -> tuple[list[tuple[bytes | None, bytes]], int]:
+        """The dead letters of failed messages as (key, value) to send, logged; and how many failed messages
+        were dead letters themselves, which are only logged. It may run in a thread: a letter of 16 KB
+        takes 0.2 ms to build, log and encode, and a burst brings thousands."""
         limits = self.settings.limits
-        letters: list[tuple[str | None, DeadLetter]] = []
-        for number, (message, reason) in enumerate(failed, 1):
-            if number % MESSAGES_PER_TURN == 0:
-                await asyncio.sleep(0)  # a burst of rejects: let the loop run between chunks
+        letters: list[tuple[bytes | None, bytes]] = []
+        unstorable = 0
+        for message, reason in failed:
             why = truncated(reason.encode(), limits).decode(errors="replace")
             where = f"{message.topic}/{message.partition}@{message.offset}"
             if message.topic == self.settings.dead_letter_topic:
-                self.stats.unstorable_letters += 1
-                self.metrics.unstorable_letters.inc()
+                unstorable += 1
                 log.error("dead letter %s cannot be stored (%s); dropped, not dead-lettered again", where, why)
                 continue
             key = message.key.decode(errors="replace") if message.key else None
@@ -392,26 +407,16 @@ class ClickHouseSink:
                 received_at=datetime.now(UTC),
             )
             log.warning("dead letter %s: %s", where, why)
-            letters.append((stored_key, letter))
-        if not letters:
-            return
-        # Sent again whole if any fails: copies collapse on (topic, partition, offset) in dead_letters.
-        await self._until_done("dead letters", lambda: self._send_letters(letters))
-        self.stats.dead_lettered += len(letters)
-        self.metrics.dead_lettered.labels(table).inc(len(letters))
+            letters.append((stored_key.encode() if stored_key else None, letter.model_dump_json().encode()))
+        return letters, unstorable
 
-    async def _send_letters(self, letters: list[tuple[str | None, DeadLetter]]) -> None:
+    async def _send_letters(self, letters: list[tuple[bytes | None, bytes]]) -> None:
         assert self._producer is not None, "dead letters are sent while the sink runs"
         sent = []
-        for number, (key, letter) in enumerate(letters, 1):
+        for number, (key, value) in enumerate(letters, 1):
             if number % MESSAGES_PER_TURN == 0:
                 await asyncio.sleep(0)  # a send that finds room in the producer's buffer never yields
-            value = letter.model_dump_json().encode()
-            sent.append(
-                await self._producer.send(
-                    self.settings.dead_letter_topic, key=key.encode() if key else None, value=value
-                )
-            )
+            sent.append(await self._producer.send(self.settings.dead_letter_topic, key=key, value=value))
         await asyncio.gather(*sent)
 
     async def _erase(self, message: Any) -> None:
