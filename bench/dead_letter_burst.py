@@ -7,7 +7,8 @@ producer):
 
 - idle: the loop with nothing else to do (the machine's own noise);
 - events: ordinary events in batches of `sink_batch_size` (the sink's everyday work);
-- letters, burst: hostile dead letters on the dead-letter topic, in batches of `sink_batch_size`;
+- letters, burst: hostile dead letters on the dead-letter topic, in batches as the sink collects them
+  (`sink_batch_size` messages or `sink_batch_bytes`);
 - letters, trickle: the same letters arriving a few at a time (batches of --trickle);
 - rejects: hostile messages on the triggers topic, which no row can be made of: each becomes a dead letter.
 
@@ -152,9 +153,17 @@ async def longest_block(work: Callable[[], Awaitable[None]]) -> tuple[float, flo
 
 
 async def through_sink(sink: ClickHouseSink, messages: list[Any], batch: int) -> None:
-    for start in range(0, len(messages), batch):
-        part = messages[start : start + batch]
-        await sink._write({TopicPartition(part[0].topic, 0): part})
+    """The messages through the sink in batches as it collects them: `batch` messages or sink_batch_bytes."""
+    part: list[Any] = []
+    held = 0
+    for message in [*messages, None]:
+        if message is None or len(part) == batch or held >= sink.settings.sink_batch_bytes:
+            if part:
+                await sink._write({TopicPartition(part[0].topic, 0): part})
+            part, held = [], 0
+        if message is not None:
+            part.append(message)
+            held += len(message.value)
 
 
 def main() -> None:
