@@ -223,7 +223,7 @@ class Settings(BaseSettings):
         gt=0,
         description="a partition with no new events for this long follows the wall clock instead of event time",
     )
-    sink_batch_size: int = Field(default=50_000, ge=1, description="rows per ClickHouse insert, at most")
+    sink_batch_size: int = Field(default=20_000, ge=1, description="rows per ClickHouse insert, at most")
     sink_batch_bytes: int = Field(
         default=32 * 1024 * 1024, ge=1024, description="bytes of messages a sink batch holds before it is written"
     )

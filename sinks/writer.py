@@ -279,7 +279,8 @@ class ClickHouseSink:
 
         Every insert costs ClickHouse a part and its materialized views a run, whatever its size: writing
         each trickle as it came kept a core busy at a few events a second, and inserts of 5000 rows cost
-        twice the CPU per row of inserts of 50,000 (bench/RESULTS.md, Speed: sink)."""
+        nearly twice the CPU per row of inserts of 20,000 (bench/RESULTS.md, Speed: sink). Larger batches
+        gain little more and make the collector's full passes over the batch's objects longer."""
         size, window = self.settings.sink_batch_size, self.settings.sink_batch_seconds
         batch: dict[TopicPartition, list[Any]] = await consumer.getmany(timeout_ms=int(window * 1000), max_records=size)
         count = sum(len(messages) for messages in batch.values())
