@@ -39,7 +39,7 @@ from schemas.settings import Settings
 from schemas.triggers import DeadLetter
 from sinks.client import connect
 from sinks.schema import apply_migrations
-from sinks.writer import ClickHouseSink
+from sinks.writer import ClickHouseSink, keep_startup_out_of_collections
 
 TICK_SECONDS = 0.005
 
@@ -188,6 +188,7 @@ def main() -> None:
         rejects = reject_messages(settings, values)
         events = event_messages(settings, arguments.events)
         batch = settings.sink_batch_size
+        keep_startup_out_of_collections()  # as ClickHouseSink.run does once started
 
         async def measure() -> list[tuple[str, int, tuple[float, float, float]]]:
             return [
