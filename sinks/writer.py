@@ -73,7 +73,7 @@ MAX_BACKOFF_SECONDS = 30.0
 ERASURES_OVERLAP_MS = 60_000
 # Batches with more messages or bytes than this are turned into rows in a thread: parsing and hashing 5000
 # messages takes long enough to delay the web server and the consumer's heartbeats, and so does hashing the
-# addresses in a few hostile dead letters (up to 30 ms for one of 16 KB).
+# addresses in a few hostile dead letters (12 ms for one of 16 KB full of addresses).
 ROWS_IN_THREAD_FROM = 64
 BYTES_IN_THREAD_FROM = 16 * 1024
 # Dead letters sent in a burst give the event loop back after this many sends (a send that finds room in
