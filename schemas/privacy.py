@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from typing import Literal
@@ -18,7 +19,16 @@ ContactKind = Literal["email", "phone"]
 
 def keyed_digest(key: bytes, text: str) -> str:
     """HMAC-SHA256 hex: without the key a digest cannot be checked against guesses (phone numbers are few)."""
-    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+    digest = _keyed(key).copy()
+    digest.update(text.encode())
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def _keyed(key: bytes) -> hmac.HMAC:
+    # An HMAC already keyed, copied for each digest: a third of the cost of keying it again (a dead letter
+    # full of addresses hashes thousands of them).
+    return hmac.new(key, digestmod=hashlib.sha256)
 
 
 def person_hash(person_id: str, key: bytes) -> str:

@@ -228,7 +228,10 @@ class Settings(BaseSettings):
         gt=0,
         description="a partition with no new events for this long follows the wall clock instead of event time",
     )
-    sink_batch_size: int = Field(default=5000, ge=1, description="rows per ClickHouse insert, at most")
+    sink_batch_size: int = Field(default=20_000, ge=1, description="rows per ClickHouse insert, at most")
+    sink_batch_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1024, description="bytes of messages a sink batch holds before it is written"
+    )
     sink_batch_seconds: float = Field(default=1.0, gt=0, description="longest wait before a partial batch is written")
     sink_web_host: str = Field(default="127.0.0.1", description="interface the sink's dashboard and /metrics listen on")
     sink_web_port: int = Field(default=6067, ge=0, le=65535, description="port of the sink's dashboard and /metrics")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from schemas.metrics import ProcessMetrics
 
-# Batches run from one row to sink_batch_size (5000 by default); inserts from milliseconds to the
+# Batches run from one row to sink_batch_size (20,000 by default); inserts from milliseconds to the
 # seconds of a slow server.
 BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 500, 1000, 2500, 5000, 10000, 50000)
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

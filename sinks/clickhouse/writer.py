@@ -18,6 +18,7 @@ another sharing the partitions - writes back the rows of someone erased, even on
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import logging
 import struct
@@ -70,9 +71,14 @@ MAX_BACKOFF_SECONDS = 30.0
 # Erasures are read incrementally, from a little before the newest one seen: rows inserted at the same
 # moment by several sinks can become visible out of erased_at order.
 ERASURES_OVERLAP_MS = 60_000
-# Batches with more messages than this are turned into rows in a thread: parsing and hashing 5000
-# messages takes long enough to delay the web server and the consumer's heartbeats.
+# Batches with more messages or bytes than this are turned into rows in a thread: parsing and hashing 5000
+# messages takes long enough to delay the web server and the consumer's heartbeats, and so does hashing the
+# addresses in a few hostile dead letters (12 ms for one of 16 KB full of addresses).
 ROWS_IN_THREAD_FROM = 64
+BYTES_IN_THREAD_FROM = 16 * 1024
+# Dead letters sent in a burst give the event loop back after this many sends (a send that finds room in
+# the producer's buffer never yields), so 10k of them never hold it for long.
+MESSAGES_PER_TURN = 200
 # ClickHouse error codes that mean the rows themselves were refused (anything else is taken for the
 # store being unavailable, and retried): parse and conversion failures, values out of range, constraints.
 DATA_ERROR_CODES = frozenset({6, 26, 27, 38, 41, 53, 69, 70, 72, 117, 131, 190, 321, 349, 469})
@@ -127,11 +133,12 @@ def routes_for(settings: Settings) -> dict[str, Route]:
 @dataclass
 class Built:
     """One partition's messages as rows: each kept row with its message, the erased ones dropped, the
-    messages no row could be made of with the reason."""
+    messages no row could be made of with the reason, and the people the kept rows are about."""
 
     kept: list[tuple[list[Any], Any]] = field(default_factory=list)
     dropped_as_erased: int = 0
     failed: list[tuple[Any, str]] = field(default_factory=list)
+    people: set[str] = field(default_factory=set)
 
 
 def build_rows(route: Route, messages: list[Any], erased: Collection[str], key: bytes) -> Built:
@@ -148,11 +155,47 @@ def build_rows(route: Route, messages: list[Any], erased: Collection[str], key: 
             continue
         if row is None:
             continue
-        if erased and any(person_hash(person, key) in erased for person in route.people(row)):
+        # Found here, in the thread: a dead letter's people are read out of its value, 16 KB of JSON.
+        people = route.people(row)
+        if erased and any(person_hash(person, key) in erased for person in people):
             built.dropped_as_erased += 1
             continue
         built.kept.append((row, message))
+        built.people.update(people)
     return built
+
+
+def keep_startup_out_of_collections() -> None:
+    """Leave what the process has made so far (modules, models, clients: about 100k objects) out of the
+    garbage collector's full passes. A full pass runs in whichever thread allocates, the one building rows
+    included, and holds the GIL throughout: with those objects in it, a batch of 10k events held the event
+    loop 55-100 ms; without them 7-14 ms (bench/RESULTS.md). Objects that die later are still freed."""
+    gc.collect()
+    gc.freeze()
+
+
+def in_thread(messages: list[Any]) -> bool:
+    """Whether turning these messages into rows takes long enough to be done off the event loop."""
+    if len(messages) >= ROWS_IN_THREAD_FROM:
+        return True
+    return sum(len(message.value or b"") for message in messages) >= BYTES_IN_THREAD_FROM
+
+
+def columns_of(part: list[tuple[list[Any], Any]]) -> list[tuple[Any, ...]]:
+    """The rows of a part as columns, as ClickHouse stores them: the client then writes each column as a
+    whole instead of pivoting the rows itself."""
+    return list(zip(*(row for row, _ in part), strict=True))
+
+
+def token_of(part: list[tuple[list[Any], Any]]) -> str:
+    """The insert's deduplication token: the same rows give the same token, so a part re-sent after a crash
+    is recognised as already written (a batch read again in another shape is caught by the tables' natural
+    keys instead)."""
+    offsets: dict[tuple[str, int], list[int]] = defaultdict(list)
+    for _, message in part:
+        offsets[message.topic, message.partition].append(message.offset)
+    described = ",".join(f"{t}/{p}/{min(found)}-{max(found)}" for (t, p), found in sorted(offsets.items()))
+    return hashlib.sha256(f"{described}/{len(part)}".encode()).hexdigest()
 
 
 def is_data_error(error: BaseException) -> bool:
@@ -197,6 +240,7 @@ class ClickHouseSink:
         self._stopping = asyncio.Event()
         self._erased: set[str] = set()  # person hashes
         self._erased_since_ms = 0  # epoch ms: erasures are read from here on
+        self._types: dict[str, list[str]] = {}  # table: the types of its columns, in the order written
         self._producer: AIOKafkaProducer | None = None
         self.consumer: AIOKafkaConsumer | None = None
 
@@ -224,6 +268,7 @@ class ClickHouseSink:
         await producer.start()
         self._producer = producer
         self.consumer = consumer
+        keep_startup_out_of_collections()
         try:
             while not self._stopping.is_set():
                 batch = await self._collect(consumer)
@@ -240,15 +285,19 @@ class ClickHouseSink:
             await consumer.stop()
 
     async def _collect(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Any]]:
-        """A batch: what arrives within `sink_batch_seconds` of its first record, up to `sink_batch_size`.
+        """A batch: what arrives within `sink_batch_seconds` of its first record, up to `sink_batch_size`
+        records or `sink_batch_bytes` (the fetch that crosses it included).
 
         Every insert costs ClickHouse a part and its materialized views a run, whatever its size: writing
-        each trickle as it came kept a core busy at a few events a second."""
+        each trickle as it came kept a core busy at a few events a second, and inserts of 5000 rows cost
+        nearly twice the CPU per row of inserts of 20,000 (bench/RESULTS.md, Speed: sink). Larger batches
+        gain little more and make the collector's full passes over the batch's objects longer."""
         size, window = self.settings.sink_batch_size, self.settings.sink_batch_seconds
         batch: dict[TopicPartition, list[Any]] = await consumer.getmany(timeout_ms=int(window * 1000), max_records=size)
         count = sum(len(messages) for messages in batch.values())
+        held = sum(len(m.value or b"") for messages in batch.values() for m in messages)
         closes = time.monotonic() + window
-        while batch and count < size and not self._stopping.is_set():
+        while batch and count < size and held < self.settings.sink_batch_bytes and not self._stopping.is_set():
             left = closes - time.monotonic()
             if left <= 0:
                 break
@@ -256,6 +305,7 @@ class ClickHouseSink:
             for tp, messages in more.items():
                 batch.setdefault(tp, []).extend(messages)
                 count += len(messages)
+                held += sum(len(m.value or b"") for m in messages)
         return batch
 
     async def _commit(self, consumer: Any, offsets: dict[TopicPartition, int]) -> None:
@@ -284,7 +334,7 @@ class ClickHouseSink:
         for topic, messages in by_topic.items():
             route = self.routes[topic]
             erased = frozenset(self._erased)
-            if len(messages) >= ROWS_IN_THREAD_FROM:
+            if in_thread(messages):
                 built = await asyncio.to_thread(build_rows, route, messages, erased, self.settings.hash_key)
             else:
                 built = build_rows(route, messages, erased, self.settings.hash_key)
@@ -294,7 +344,7 @@ class ClickHouseSink:
                 await self._reject(built.failed, route.spec.table)
             if built.kept:
                 await self._insert(route.spec, built.kept)
-                written.update(person for row, _ in built.kept for person in route.people(row))
+                written |= built.people
         if written:
             await self._erase_late(written)
         # Erasures last: rows of the same batch that are about the person are in, and go with the rest.
@@ -334,14 +384,31 @@ class ClickHouseSink:
 
     async def _reject(self, failed: list[tuple[Any, str]], table: str) -> None:
         """Set messages aside on the dead-letter topic with their reasons; a dead letter is only logged."""
+        if in_thread([message for message, _ in failed]):
+            letters, unstorable = await asyncio.to_thread(self._letters, failed)
+        else:
+            letters, unstorable = self._letters(failed)
+        self.stats.unstorable_letters += unstorable
+        self.metrics.unstorable_letters.inc(unstorable)
+        if not letters:
+            return
+        # Sent again whole if any fails: copies collapse on (topic, partition, offset) in dead_letters.
+        await self._until_done("dead letters", lambda: self._send_letters(letters))
+        self.stats.dead_lettered += len(letters)
+        self.metrics.dead_lettered.labels(table).inc(len(letters))
+
+    def _letters(self, failed: list[tuple[Any, str]]) -> tuple[list[tuple[bytes | None, bytes]], int]:
+        """The dead letters of failed messages as (key, value) to send, logged; and how many failed messages
+        were dead letters themselves, which are only logged. It may run in a thread: a letter of 16 KB
+        takes 0.2 ms to build, log and encode, and a burst brings thousands."""
         limits = self.settings.limits
-        letters: list[tuple[str | None, DeadLetter]] = []
+        letters: list[tuple[bytes | None, bytes]] = []
+        unstorable = 0
         for message, reason in failed:
             why = truncated(reason.encode(), limits).decode(errors="replace")
             where = f"{message.topic}/{message.partition}@{message.offset}"
             if message.topic == self.settings.dead_letter_topic:
-                self.stats.unstorable_letters += 1
-                self.metrics.unstorable_letters.inc()
+                unstorable += 1
                 log.error("dead letter %s cannot be stored (%s); dropped, not dead-lettered again", where, why)
                 continue
             key = message.key.decode(errors="replace") if message.key else None
@@ -356,24 +423,16 @@ class ClickHouseSink:
                 received_at=datetime.now(UTC),
             )
             log.warning("dead letter %s: %s", where, why)
-            letters.append((stored_key, letter))
-        if not letters:
-            return
-        # Sent again whole if any fails: copies collapse on (topic, partition, offset) in dead_letters.
-        await self._until_done("dead letters", lambda: self._send_letters(letters))
-        self.stats.dead_lettered += len(letters)
-        self.metrics.dead_lettered.labels(table).inc(len(letters))
+            letters.append((stored_key.encode() if stored_key else None, letter.model_dump_json().encode()))
+        return letters, unstorable
 
-    async def _send_letters(self, letters: list[tuple[str | None, DeadLetter]]) -> None:
+    async def _send_letters(self, letters: list[tuple[bytes | None, bytes]]) -> None:
         assert self._producer is not None, "dead letters are sent while the sink runs"
-        sent = [
-            await self._producer.send(
-                self.settings.dead_letter_topic,
-                key=key.encode() if key else None,
-                value=letter.model_dump_json().encode(),
-            )
-            for key, letter in letters
-        ]
+        sent = []
+        for number, (key, value) in enumerate(letters, 1):
+            if number % MESSAGES_PER_TURN == 0:
+                await asyncio.sleep(0)  # a send that finds room in the producer's buffer never yields
+            sent.append(await self._producer.send(self.settings.dead_letter_topic, key=key, value=value))
         await asyncio.gather(*sent)
 
     async def _erase(self, message: Any) -> None:
@@ -444,16 +503,25 @@ class ClickHouseSink:
             return min(seconds * 2, MAX_BACKOFF_SECONDS)
         raise _Stopped
 
-    def _token(self, part: list[tuple[list[Any], Any]]) -> str:
-        # The same rows give the same token: a part re-sent after a crash is recognised as already written
-        # (a batch read again in another shape is caught by the tables' natural keys instead).
-        ranges: dict[tuple[str, int], tuple[int, int]] = {}
-        for _, message in part:
-            where = (message.topic, message.partition)
-            low, high = ranges.get(where, (message.offset, message.offset))
-            ranges[where] = (min(low, message.offset), max(high, message.offset))
-        described = ",".join(f"{t}/{p}/{low}-{high}" for (t, p), (low, high) in sorted(ranges.items()))
-        return hashlib.sha256(f"{described}/{len(part)}".encode()).hexdigest()
+    def _column_types(self, spec: TableSpec) -> list[str]:
+        """The ClickHouse types of the table's columns, asked once: the client would ask before every insert."""
+        if spec.table not in self._types:
+            described = {
+                str(name): str(kind) for name, kind, *_ in self.client.query(f"DESCRIBE TABLE {spec.table}").result_rows
+            }
+            self._types[spec.table] = [described[column] for column in spec.columns]
+        return self._types[spec.table]
+
+    def _insert_columns(self, spec: TableSpec, part: list[tuple[list[Any], Any]]) -> None:
+        """One insert of the part (in a thread): its rows as columns, the same rows giving the same token."""
+        self.client.insert(
+            spec.table,
+            columns_of(part),
+            column_names=list(spec.columns),
+            column_type_names=self._column_types(spec),
+            column_oriented=True,
+            settings={"insert_deduplication_token": token_of(part)},
+        )
 
     async def _insert(self, spec: TableSpec, part: list[tuple[list[Any], Any]]) -> None:
         """Insert the rows, retried while ClickHouse is unavailable. Rows it refuses are found by halving
@@ -462,13 +530,7 @@ class ClickHouseSink:
         while True:
             started = time.perf_counter()
             try:
-                await asyncio.to_thread(
-                    self.client.insert,
-                    spec.table,
-                    [row for row, _ in part],
-                    column_names=list(spec.columns),
-                    settings={"insert_deduplication_token": self._token(part)},
-                )
+                await asyncio.to_thread(self._insert_columns, spec, part)
             except Exception as error:  # classified below: refused rows are split out, the rest retried
                 self.stats.insert_errors += 1
                 self.metrics.insert_errors.labels(spec.table).inc()

@@ -3,6 +3,7 @@ message that breaks row building becomes, and what a failed offset commit does."
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,16 @@ from clickhouse_connect.driver.exceptions import DatabaseError, DataError, Opera
 from schemas.privacy import person_hash
 from schemas.settings import Settings
 from sinks.clickhouse.rows import EVENTS, Unusable
-from sinks.clickhouse.writer import ClickHouseSink, Route, build_rows, is_data_error
+from sinks.clickhouse.writer import (
+    BYTES_IN_THREAD_FROM,
+    MESSAGES_PER_TURN,
+    ROWS_IN_THREAD_FROM,
+    ClickHouseSink,
+    Route,
+    build_rows,
+    in_thread,
+    is_data_error,
+)
 
 KEY = b"unit-test-key"
 
@@ -99,3 +109,44 @@ async def test_a_failed_commit_is_logged_and_counted_and_the_sink_goes_on(error:
     assert consumer.asked == [{mine: 5}]  # a partition taken away by a rebalance is left to its new owner
     assert sink.stats.commit_failures == 1
     assert sink.metrics.commit_failures._value.get() == 1
+
+
+class Acknowledging:
+    """A producer whose every send finds room in its buffer, as aiokafka's does: it never yields."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes | None, bytes]] = []
+
+    async def send(self, topic: str, key: bytes | None = None, value: bytes = b"") -> asyncio.Future[None]:
+        self.sent.append((key, value))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+async def test_a_burst_of_rejects_is_dead_lettered_without_holding_the_event_loop() -> None:
+    sink = ClickHouseSink(Settings(demo=True), client=None)
+    producer = Acknowledging()
+    sink._producer = producer  # type: ignore[assignment]
+    failed = [(Message(b"x@" + b"." * 254 + b"a" * 2000, topic="triggers", offset=n), "not JSON") for n in range(2000)]
+    turns = 0
+
+    async def other_work() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    other = asyncio.create_task(other_work())
+    await asyncio.sleep(0)
+    before = turns
+    await sink._reject(failed, "triggers")
+    other.cancel()
+    assert len(producer.sent) == 2000 and sink.stats.dead_lettered == 2000
+    assert turns - before >= 2000 // MESSAGES_PER_TURN  # the loop ran other work all along the burst
+
+
+def test_a_few_large_messages_are_turned_into_rows_off_the_event_loop() -> None:
+    assert not in_thread([Message(b"x" * 100) for _ in range(ROWS_IN_THREAD_FROM - 1)])
+    assert in_thread([Message(b"x" * 100) for _ in range(ROWS_IN_THREAD_FROM)])
+    assert in_thread([Message(b"x" * (BYTES_IN_THREAD_FROM // 2)) for _ in range(2)])  # hostile dead letters
