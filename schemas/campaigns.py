@@ -13,10 +13,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from schemas.events import UtcDatetime, WireModel, describe_validation_error
-from schemas.limits import decode_object
+from schemas.events import UtcDatetime, WireModel
+from schemas.limits import decode_validated
 from schemas.rules import (
     Duration,
     InvalidRules,
@@ -180,11 +180,7 @@ def load_campaign(path: Path, rules: RulesConfig | None = None) -> Campaign:
 
 def parse_control(raw: bytes | None, key: bytes | None) -> CampaignControl:
     """A record of the campaigns topic, or InvalidCampaign with the reason (for its dead letter)."""
-    document = decode_object(raw, CONTROL_BYTES, InvalidCampaign, "campaign message")
-    try:
-        message = CampaignControl.model_validate(document)
-    except ValidationError as error:
-        raise InvalidCampaign(f"invalid campaign message: {describe_validation_error(error)}") from None
+    message = decode_validated(raw, CampaignControl.model_validate, CONTROL_BYTES, InvalidCampaign, "campaign message")
     if key != message.campaign_id.encode():
         # Compaction keeps the latest record per key: a campaign under another key could never be cancelled.
         raise InvalidCampaign(f"keyed {key!r}, not by its campaign id {message.campaign_id!r}")

@@ -14,7 +14,15 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
-from schemas.limits import DEFAULT_LIMITS, LimitExceeded, Limits, check_document, check_timestamp, decode_object
+from schemas.limits import (
+    DEFAULT_LIMITS,
+    LimitExceeded,
+    Limits,
+    check_document,
+    check_timestamp,
+    decode_object,
+    describe_validation_error,
+)
 from schemas.profile import ConsentSource, ReplySentiment
 
 
@@ -157,15 +165,6 @@ PROPERTIES_BY_EVENT: dict[EventName, type[Properties]] = {
     EventName.SMS_CLICKED: MessageProperties,
     EventName.SMS_REPLIED: SmsReplyProperties,
 }
-
-
-def describe_validation_error(error: ValidationError) -> str:
-    """A validation error in one line: each problem as `where: message`, separated by semicolons."""
-    parts = []
-    for problem in error.errors(include_url=False):
-        where = ".".join(str(part) for part in problem["loc"]) or "event"
-        parts.append(f"{where}: {problem['msg']}")
-    return "; ".join(parts)
 
 
 class EventContext(WireModel):

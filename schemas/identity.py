@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from schemas.events import UtcDatetime, describe_validation_error
-from schemas.limits import LimitExceeded, Limits, check_depth, check_document, decode_object
+from schemas.events import UtcDatetime
+from schemas.limits import LimitExceeded, Limits, check_depth, check_document, decode_validated
 
 
 class _IdentityModel(BaseModel):
@@ -76,11 +76,7 @@ class InvalidIdentityMessage(ValueError):
 
 def parse_identity(raw: bytes | None, limits: Limits) -> Link | Merge | ContactLink | ForgetMerged:
     """The identity message in `raw`, checked against the limits; InvalidIdentityMessage when it is not one."""
-    document = decode_object(raw, MERGE_BYTES, InvalidIdentityMessage, "identity message")
-    try:
-        message = _ADAPTER.validate_python(document)
-    except ValidationError as error:
-        raise InvalidIdentityMessage(f"invalid identity message: {describe_validation_error(error)}") from None
+    message = decode_validated(raw, _ADAPTER.validate_python, MERGE_BYTES, InvalidIdentityMessage, "identity message")
     for name in ("anonymous_id", "person_id", "contact_id"):
         value = getattr(message, name, None)
         if isinstance(value, str) and len(value) > limits.id_length:

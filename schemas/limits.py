@@ -8,12 +8,12 @@ store, to read back or to send to the broker (docs/architecture.md, "Bounded inp
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 # Fields of an event that are identifiers: bounded by `id_length`, not by `string_length`.
 ID_FIELDS = ("userId", "anonymousId", "previousId", "messageId", "groupId")
@@ -215,6 +215,34 @@ def decode_object(
     if depth is not None and not within_depth(document, depth):
         raise refusal(f"over a limit: {what} nested deeper than {depth} levels")
     return document
+
+
+Decoded = TypeVar("Decoded")
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """A validation error in one line: each problem as `where: message`, separated by semicolons."""
+    parts = []
+    for problem in error.errors(include_url=False):
+        where = ".".join(str(part) for part in problem["loc"]) or "event"
+        parts.append(f"{where}: {problem['msg']}")
+    return "; ".join(parts)
+
+
+def decode_validated(
+    raw: bytes | None,
+    validate: Callable[[dict[str, Any]], Decoded],
+    most_bytes: int,
+    refusal: type[Refusal],
+    what: str,
+) -> Decoded:
+    """A topic's record as its model: `decode_object`, then `validate` (a model's `model_validate`, an
+    adapter's `validate_python`), or `refusal` saying `invalid <what>: ` and every problem."""
+    document = decode_object(raw, most_bytes, refusal, what)
+    try:
+        return validate(document)
+    except ValidationError as error:
+        raise refusal(f"invalid {what}: {describe_validation_error(error)}") from None
 
 
 def check_id(where: str, value: str, limits: Limits) -> None:

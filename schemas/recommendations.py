@@ -18,11 +18,11 @@ the next run leaves the erased person's orders out, as their events are gone.
 
 from __future__ import annotations
 
-from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from schemas.events import UtcDatetime, WireModel, describe_validation_error
-from schemas.limits import LimitExceeded, Limits, check_id, decode_object
+from schemas.events import UtcDatetime, WireModel
+from schemas.limits import LimitExceeded, Limits, check_id, decode_validated
 
 # Recommendations kept per product, and the most a nudge carries. An email shows three to six products; ten
 # leaves room for dropping what the person already bought or has in the cart, and keeps every runner's map of
@@ -80,11 +80,9 @@ def parse_recommendation(key: bytes | None, raw: bytes | None, limits: Limits) -
         if not key:
             raise InvalidRecommendation("a tombstone without a key")
         return None
-    document = decode_object(raw, RECOMMENDATION_BYTES, InvalidRecommendation, "recommendation")
-    try:
-        recommendation = Recommendation.model_validate(document)
-    except ValidationError as error:
-        raise InvalidRecommendation(f"invalid recommendation: {describe_validation_error(error)}") from None
+    recommendation = decode_validated(
+        raw, Recommendation.model_validate, RECOMMENDATION_BYTES, InvalidRecommendation, "recommendation"
+    )
     try:
         check_id("productId", recommendation.product_id, limits)
         check_id("modelVersion", recommendation.model_version, limits)

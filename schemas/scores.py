@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from schemas.events import UtcDatetime, WireModel, describe_validation_error
-from schemas.limits import LimitExceeded, Limits, check_id, decode_object
+from schemas.events import UtcDatetime, WireModel
+from schemas.limits import LimitExceeded, Limits, check_id, decode_validated
 
 # A score is a few hundred bytes; its two ids may each be as long as `limits.id_length` allows (4096 at most).
 SCORE_BYTES = 16 * 1024
@@ -85,11 +85,7 @@ def parse_score(key: bytes | None, raw: bytes | None, limits: Limits) -> Score |
     The key must be the person the score is about: a record keyed by one person cannot set another's facts."""
     if raw is None:
         return None
-    document = decode_object(raw, SCORE_BYTES, InvalidScore, "score")
-    try:
-        score = Score.model_validate(document)
-    except ValidationError as error:
-        raise InvalidScore(f"invalid score: {describe_validation_error(error)}") from None
+    score = decode_validated(raw, Score.model_validate, SCORE_BYTES, InvalidScore, "score")
     try:
         check_id("personId", score.person_id, limits)
         check_id("modelVersion", score.model_version, limits)

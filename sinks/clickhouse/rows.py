@@ -17,8 +17,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from schemas.consent import ConsentChange
 from schemas.deliveries import DeliveryRecord
-from schemas.events import InvalidEvent, UtcDatetime, decode_document, describe_validation_error, parse_event
-from schemas.limits import DEFAULT_LIMITS, Limits, decode_object, truncated, within_depth
+from schemas.events import InvalidEvent, UtcDatetime, decode_document, parse_event
+from schemas.limits import DEFAULT_LIMITS, Limits, decode_object, describe_validation_error, truncated, within_depth
 from schemas.segments import SegmentChange
 from schemas.settings import Settings
 from schemas.triggers import DeadLetter, Suppression, Trigger
