@@ -30,7 +30,7 @@ from schemas.campaigns import CampaignOp, control_message, parse_campaign
 from schemas.events import Event
 from schemas.rules import RulesConfig, load_rules
 from schemas.settings import Settings
-from streams.outbox import Outbox
+from streams.broker.outbox import Outbox
 from streams.processing.campaigns import SWEEP_BUDGET_SECONDS
 from streams.processing.processor import Processor
 from streams.rules.engine import apply_event

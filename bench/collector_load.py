@@ -216,7 +216,7 @@ def run_benchmark(arguments: argparse.Namespace) -> int:
     import os
 
     from schemas.settings import Settings
-    from streams.topics import ensure_topics
+    from streams.broker.topics import ensure_topics
 
     install_signal_handlers()
     with (

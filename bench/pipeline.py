@@ -76,8 +76,8 @@ from worker_throughput import (
 
 from schemas.rules import DEFAULT_RULES_FILE
 from schemas.settings import Settings
+from streams.broker.topics import ensure_topics
 from streams.timers import utc_now
-from streams.topics import ensure_topics
 
 NAN = float("nan")
 # A phase with less than this left of the budget is skipped rather than started only to be cut short.

@@ -33,7 +33,7 @@ from sinks.sender.channels.smtp import SmtpChannel
 from sinks.sender.loop import Sender
 from sinks.sender.messages import OutgoingEmail, compose
 from sinks.sender.templates import Templates
-from streams.topics import ensure_topics
+from streams.broker.topics import ensure_topics
 
 
 class Counting:

@@ -47,8 +47,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from schemas.campaigns import CampaignOp, control_message, parse_campaign
 from schemas.settings import Settings
+from streams.broker.topics import ensure_topics
 from streams.timers import utc_now
-from streams.topics import ensure_topics
 
 
 # One rule on Product Added, and a policy with no caps or quiet hours, so every Product Added gives exactly one

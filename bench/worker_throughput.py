@@ -39,9 +39,9 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
 from schemas.settings import Settings
+from streams.broker.topics import ensure_topics
 from streams.simulator.shoppers import interleaved_sessions
 from streams.timers import utc_now
-from streams.topics import ensure_topics
 
 TIMEZONES = ("America/New_York", "America/Los_Angeles", "Europe/Berlin", "Europe/London", "Asia/Tokyo")
 POLL_SECONDS = 0.25

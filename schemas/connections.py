@@ -15,7 +15,7 @@ from schemas.settings import SecuritySettings, Settings
 
 
 class BrokerUnavailable(RuntimeError):
-    """No Kafka broker answered in time. Here, not beside the check (streams/topics.py), so the command line can
+    """No Kafka broker answered in time. Here, not beside the check (streams/broker/topics.py), so the command line can
     catch it without importing a Kafka client."""
 
 

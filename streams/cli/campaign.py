@@ -70,8 +70,8 @@ def read_controls(settings: Settings) -> dict[str, CampaignControl]:
     """The campaigns topic read to its end, as a runner reads it when it starts."""
     import asyncio
 
+    from streams.broker.topics import ensure_topics
     from streams.processing.whole_topic import WholeTopicReader
-    from streams.topics import ensure_topics
 
     ensure_topics(settings, [settings.campaigns_topic])
 

@@ -12,9 +12,9 @@ def command_collector(settings: Settings, arguments: argparse.Namespace) -> int:
     """The HTTP collector: Segment-compatible /v1/* calls and sender webhooks onto the events topic."""
     from aiohttp import web
 
+    from streams.broker.topics import ensure_topics
     from streams.collector.app import Collector, build_app
     from streams.collector.producer import KafkaEventProducer
-    from streams.topics import ensure_topics
 
     if refused(settings, "collector"):
         return REFUSED

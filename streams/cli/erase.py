@@ -17,7 +17,7 @@ def command_erase(settings: Settings, arguments: argparse.Namespace) -> int:
     from kafka import KafkaProducer
 
     from schemas.privacy import ErasureRequest
-    from streams.topics import ensure_topics
+    from streams.broker.topics import ensure_topics
 
     ensure_topics(settings, [settings.privacy_topic])
     request = ErasureRequest(

@@ -32,7 +32,7 @@ def command_kafka(settings: Settings, arguments: argparse.Namespace) -> int:
 
 def command_topics(settings: Settings, arguments: argparse.Namespace) -> int:
     """`nudgeflow topics`: create the topics that do not exist yet."""
-    from streams.topics import ensure_topics
+    from streams.broker.topics import ensure_topics
 
     created = ensure_topics(settings)
     print(f"created: {', '.join(created)}" if created else "all topics exist")

@@ -38,7 +38,7 @@ def command_models_train(settings: Settings, arguments: argparse.Namespace) -> i
     )
     from sinks.predictions.recommendations import compute_recommendations, recommendations_version
     from sinks.predictions.training import train
-    from streams.topics import ensure_topics
+    from streams.broker.topics import ensure_topics
 
     at = arguments.at or datetime.now(UTC)
     publish = not arguments.no_publish

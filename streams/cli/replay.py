@@ -17,6 +17,7 @@ def command_replay(settings: Settings, arguments: argparse.Namespace) -> int:
     """Events from a JSON-lines file or another topic onto the events topic, within a time range."""
     from kafka import KafkaProducer
 
+    from streams.broker.topics import ensure_topics
     from streams.replay import (
         Invalid,
         Keep,
@@ -28,7 +29,6 @@ def command_replay(settings: Settings, arguments: argparse.Namespace) -> int:
         parse_source,
         progress_line,
     )
-    from streams.topics import ensure_topics
 
     try:
         source = parse_source(arguments.source)

@@ -117,7 +117,7 @@ def command_run(settings: Settings, arguments: argparse.Namespace) -> int:
     # `kill` stops the demo as Ctrl-C does: children and the broker it started go with it.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        from streams.topics import ensure_topics
+        from streams.broker.topics import ensure_topics
 
         ensure_topics(settings)
         supervisor.start_all()

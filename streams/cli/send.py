@@ -37,7 +37,7 @@ def command_send(settings: Settings, arguments: argparse.Namespace) -> int:
     from sinks.sender.loop import Sender
     from sinks.sender.metrics import SenderMetrics, web_app
     from sinks.sender.templates import Templates
-    from streams.topics import ensure_topics
+    from streams.broker.topics import ensure_topics
 
     if refused(settings, "sender"):
         return REFUSED

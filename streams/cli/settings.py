@@ -11,7 +11,7 @@ from streams.cli.base import Commands
 
 def command_settings(settings: Settings, arguments: argparse.Namespace) -> int:
     """`nudgeflow settings`: print the configuration reference, or update the table in a README."""
-    from streams.settings_docs import settings_table, update_readme
+    from streams.cli.settings_docs import settings_table, update_readme
 
     if arguments.write_readme is not None:
         changed = update_readme(Path(arguments.write_readme))

@@ -10,8 +10,8 @@ from streams.cli.base import Commands
 
 def command_simulate(settings: Settings, arguments: argparse.Namespace) -> int:
     """`nudgeflow simulate`: play simulated shopper sessions onto the events topic."""
+    from streams.broker.topics import ensure_topics
     from streams.simulator.shoppers import Simulator
-    from streams.topics import ensure_topics
 
     ensure_topics(settings)
     simulator = Simulator(settings, arguments.rate, arguments.shoppers, arguments.seed)

@@ -17,7 +17,7 @@ def command_sink(settings: Settings, arguments: argparse.Namespace) -> int:
     from sinks.clickhouse.client import connect
     from sinks.clickhouse.schema import apply_migrations
     from sinks.clickhouse.writer import ClickHouseSink
-    from streams.topics import ensure_topics
+    from streams.broker.topics import ensure_topics
 
     if refused(settings, "sink"):
         return REFUSED

@@ -14,8 +14,8 @@ from streams.cli.base import REFUSED, Commands, log, refused
 def command_worker(settings: Settings, arguments: argparse.Namespace) -> int:
     """`nudgeflow worker`: run the stream worker under the batched or the Faust runner."""
     from sinks.analytics.web import start_web
+    from streams.broker.topics import ensure_topics
     from streams.runners.batched import BatchedRunner, tune_garbage_collector
-    from streams.topics import ensure_topics
     from streams.web.server import build_api
 
     if refused(settings, "worker"):

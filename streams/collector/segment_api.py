@@ -20,7 +20,7 @@ from schemas.consent import CLIENT_SOURCES, states_consent
 from schemas.events import Event, EventType
 from schemas.limits import LimitExceeded, Limits, check_document, check_timestamp, describe_validation_error
 from schemas.privacy import CONTACT_PREFIX
-from streams.collector.contacts import clean_traits
+from streams.collector.cleaning import clean_traits
 from streams.collector.skew import ImplausibleTimestamps, derived_timestamp
 
 CALL_TYPES: tuple[str, ...] = get_args(EventType)

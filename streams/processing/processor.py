@@ -27,8 +27,8 @@ from schemas.rules import RulesConfig
 from schemas.scores import InvalidScore, parse_score
 from schemas.settings import Settings
 from schemas.triggers import DeadLetter, QuarantinedState
+from streams.broker.outbox import partition_of
 from streams.metrics import WorkerMetrics
-from streams.outbox import partition_of
 from streams.processing import erasure, identity
 from streams.processing.campaigns import CampaignRegistry, Sweep, Throttle
 from streams.processing.recommendations import RecommendationMap

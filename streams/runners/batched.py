@@ -26,8 +26,8 @@ from aiokafka.errors import KafkaError
 from schemas.connections import aiokafka_options
 from schemas.rules import RulesConfig
 from schemas.settings import Settings
+from streams.broker.outbox import Outbox
 from streams.metrics import WorkerMetrics
-from streams.outbox import Outbox
 from streams.processing.campaigns import SWEEP_BUDGET_SECONDS
 from streams.processing.processor import Processor
 from streams.processing.whole_topic import WholeTopicReader

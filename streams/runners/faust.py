@@ -66,8 +66,8 @@ from schemas.connections import faust_broker_options
 from schemas.metrics import metrics_response
 from schemas.rules import RulesConfig
 from schemas.settings import Settings
+from streams.broker.outbox import partition_of
 from streams.metrics import WorkerMetrics
-from streams.outbox import partition_of
 from streams.processing.campaigns import SWEEP_BUDGET_SECONDS
 from streams.processing.processor import Processor
 from streams.processing.types import SourceRecord
@@ -667,7 +667,7 @@ class FaustRunner:
 
 def install(app: faust.App, settings: Settings, rules: RulesConfig) -> FaustRunner:
     """Add nudgeflow's agent, tables, clock timer and web pages to `app` (see the module's docstring)."""
-    from streams.topics import ensure_topics
+    from streams.broker.topics import ensure_topics
 
     runner = FaustRunner(app, settings, rules)
     # Faust creates no source topic with the app's partition count; nudgeflow does, before the consumer
@@ -717,7 +717,7 @@ def build_app(settings: Settings, rules: RulesConfig) -> faust.App:
 
 def run_worker(settings: Settings, rules: RulesConfig) -> int:
     """Run `build_app`'s app as a Faust worker in this process until SIGTERM or SIGINT."""
-    from streams.topics import ensure_topics
+    from streams.broker.topics import ensure_topics
 
     ensure_topics(settings)
     app = build_app(settings, rules)

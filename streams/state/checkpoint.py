@@ -20,7 +20,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-from streams.outbox import Outbox
+from streams.broker.outbox import Outbox
 from streams.rules.person import PersonState
 from streams.state.store import TableStore
 from streams.state.tables import flush

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from rocksdict import Rdict
 
-from streams.outbox import Outbox
+from streams.broker.outbox import Outbox
 
 log = logging.getLogger(__name__)
 

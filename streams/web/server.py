@@ -20,7 +20,7 @@ from kafka.errors import KafkaError
 
 from schemas.access import token_guard
 from schemas.metrics import metrics_response
-from streams.outbox import partition_of
+from streams.broker.outbox import partition_of
 from streams.runners.batched import BatchedRunner
 from streams.timers import utc_now
 from streams.web.documents import profile_document, segment_page

@@ -19,7 +19,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from schemas.settings import Settings
-from streams.topics import ensure_topics
+from streams.broker.topics import ensure_topics
 
 REPO = Path(__file__).resolve().parents[2]
 # The test pipelines run closed, as a shop's would: a hash secret and an API token of their own.

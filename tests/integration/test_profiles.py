@@ -22,7 +22,7 @@ from msgspec.structs import replace
 
 from schemas.rules import load_rules
 from schemas.settings import Settings
-from streams.outbox import partition_of
+from streams.broker.outbox import partition_of
 from streams.rules.person import PersonState
 from streams.runners.batched import BatchedRunner
 from streams.state import recovery

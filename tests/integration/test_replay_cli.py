@@ -14,7 +14,7 @@ import pytest
 from kafka import KafkaProducer
 
 from schemas.settings import Settings
-from streams.topics import ensure_topics
+from streams.broker.topics import ensure_topics
 from tests.integration.conftest import REPO, read_topic, settings_environment
 
 pytestmark = pytest.mark.integration

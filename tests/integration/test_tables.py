@@ -9,7 +9,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from schemas.settings import Settings
-from streams.outbox import Outbox
+from streams.broker.outbox import Outbox
 from streams.rules.person import PersonState
 from streams.state import checkpoint, recovery
 from streams.state.store import TableStore

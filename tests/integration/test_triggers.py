@@ -15,9 +15,9 @@ from kafka import KafkaProducer
 
 from schemas.settings import Settings
 from schemas.triggers import Trigger
+from streams.broker.topics import ensure_topics
 from streams.simulator.shoppers import interleaved_sessions
 from streams.timers import utc_now
-from streams.topics import ensure_topics
 from tests.integration.conftest import RUNNERS, WorkerProcess, read_topic
 from tests.integration.test_worker import event, identify, send
 

@@ -18,8 +18,8 @@ from pydantic import BaseModel
 from schemas.access import METRICS_PATH
 from schemas.rules import load_rules, parse_rules
 from schemas.settings import Settings
+from streams.cli.settings_docs import environment_variables
 from streams.collector.app import UNSUBSCRIBE_PREFIX
-from streams.settings_docs import environment_variables
 from streams.web.server import HEALTH_PATH
 
 REPO = Path(__file__).resolve().parents[2]

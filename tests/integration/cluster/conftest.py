@@ -17,7 +17,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 
 from schemas.settings import Settings
-from streams.topics import ensure_topics
+from streams.broker.topics import ensure_topics
 from tests.integration.conftest import REPO, free_port, isolated_settings
 
 # chDB as the sink tests have it: one directory for the session, a database per test.

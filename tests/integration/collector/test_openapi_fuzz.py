@@ -11,8 +11,8 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from schemas.settings import Settings
+from streams.broker.topics import ensure_topics
 from streams.collector.openapi import openapi_document
-from streams.topics import ensure_topics
 from tests.integration.collector.test_collector import AUTH, WRITE_KEY, CollectorThread
 from tests.integration.conftest import TEST_HASH_SECRET, Broker
 

@@ -15,7 +15,7 @@ from kafka.errors import KafkaTimeoutError
 
 from schemas.connections import aiokafka_options, kafka_python_options
 from schemas.settings import Settings
-from streams.topics import ensure_topics
+from streams.broker.topics import ensure_topics
 from tests.e2e.test_shopper_journey import AUTH, call, eventually
 from tests.integration.conftest import API_AUTH
 from tests.integration.hostile import Service, collector_service, sink_service, wait_for_http

@@ -1,6 +1,6 @@
 """A process whose Kafka settings the SASL_SSL listener refuses exits at start with one line naming the cause.
 
-The worker, the sink and the collector all go through the same check (streams/broker_check.py, check_broker); each
+The worker, the sink and the collector all go through the same check (streams/broker/check.py, check_broker); each
 is started here as an operator starts it, with a wrong password, a CA file that did not sign the broker's
 certificate, or a plaintext client."""
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from schemas.limits import DEFAULT_LIMITS as LIMITS
-from streams.collector.contacts import clean_email, clean_phone, clean_traits
+from streams.collector.cleaning import clean_email, clean_phone, clean_traits
 from streams.collector.dead_letters import collector_dead_letter
 from streams.collector.dedupe import DedupeWindow
 from streams.collector.segment_api import (

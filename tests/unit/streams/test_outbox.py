@@ -2,7 +2,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
-from streams.outbox import partition_of
+from streams.broker.outbox import partition_of
 
 
 @given(key=st.binary(min_size=1, max_size=64), partitions=st.integers(min_value=1, max_value=64))

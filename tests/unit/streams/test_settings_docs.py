@@ -10,7 +10,7 @@ import pytest
 
 from schemas.limits import Limits
 from schemas.settings import SecuritySettings, SenderSettings, Settings
-from streams.settings_docs import environment_variables, settings_table
+from streams.cli.settings_docs import environment_variables, settings_table
 
 README = Path(__file__).resolve().parents[3] / "README.md"
 

@@ -11,7 +11,7 @@ from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
 from schemas.connections import BrokerRefused, BrokerUnavailable, kafka_python_options
 from schemas.settings import Settings
-from streams.broker_check import check_broker
+from streams.broker.check import check_broker
 
 log = logging.getLogger(__name__)
 
