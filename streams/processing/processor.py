@@ -36,7 +36,7 @@ from streams.processing.types import Output, PersonStore, SourceRecord, Unreadab
 from streams.rules.campaigns import Campaigns
 from streams.rules.consent import DoubleOptIn
 from streams.rules.contacts import CONTACT_TRAITS, contact_changes
-from streams.rules.engine import Outcome, absorb_score, advance_time, apply_event
+from streams.rules.engine import Outcome, Surroundings, absorb_score, advance_time, apply_event
 from streams.rules.person import PersonState, SourcePosition
 from streams.timers import DeadlineIndex, PartitionClock, stored_deadline, utc_now
 
@@ -142,8 +142,8 @@ class Processor:
                 self._forward(record.value or b"", forward_to, contact=bool(state.contact_of))
             return
         campaigns = self.campaigns_for(record.partition, state, event.timestamp)
-        step = apply_event(state, event, position, self.rules, settings.limits, campaigns, self.opt_in,
-                           self.recommendations.view)  # fmt: skip
+        around = Surroundings(settings.limits, campaigns, self.opt_in, self.recommendations.view)
+        step = apply_event(state, event, position, self.rules, around)
         if step.repeated:
             self.metrics.repeated.inc()
         if step.applied:
@@ -180,8 +180,13 @@ class Processor:
             log.info("score of a merged id at %s/%d@%d dropped", record.topic, record.partition, record.offset)
             return
         now = self.clock.now(record.partition) or received_at
-        step = absorb_score(state, score, now, position, self.rules, self.settings.limits,
-                            self.campaigns_for(record.partition, state, now), self.recommendations.view)  # fmt: skip
+        around = Surroundings(
+            self.settings.limits,
+            self.campaigns_for(record.partition, state, now),
+            self.opt_in,
+            self.recommendations.view,
+        )
+        step = absorb_score(state, score, now, position, self.rules, around)
         self.publish(step, record.partition, before=state)
 
     def _forward(self, raw: bytes, people: list[str], contact: bool) -> None:
@@ -216,9 +221,8 @@ class Processor:
             try:
                 state = self.load(key, partition)
                 campaigns = self.campaigns_for(partition, state, now)
-                step = advance_time(
-                    state, now, moment, self.rules, self.settings.limits, campaigns, self.recommendations.view
-                )
+                around = Surroundings(self.settings.limits, campaigns, self.opt_in, self.recommendations.view)
+                step = advance_time(state, now, moment, self.rules, around)
                 self.publish(step, partition, before=state)
             except Exception as error:  # this person's deadline only
                 self.quarantine(key, "timer", error, None)

@@ -1,13 +1,14 @@
 """The single entry point of the pure core: apply an event, or the passing of time, to a person's state.
 
-    apply_event(state, event, position, rules)        -> Outcome
-    advance_time(state, now, position, rules)         -> Outcome
-    absorb_score(state, score, now, position, rules)  -> Outcome
+    apply_event(state, event, position, rules, around)        -> Outcome
+    advance_time(state, now, position, rules, around)         -> Outcome
+    absorb_score(state, score, now, position, rules, around)  -> Outcome
 
 An Outcome holds the new state and what to publish: triggers that passed the policy gate, suppressions with
-their reasons, and segment changes. The same inputs always give the same Outcome. Among the inputs, the runner's
-campaigns and its map of the recommendations topic (`recommendations`, product -> recommended ids) are handed
-in as values: the core reads them and never fetches anything.
+their reasons, and segment changes. The same inputs always give the same Outcome. What the runner knows
+besides the person and the record (`Surroundings`: the limits, the campaigns live for this person, double
+opt-in, its map of the recommendations topic) is handed in as values: the core reads them and never fetches
+anything.
 """
 
 from __future__ import annotations
@@ -74,6 +75,20 @@ class Outcome:
     consent_changes: list[ConsentChange] = field(default_factory=list)  # with their evidence, for the proof
 
 
+@dataclass(frozen=True, slots=True)
+class Surroundings:
+    """What the runner hands the core besides a person's state and the record: read-only values."""
+
+    # Factories: the defaults are shared values that dataclasses cannot tell from mutable ones.
+    limits: Limits = field(default_factory=lambda: DEFAULT_LIMITS)
+    campaigns: Campaigns = field(default_factory=lambda: NO_CAMPAIGNS)
+    opt_in: DoubleOptIn = field(default_factory=lambda: NO_DOUBLE_OPT_IN)
+    recommendations: Recommendations = field(default_factory=lambda: NO_RECOMMENDATIONS)  # product -> ids, read-only
+
+
+NOTHING_AROUND = Surroundings()
+
+
 @dataclass
 class _Gathered:
     limits: Limits
@@ -89,10 +104,7 @@ def apply_event(
     event: Event,
     position: SourcePosition,
     rules: RulesConfig,
-    limits: Limits = DEFAULT_LIMITS,
-    campaigns: Campaigns = NO_CAMPAIGNS,
-    opt_in: DoubleOptIn = NO_DOUBLE_OPT_IN,
-    recommendations: Recommendations = NO_RECOMMENDATIONS,
+    around: Surroundings = NOTHING_AROUND,
 ) -> Outcome:
     """Apply one event at its own time. What fell due before it fires first, so processing a person's
     events live or replaying them later gives the same triggers. An event whose messageId the state
@@ -103,13 +115,14 @@ def apply_event(
     digest = message_digest(event.message_id) if event.message_id else None
     if digest is not None and digest in state.recent_messages:
         return Outcome(state, applied=False, repeated=True)
-    outcome = _Gathered(limits, campaigns, recommendations)
+    limits = around.limits
+    outcome = _Gathered(limits, around.campaigns, around.recommendations)
     moment = event.timestamp
     links = anonymous_ids_to_link(state, event)
     current = _run_due(state, moment, moment, rules, outcome)
     # One copy for everything the event changes; nothing below reads the applied offsets, so they go in too.
     updated = update_profile(current.profile, event, rules.profile, limits)
-    decided = decide_opt_in(current.profile, updated, current.waiting_confirmations, event, moment, opt_in)
+    decided = decide_opt_in(current.profile, updated, current.waiting_confirmations, event, moment, around.opt_in)
     if decided.confirmation is not None:
         outcome.triggers.append(decided.confirmation)  # asked for by the person: not a marketing nudge
     profile = decided.profile
@@ -153,14 +166,12 @@ def advance_time(
     now: datetime,
     position: SourcePosition,
     rules: RulesConfig,
-    limits: Limits = DEFAULT_LIMITS,
-    campaigns: Campaigns = NO_CAMPAIGNS,
-    recommendations: Recommendations = NO_RECOMMENDATIONS,
+    around: Surroundings = NOTHING_AROUND,
 ) -> Outcome:
     """Let time pass to `now` (the partition's clock): fire what is due and re-check segments."""
     if state.already_applied(position):
         return Outcome(state, applied=False)
-    outcome = _Gathered(limits, campaigns, recommendations)
+    outcome = _Gathered(around.limits, around.campaigns, around.recommendations)
     current = _run_due(state, now, now, rules, outcome)
     current = replace(current, applied_offsets=current.record(position))
     return Outcome(current, outcome.triggers, outcome.suppressed, outcome.segment_changes)
@@ -172,9 +183,7 @@ def absorb_score(
     now: datetime,
     position: SourcePosition,
     rules: RulesConfig,
-    limits: Limits = DEFAULT_LIMITS,
-    campaigns: Campaigns = NO_CAMPAIGNS,
-    recommendations: Recommendations = NO_RECOMMENDATIONS,
+    around: Surroundings = NOTHING_AROUND,
 ) -> Outcome:
     """Join a record of the scores topic (None: a tombstone) at `now`, the partition's clock: what fell due
     before fires first, then segments are checked with the new scores as after an event, so entering one
@@ -186,7 +195,7 @@ def absorb_score(
     scores = scores_after(current_scores, score)
     if scores is current_scores:
         return Outcome(replace(state, applied_offsets=state.record(position)))
-    outcome = _Gathered(limits, campaigns, recommendations)
+    outcome = _Gathered(around.limits, around.campaigns, around.recommendations)
     current = _run_due(state, now, now, rules, outcome)
     current = replace(
         current, scores=msgspec.UNSET if scores is None else scores, applied_offsets=current.record(position)

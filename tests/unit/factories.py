@@ -12,7 +12,7 @@ from schemas.scores import Score
 from schemas.segments import SegmentChange
 from schemas.triggers import Suppression, Trigger
 from streams.rules.consent import NO_DOUBLE_OPT_IN, DoubleOptIn
-from streams.rules.engine import Outcome, absorb_score, advance_time, apply_event
+from streams.rules.engine import Outcome, Surroundings, absorb_score, advance_time, apply_event
 from streams.rules.person import PersonState, SourcePosition
 from streams.rules.recommendations import NO_RECOMMENDATIONS, Recommendations
 
@@ -132,14 +132,23 @@ class Feed:
         position = self._position("events")
         return self._collect(
             apply_event(
-                self.state, event, position, self.rules, opt_in=self.opt_in, recommendations=self.recommendations
+                self.state,
+                event,
+                position,
+                self.rules,
+                Surroundings(opt_in=self.opt_in, recommendations=self.recommendations),
             )
         )
+
+    def _around(self, **given: Any) -> Surroundings:
+        return Surroundings(recommendations=self.recommendations, **given)
 
     def tick(self, minutes: float) -> Outcome:
         position = self._position("checks")
         return self._collect(
-            advance_time(self.state, at(minutes), position, self.rules, recommendations=self.recommendations)
+            advance_time(
+                self.state, at(minutes), position, self.rules, Surroundings(recommendations=self.recommendations)
+            )
         )
 
     def score(self, minutes: float, score: Score | None) -> Outcome:

@@ -35,13 +35,13 @@ def test_a_repeated_trait_counts_as_recently_set() -> None:
     limits = Limits(traits=8)
     feed = Feed(RULES)
     state = feed.state
-    from streams.rules.engine import apply_event
+    from streams.rules.engine import Surroundings, apply_event
     from streams.rules.person import SourcePosition
 
     events = [identify(0, **{f"t{n}": n for n in range(8)}), identify(1, t0="again"), identify(2, fresh=1)]
     for offset, event in enumerate(events):
         state = apply_event(
-            state, event, SourcePosition(topic="events", partition=0, offset=offset), RULES, limits
+            state, event, SourcePosition(topic="events", partition=0, offset=offset), RULES, Surroundings(limits)
         ).state
     assert list(state.profile.traits) == ["t2", "t3", "t4", "t5", "t6", "t7", "t0", "fresh"]
 

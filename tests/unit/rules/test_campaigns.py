@@ -20,7 +20,7 @@ from streams.rules.campaigns import (
     plan,
     throttle_holds,
 )
-from streams.rules.engine import Outcome, advance_time, apply_event, schedule_campaigns
+from streams.rules.engine import Outcome, Surroundings, advance_time, apply_event, schedule_campaigns
 from streams.rules.person import PersonState, SourcePosition
 from tests.unit.factories import identify, track
 
@@ -63,7 +63,7 @@ def person(name: str, zone: str, minutes: float = 0) -> PersonState:
 
 def tick(state: PersonState, now: datetime, campaigns: Campaigns) -> Outcome:
     position = SourcePosition(topic="clock", partition=0, offset=int(now.timestamp() * 1e6))
-    return advance_time(state, now, position, RULES, campaigns=campaigns)
+    return advance_time(state, now, position, RULES, Surroundings(campaigns=campaigns))
 
 
 def run_until(state: PersonState, until: datetime, campaigns: Campaigns) -> tuple[PersonState, list[Outcome]]:
@@ -110,7 +110,7 @@ def test_membership_is_checked_at_the_moment() -> None:
     order = track("Order Completed", 0, "ana", order_id="o1", revenue=5)
     order = order.model_copy(update={"timestamp": SCHEDULED_AT + timedelta(days=1)})
     position = SourcePosition(topic="events", partition=0, offset=1)
-    state = apply_event(state, order, position, RULES, campaigns=campaigns).state
+    state = apply_event(state, order, position, RULES, Surroundings(campaigns=campaigns)).state
     _, steps = run_until(state, datetime(2026, 12, 25, tzinfo=UTC), campaigns)
     assert not [t for step in steps for t in step.triggers]
     reasons = [s.reason for step in steps for s in step.suppressed]
@@ -125,7 +125,7 @@ def test_someone_who_joins_meanwhile_is_included_and_a_non_member_is_dropped_qui
         update={"timestamp": SCHEDULED_AT + timedelta(days=1)}
     )
     position = SourcePosition(topic="events", partition=0, offset=1)
-    state = apply_event(anonymous_then_known, joined, position, RULES, campaigns=campaigns).state
+    state = apply_event(anonymous_then_known, joined, position, RULES, Surroundings(campaigns=campaigns)).state
     _, steps = run_until(state, datetime(2026, 12, 25, tzinfo=UTC), campaigns)
     assert len([t for step in steps for t in step.triggers]) == 1
 
@@ -144,7 +144,7 @@ def test_an_opt_out_before_the_moment_is_suppressed_by_the_gate() -> None:
         update={"timestamp": SCHEDULED_AT + timedelta(days=1)}
     )
     position = SourcePosition(topic="events", partition=0, offset=1)
-    state = apply_event(state, opt_out, position, RULES, campaigns=campaigns).state
+    state = apply_event(state, opt_out, position, RULES, Surroundings(campaigns=campaigns)).state
     _, steps = run_until(state, datetime(2026, 12, 25, tzinfo=UTC), campaigns)
     assert [s.reason for step in steps for s in step.suppressed] == [SuppressionReason.OPTED_OUT]
 
