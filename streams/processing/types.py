@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from streams.rules.person import PersonState
+
+if TYPE_CHECKING:  # the processor imports this module
+    from streams.processing.processor import Processor
+    from streams.timers import DeadlineIndex
 
 
 class SourceRecord(Protocol):
@@ -64,3 +68,18 @@ class Output(Protocol):
     """Where the processor's records go; the runner sends them and waits for the broker."""
 
     def add(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> None: ...
+
+
+class Hosting:
+    """What a runner answers about the processor it hosts: the partitions it owns and their deadlines (the
+    worker's HTTP pages read these under either runner)."""
+
+    processor: Processor
+
+    @property
+    def owned(self) -> set[int]:
+        return self.processor.owned
+
+    @property
+    def schedule(self) -> DeadlineIndex:
+        return self.processor.schedule

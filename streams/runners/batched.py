@@ -30,11 +30,12 @@ from streams.broker.outbox import Outbox
 from streams.metrics import WorkerMetrics
 from streams.processing.campaigns import SWEEP_BUDGET_SECONDS
 from streams.processing.processor import Processor
+from streams.processing.types import Hosting
 from streams.processing.whole_topic import WholeTopicReader
 from streams.rules.person import PersonState
 from streams.state import checkpoint, recovery
 from streams.state.store import TableStore
-from streams.timers import DeadlineIndex, PartitionClock, utc_now
+from streams.timers import PartitionClock, utc_now
 from streams.web.owners import CLIENT_PREFIX
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(YOUNG_COLLECTION_ALLOCATIONS, 10, MIDDLE_COLLECTIONS_BEFORE_FULL)
 
 
-class BatchedRunner:
+class BatchedRunner(Hosting):
     """The batched runner: reads the source topics with aiokafka in batches and hosts the processor."""
 
     def __init__(self, settings: Settings, rules: RulesConfig, clock: PartitionClock | None = None) -> None:
@@ -86,14 +87,6 @@ class BatchedRunner:
         self._recommendations = WholeTopicReader(settings, settings.recommendations_topic)
 
     # What the HTTP API reads -----------------------------------------------------------------------------------
-
-    @property
-    def owned(self) -> set[int]:
-        return self.processor.owned
-
-    @property
-    def schedule(self) -> DeadlineIndex:
-        return self.processor.schedule
 
     def held_states(self) -> int:
         return len(self.store.persons)

@@ -70,11 +70,11 @@ from streams.broker.outbox import partition_of
 from streams.metrics import WorkerMetrics
 from streams.processing.campaigns import SWEEP_BUDGET_SECONDS
 from streams.processing.processor import Processor
-from streams.processing.types import SourceRecord
+from streams.processing.types import Hosting, SourceRecord
 from streams.processing.whole_topic import WholeTopicReader
 from streams.rules.person import PersonState
 from streams.state.store import decode_cached
-from streams.timers import DeadlineIndex, PartitionClock, utc_now
+from streams.timers import PartitionClock, utc_now
 from streams.web.documents import profile_document, segment_page
 
 log = logging.getLogger(__name__)
@@ -274,7 +274,7 @@ class FaustStore:
         return (state for held, state in self._pending.values() if held == partition and state is not None)
 
 
-class FaustRunner:
+class FaustRunner(Hosting):
     """nudgeflow on a Faust app: the agent, the tables, the clock timer and the web pages."""
 
     def __init__(
@@ -340,14 +340,6 @@ class FaustRunner:
         )
 
     # What the pages read ---------------------------------------------------------------------------------------
-
-    @property
-    def owned(self) -> set[int]:
-        return self.processor.owned
-
-    @property
-    def schedule(self) -> DeadlineIndex:
-        return self.processor.schedule
 
     # The agent -------------------------------------------------------------------------------------------------
 
