@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeAlias
 
@@ -18,6 +19,9 @@ DEMO_RULES = REPO / "deploy" / "rules.demo.yaml"
 
 # Each command module's `register(commands)` adds its parser to this.
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+# What a command runs: the settings and its parsed arguments in, the exit code out.
+Handler: TypeAlias = Callable[[Settings, argparse.Namespace], int]
 
 log = logging.getLogger("nudgeflow")
 
@@ -42,3 +46,19 @@ def refused(settings: Settings, component: str) -> bool:
         print(error, file=sys.stderr)
         return True
     return False
+
+
+def command_group(commands: Commands, name: str, help: str) -> Commands:
+    """A command of subcommands, `nudgeflow <name> <subcommand>`, one of which must be named."""
+    group = commands.add_parser(name, help=help)
+    subcommands: Commands = group.add_subparsers(dest=f"{name}_command", required=True)
+    return subcommands
+
+
+def subcommand(group: Commands, name: str, help: str, handler: Handler, *positionals: str) -> argparse.ArgumentParser:
+    """A subcommand of `group` running `handler`, with its positional arguments; options are added by the caller."""
+    parser = group.add_parser(name, help=help)
+    for positional in positionals:
+        parser.add_argument(positional)
+    parser.set_defaults(handler=handler)
+    return parser

@@ -12,7 +12,7 @@ from typing import Any
 from schemas.campaigns import Campaign, CampaignControl, CampaignOp, InvalidCampaign, When, load_campaign
 from schemas.rules import load_rules
 from schemas.settings import Settings
-from streams.cli.base import Commands
+from streams.cli.base import Commands, command_group, subcommand
 
 
 def latest_controls(records: Iterable[Any]) -> dict[str, CampaignControl]:
@@ -164,16 +164,8 @@ def command_cancel(settings: Settings, arguments: argparse.Namespace) -> int:
 
 def register(commands: Commands) -> None:
     """Add `nudgeflow campaign` and its subcommands to the command line."""
-    campaign = commands.add_parser("campaign", help="campaigns: one message to a segment at a chosen time")
-    campaign_commands = campaign.add_subparsers(dest="campaign_command", required=True)
-    check = campaign_commands.add_parser("check", help="validate a campaign file against the rules' segments")
-    check.add_argument("file")
-    check.set_defaults(handler=command_check)
-    schedule = campaign_commands.add_parser("schedule", help="validate a campaign file, then schedule it")
-    schedule.add_argument("file")
-    schedule.set_defaults(handler=command_schedule)
-    listing = campaign_commands.add_parser("list", help="every campaign on the control topic and its state")
-    listing.set_defaults(handler=command_list)
-    cancel = campaign_commands.add_parser("cancel", help="cancel a campaign: what has not gone out will not")
-    cancel.add_argument("campaign_id")
-    cancel.set_defaults(handler=command_cancel)
+    campaign = command_group(commands, "campaign", "campaigns: one message to a segment at a chosen time")
+    subcommand(campaign, "check", "validate a campaign file against the rules' segments", command_check, "file")
+    subcommand(campaign, "schedule", "validate a campaign file, then schedule it", command_schedule, "file")
+    subcommand(campaign, "list", "every campaign on the control topic and its state", command_list)
+    subcommand(campaign, "cancel", "cancel a campaign: what has not gone out will not", command_cancel, "campaign_id")

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from schemas.scores import DEFAULT_HORIZON_DAYS
 from schemas.settings import Settings
-from streams.cli.base import Commands
+from streams.cli.base import Commands, command_group, subcommand
 
 
 def moment(text: str) -> datetime:
@@ -103,20 +103,18 @@ def command_models_evaluate(settings: Settings, arguments: argparse.Namespace) -
 
 def register(commands: Commands) -> None:
     """Add `nudgeflow models` and its subcommands to the command line."""
-    models = commands.add_parser("models", help="predicted churn, lifetime value and propensity from ClickHouse")
-    models_commands = models.add_subparsers(dest="models_command", required=True)
-    train = models_commands.add_parser(
-        "train",
-        help="fit on the history in ClickHouse, store the scores and recommendations there and publish them on "
-        "the scores and recommendations topics",
+    models = command_group(commands, "models", "predicted churn, lifetime value and propensity from ClickHouse")
+    about = (
+        "fit on the history in ClickHouse, store the scores and recommendations there and publish them on the "
+        "scores and recommendations topics"
     )
+    train = subcommand(models, "train", about, command_models_train)
     train.add_argument("--at", type=moment, default=None, help="score as of this moment (default: now)")
     train.add_argument(
         "--no-publish", action="store_true", help="store the scores and recommendations in ClickHouse only"
     )
-    evaluate = models_commands.add_parser(
-        "evaluate", help="back-test: train before a cut-off, score the window after it, beside naive baselines"
-    )
+    about = "back-test: train before a cut-off, score the window after it, beside naive baselines"
+    evaluate = subcommand(models, "evaluate", about, command_models_evaluate)
     evaluate.add_argument("--cutoff", type=moment, required=True, help="train on the history before this moment")
     for parser in (train, evaluate):
         parser.add_argument(
@@ -127,5 +125,3 @@ def register(commands: Commands) -> None:
             default=DEFAULT_HORIZON_DAYS,
             help=f"days the scores cover (7-365, default {DEFAULT_HORIZON_DAYS})",
         )
-    train.set_defaults(handler=command_models_train)
-    evaluate.set_defaults(handler=command_models_evaluate)

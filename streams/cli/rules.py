@@ -8,7 +8,7 @@ from pathlib import Path
 
 from schemas.rules import InvalidRules, load_rules
 from schemas.settings import Settings
-from streams.cli.base import Commands
+from streams.cli.base import Commands, command_group, subcommand
 
 
 def command_rules_check(settings: Settings, arguments: argparse.Namespace) -> int:
@@ -24,8 +24,6 @@ def command_rules_check(settings: Settings, arguments: argparse.Namespace) -> in
 
 def register(commands: Commands) -> None:
     """Add `nudgeflow rules` and its subcommand to the command line."""
-    rules = commands.add_parser("rules", help="rules files")
-    rules_commands = rules.add_subparsers(dest="rules_command", required=True)
-    check = rules_commands.add_parser("check", help="validate a rules file; non-zero exit with line and reason")
-    check.add_argument("file")
-    check.set_defaults(handler=command_rules_check)
+    rules = command_group(commands, "rules", "rules files")
+    about = "validate a rules file; non-zero exit with line and reason"
+    subcommand(rules, "check", about, command_rules_check, "file")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from schemas.settings import Settings
-from streams.cli.base import Commands
+from streams.cli.base import Commands, command_group, subcommand
 
 
 def command_schemas_export(settings: Settings, arguments: argparse.Namespace) -> int:
@@ -20,8 +20,6 @@ def command_schemas_export(settings: Settings, arguments: argparse.Namespace) ->
 
 def register(commands: Commands) -> None:
     """Add `nudgeflow schemas` and its subcommand to the command line."""
-    schemas = commands.add_parser("schemas", help="event and trigger schemas")
-    schemas_commands = schemas.add_subparsers(dest="schemas_command", required=True)
-    export = schemas_commands.add_parser("export", help="write JSON Schema files for other languages")
-    export.add_argument("directory")
-    export.set_defaults(handler=command_schemas_export)
+    schemas = command_group(commands, "schemas", "event and trigger schemas")
+    about = "write JSON Schema files for other languages"
+    subcommand(schemas, "export", about, command_schemas_export, "directory")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from schemas.settings import Settings
-from streams.cli.base import Commands
+from streams.cli.base import Commands, command_group, subcommand
 
 
 def command_templates_check(settings: Settings, arguments: argparse.Namespace) -> int:
@@ -26,10 +26,6 @@ def command_templates_check(settings: Settings, arguments: argparse.Namespace) -
 
 def register(commands: Commands) -> None:
     """Add `nudgeflow templates` and its subcommand to the command line."""
-    templates = commands.add_parser("templates", help="message templates")
-    templates_commands = templates.add_subparsers(dest="templates_command", required=True)
-    templates_check = templates_commands.add_parser(
-        "check", help="check a templates directory; non-zero exit with the file, line and reason"
-    )
-    templates_check.add_argument("directory")
-    templates_check.set_defaults(handler=command_templates_check)
+    templates = command_group(commands, "templates", "message templates")
+    about = "check a templates directory; non-zero exit with the file, line and reason"
+    subcommand(templates, "check", about, command_templates_check, "directory")
